@@ -1,0 +1,156 @@
+"""Planning time per action of mbrl-lib 0.2.0's PETS (CEM + TSinf) on Pendulum-v1 shapes.
+
+Run with the mbrl-lib venv:  benchmarks/pets_speed/.venv-mbrl/bin/python benchmarks/pets_speed/bench_mbrl.py
+Builds the agent the way mbrl-lib's PETS example notebook does (GaussianMLP ensemble,
+OneDTransitionRewardModel, ModelEnv, TrajectoryOptimizerAgent with CEMOptimizer), with the config
+in common.CONFIG and SiLU activations. Weights are untrained (planning cost does not depend on
+training); the input normaliser is fitted on random Pendulum transitions so it is not identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import common  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def build_agent(seed: int):
+    import gymnasium as gym
+    import omegaconf
+
+    import mbrl.env.termination_fns as termination_fns
+    import mbrl.models as models
+    import mbrl.planning as planning
+    import mbrl.types
+    import mbrl.util.common as common_util
+
+    cfg = common.CONFIG
+    env = gym.make(cfg["env_id"])
+    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    device = "cpu"
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+
+    # As in mbrl-lib's notebooks/pets_example.ipynb, but SiLU instead of the notebook's LeakyReLU.
+    cfg_dict = {
+        "dynamics_model": {
+            "_target_": "mbrl.models.GaussianMLP",
+            "device": device,
+            "num_layers": len(cfg["hidden"]),  # in->h1, h1->h2, h2->h3, then h3->2*out
+            "ensemble_size": cfg["ensemble_size"],
+            "hid_size": cfg["hidden"][0],
+            "in_size": "???",
+            "out_size": "???",
+            "deterministic": False,
+            "propagation_method": "fixed_model",  # = TSinf
+            "activation_fn_cfg": {"_target_": "torch.nn.SiLU"},
+            # mbrl 0.2.0 pins hydra-core==1.0.3, whose instantiate() did not recurse into nested
+            # configs; hydra 1.3 does, turning activation_fn_cfg into an nn.SiLU object that
+            # GaussianMLP then fails to OmegaConf.create(). _recursive_=False restores 1.0 behaviour.
+            "_recursive_": False,
+        },
+        "algorithm": {"learned_rewards": False, "target_is_delta": True, "normalize": True},
+        "overrides": {"trial_length": 200, "num_steps": 2000, "model_batch_size": 32, "validation_ratio": 0.05},
+    }
+    mcfg = omegaconf.OmegaConf.create(cfg_dict)
+    dynamics_model = common_util.create_one_dim_tr_model(mcfg, obs_shape, act_shape)
+    gm = dynamics_model.model
+    assert gm.in_size == obs_shape[0] + act_shape[0] and gm.out_size == obs_shape[0], (gm.in_size, gm.out_size)
+
+    O, A, N = common.random_pendulum_data(1000, seed=seed)
+    dynamics_model.update_normalizer(mbrl.types.TransitionBatch(O, A, N, np.zeros(len(O), np.float32), None, None))
+
+    # Same reward function as our PETS (sb3_bayes.envs.known_rewards.pendulum_reward). It needs the
+    # *pre-step* observation (Pendulum-v1's reward is computed before the state update), which
+    # mbrl-lib's RewardFnType(act, next_obs) does not receive: this ModelEnv subclass only records
+    # model_state["obs"] before delegating to mbrl's own step().
+    kr = common.load_known_rewards_module()
+
+    class PreStepObsModelEnv(models.ModelEnv):
+        def step(self, actions, model_state, sample=False):
+            self._pre_step_obs = model_state["obs"]
+            return super().step(actions, model_state, sample=sample)
+
+    def reward_fn(act, next_obs):
+        return kr.pendulum_reward(model_env._pre_step_obs, act, next_obs).view(-1, 1)
+
+    model_env = PreStepObsModelEnv(
+        env, dynamics_model, termination_fns.no_termination, reward_fn, generator=generator
+    )
+    agent_cfg = omegaconf.OmegaConf.create(
+        {
+            "_target_": "mbrl.planning.TrajectoryOptimizerAgent",
+            "_recursive_": False,  # optimizer_cfg must reach the agent as a config (hydra 1.0 semantics)
+            "planning_horizon": cfg["plan_horizon"],
+            "replan_freq": 1,
+            "verbose": False,
+            "action_lb": "???",
+            "action_ub": "???",
+            "optimizer_cfg": {
+                "_target_": "mbrl.planning.CEMOptimizer",
+                "num_iterations": cfg["cem_iters"],
+                "elite_ratio": cfg["num_elites"] / cfg["popsize"],
+                "population_size": cfg["popsize"],
+                "alpha": cfg["cem_alpha"],
+                "device": device,
+                "lower_bound": "???",
+                "upper_bound": "???",
+                "return_mean_elites": True,
+                "clipped_normal": False,
+            },
+        }
+    )
+    agent = planning.create_trajectory_optim_agent_for_model(model_env, agent_cfg, num_particles=cfg["n_particles"])
+    assert agent.optimizer.optimizer.elite_num == cfg["num_elites"]
+    info = dict(
+        gaussian_mlp=repr(gm.hidden_layers).replace("\n", " "),
+        normalizer_mean=dynamics_model.input_normalizer.mean.flatten().tolist(),
+        normalizer_std=dynamics_model.input_normalizer.std.flatten().tolist(),
+    )
+    return agent, info
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--n-actions", type=int, default=20)
+    p.add_argument("--n-warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import mbrl
+
+    agent, info = build_agent(args.seed)
+    wall, cpu, actions = common.time_actions(agent.act, args.n_actions, args.n_warmup, seed=args.seed)
+    result = dict(
+        impl="mbrl-lib",
+        mbrl_version=getattr(mbrl, "__version__", "?"),
+        dtype="float32",
+        config=common.CONFIG,
+        **common.summarize(wall, cpu),
+        wall_all_s=wall,
+        cpu_all_s=cpu,
+        first_actions=[a.tolist() for a in actions[:5]],
+        env=common.env_info(),
+        model_info=info,
+        args=vars(args),
+    )
+    common.dump(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

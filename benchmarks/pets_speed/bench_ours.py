@@ -1,0 +1,165 @@
+"""Planning time per action of sb3-bayes' PETS (CEM + TSinf) on Pendulum-v1, float32 and bfloat16.
+
+Run with the main venv:  /work/venv/bin/python benchmarks/pets_speed/bench_ours.py --dtype float32
+Times ``model.policy.predict(obs)`` (warm start kept between calls, as in a real episode) with the config in
+common.CONFIG. Weights are untrained; the input standardiser is fitted on random Pendulum transitions so it is not
+identity (same data and seed as bench_mbrl.py).
+
+``--compare-dtypes`` instead measures how much bfloat16 planning changes the chosen action: for a fixed set of
+observations, the same weights, the same torch seed and a fresh warm start, it plans once in float32 and once in
+bfloat16 and reports |a_bf16 - a_fp32|, next to |a_fp32(seed s) - a_fp32(seed s')| as the planner's own noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import common  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def build_model(dtype: str, seed: int):
+    from sb3_bayes import PETS
+
+    cfg = common.CONFIG
+    torch.manual_seed(seed)
+    model = PETS(
+        "MlpPolicy",
+        cfg["env_id"],
+        plan_horizon=cfg["plan_horizon"],
+        popsize=cfg["popsize"],
+        num_elites=cfg["num_elites"],
+        cem_iters=cfg["cem_iters"],
+        cem_alpha=cfg["cem_alpha"],
+        n_particles=cfg["n_particles"],
+        propagation=cfg["propagation"],
+        reward_fn="auto",
+        planning_dtype=dtype,
+        policy_kwargs=dict(ensemble_size=cfg["ensemble_size"], net_arch=list(cfg["hidden"])),
+        seed=seed,
+        device="cpu",
+    )
+    dyn = model.policy.dynamics
+    O, A, _ = common.random_pendulum_data(1000, seed=seed)
+    dyn.input_normalizer.fit(dyn.raw_inputs(torch.as_tensor(O), torch.as_tensor(A)))
+    # Sanity: the known reward is in use, and it is the very function bench_mbrl.py loads.
+    assert model.policy.known_model is not None
+    info = dict(
+        network=repr(dyn.network).replace("\n", " "),
+        input_dim=dyn.input_dim,
+        normalizer_mean=dyn.input_normalizer.mean.tolist(),
+        normalizer_std=dyn.input_normalizer.std.tolist(),
+        reward_fn=f"{model.policy.known_model.reward_fn.__module__}.{model.policy.known_model.reward_fn.__name__}",
+    )
+    return model, info
+
+
+def source_fingerprint() -> dict:
+    """sha256 (first 12 hex) of the sb3_bayes files on the planning path: the code is still moving."""
+    import hashlib
+
+    files = ["sb3_bayes/pets/policies.py", "sb3_bayes/common/ensemble.py", "sb3_bayes/common/trajectory_optimizers.py",
+             "sb3_bayes/common/propagation.py", "sb3_bayes/common/utils.py", "sb3_bayes/envs/known_rewards.py"]
+    out = {}
+    for f in files:
+        path = os.path.join(common.REPO_ROOT, f)
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                out[f] = hashlib.sha256(fh.read()).hexdigest()[:12]
+    return out
+
+
+def act_fn(model):
+    def act(obs):
+        action, _ = model.policy.predict(obs, deterministic=True)
+        return action
+
+    return act
+
+
+def time_dtype(args):
+    import sb3_bayes
+
+    model, info = build_model(args.dtype, args.seed)
+    wall, cpu, actions = common.time_actions(act_fn(model), args.n_actions, args.n_warmup, seed=args.seed)
+    return dict(
+        impl="sb3-bayes",
+        sb3_bayes_version=getattr(sb3_bayes, "__version__", "?"),
+        dtype=args.dtype,
+        config=common.CONFIG,
+        **common.summarize(wall, cpu),
+        wall_all_s=wall,
+        cpu_all_s=cpu,
+        first_actions=[a.tolist() for a in actions[:5]],
+        env=common.env_info(),
+        model_info=info,
+        sb3_bayes_sources=source_fingerprint(),
+        args=vars(args),
+    )
+
+
+def compare_dtypes(args):
+    """Action difference bfloat16 vs float32 from the same seeds (and float32 seed-to-seed, for scale)."""
+    model, _ = build_model("float32", args.seed)
+    policy = model.policy
+    O, _, _ = common.random_pendulum_data(args.n_obs, seed=args.seed + 1)
+
+    def plan_first_action(obs, dtype, seed):
+        policy.planning_dtype = dtype
+        policy.reset_planner()
+        torch.manual_seed(seed)
+        action, _ = policy.predict(obs, deterministic=True)
+        return float(np.asarray(action).reshape(-1)[0])
+
+    rows = []
+    for i, obs in enumerate(O):
+        s = 1000 + i
+        a32 = plan_first_action(obs, "float32", s)
+        a16 = plan_first_action(obs, "bfloat16", s)
+        a32b = plan_first_action(obs, "float32", s + 10_000)
+        rows.append((a32, a16, a32b))
+    a = np.asarray(rows)
+    d16 = np.abs(a[:, 1] - a[:, 0])
+    dseed = np.abs(a[:, 2] - a[:, 0])
+    span = float(policy.action_high[0] - policy.action_low[0])
+    return dict(
+        impl="sb3-bayes",
+        what="bf16_vs_fp32_action_difference",
+        n_obs=len(O),
+        action_range=span,
+        bf16_vs_fp32_same_seed=dict(mean_abs=float(d16.mean()), median_abs=float(np.median(d16)), max_abs=float(d16.max())),
+        fp32_vs_fp32_other_seed=dict(mean_abs=float(dseed.mean()), median_abs=float(np.median(dseed)), max_abs=float(dseed.max())),
+        actions_fp32_bf16_fp32otherseed=a.tolist(),
+        note="untrained weights, input normaliser fitted on random data; fresh warm start per plan",
+        env=common.env_info(),
+        args=vars(args),
+    )
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--n-actions", type=int, default=20)
+    p.add_argument("--n-warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-dtypes", action="store_true")
+    p.add_argument("--n-obs", type=int, default=10, help="observations for --compare-dtypes")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    result = compare_dtypes(args) if args.compare_dtypes else time_dtype(args)
+    common.dump(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

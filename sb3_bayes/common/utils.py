@@ -1,0 +1,93 @@
+"""Small helpers shared by the algorithms: input validation, finiteness checks, precision control."""
+
+import contextlib
+from collections.abc import Iterator
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+
+PLANNING_DTYPES = {"float32": th.float32, "bfloat16": th.bfloat16}
+
+
+def check_finite(value: th.Tensor, what: str, hint: str = "lower the learning rate or check the data for NaN/inf") -> None:
+    """
+    Raise a one-line ``ValueError`` when ``value`` holds NaN or inf. rl-zoo3's Optuna objective prunes trials
+    that raise ``ValueError``, so a diverged trial is pruned instead of crashing the study.
+
+    :param value: Tensor to check (this synchronises with the device, so keep it out of hot loops).
+    :param what: What the tensor is, for the message.
+    :param hint: How to fix it.
+    """
+    if not bool(th.isfinite(value).all()):
+        raise ValueError(f"{what} is NaN or inf: {hint}.")
+
+
+def check_flat_box(space: spaces.Space, what: str, algo: str, finite: bool = False) -> spaces.Box:
+    """
+    Check that a space is a one-dimensional ``Box`` (optionally with finite bounds).
+
+    :param space: The space to check.
+    :param what: ``"observation"`` or ``"action"``, for the message.
+    :param algo: Algorithm name, for the message.
+    :param finite: Whether the bounds must be finite.
+    :return: The space, typed as ``Box``.
+    """
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+        raise ValueError(
+            f"{algo} supports only flat Box {what} spaces, got {space}: "
+            f"use an environment with vector {what}s (e.g. wrap it with gymnasium's FlattenObservation)."
+        )
+    if finite and not (th.isfinite(th.as_tensor(space.low)).all() and th.isfinite(th.as_tensor(space.high)).all()):
+        raise ValueError(f"{algo} needs finite {what} bounds to plan within, got {space}: bound the space.")
+    return space
+
+
+def get_env_id(env: VecEnv | None) -> str | None:
+    """
+    The Gymnasium id of the first sub-environment of a ``VecEnv`` (None when it has no registered spec).
+
+    :param env: The vectorised environment.
+    :return: The id, e.g. ``"Pendulum-v1"``.
+    """
+    if env is None:
+        return None
+    try:
+        spec = env.get_attr("spec", indices=0)[0]
+    except (AttributeError, IndexError):
+        return None
+    return None if spec is None else spec.id
+
+
+def get_env_kwargs(env: VecEnv | None) -> dict:
+    """
+    The keyword arguments the first sub-environment was made with (empty when unknown).
+
+    :param env: The vectorised environment.
+    :return: ``spec.kwargs``.
+    """
+    if env is None:
+        return {}
+    try:
+        spec = env.get_attr("spec", indices=0)[0]
+    except (AttributeError, IndexError):
+        return {}
+    return {} if spec is None else dict(spec.kwargs)
+
+
+@contextlib.contextmanager
+def planning_precision(device: th.device, dtype: th.dtype) -> Iterator[None]:
+    """
+    Run matrix products in ``dtype`` (bfloat16 autocast) while states and sums stay in float32.
+
+    On CPUs with AMX, and on GPUs, bfloat16 matrix products are several times faster; the planner only needs the
+    ranking of candidate action sequences, which bfloat16 preserves (checked by the tests).
+
+    :param device: Device the computation runs on.
+    :param dtype: ``th.float32`` (no autocast) or ``th.bfloat16``.
+    """
+    if dtype == th.float32:
+        yield
+    else:
+        with th.autocast(device_type=device.type, dtype=dtype):
+            yield

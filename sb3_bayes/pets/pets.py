@@ -1,0 +1,386 @@
+"""PETS: probabilistic ensembles with trajectory sampling (Chua, Calandra, McAllister and Levine, NeurIPS 2018)."""
+
+import sys
+import time
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.utils import safe_mean
+
+from sb3_bayes.common.buffers import TransitionStore
+from sb3_bayes.common.utils import check_finite, check_flat_box, get_env_id, get_env_kwargs
+from sb3_bayes.envs.known_rewards import get_known_spec
+from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy
+
+SelfPETS = TypeVar("SelfPETS", bound="PETS")
+
+
+class PETS(BaseAlgorithm):
+    """
+    Probabilistic Ensembles with Trajectory Sampling (PETS).
+
+    A bootstrapped ensemble of probabilistic neural networks models the dynamics; actions are chosen by
+    model-predictive control: at every step a trajectory optimiser (CEM by default) searches action sequences whose
+    returns are estimated by propagating particles through the ensemble, and the first action of the best sequence
+    is executed. The first episode is random; afterwards the model is retrained on all data after every episode.
+
+    Paper: https://arxiv.org/abs/1805.12114
+
+    :param policy: The policy model to use (``"MlpPolicy"`` or ``PETSPolicy``).
+    :param env: The environment to learn from (if registered in Gym, can be str).
+    :param learning_rate: Adam learning rate of the dynamics model (a schedule is accepted).
+    :param buffer_size: Maximum number of transitions kept (memory grows as data arrives).
+    :param learning_starts: Steps of random actions before planning may start; planning also waits for the first
+        training round, so the first episode is always random with the default ``train_freq``.
+    :param batch_size: Minibatch size of model training.
+    :param n_epochs: Passes over every member's bootstrap sample per training round.
+    :param train_freq: Training cadence, an int (steps) or a tuple such as ``(1, "episode")`` (the paper's).
+    :param planner: ``"cem"`` (cross-entropy method) or ``"random"`` (random shooting).
+    :param plan_horizon: Planning horizon (steps).
+    :param popsize: Candidate action sequences per planner iteration.
+    :param num_elites: Candidates the CEM distribution is refit to.
+    :param cem_iters: Maximum CEM iterations per action.
+    :param cem_alpha: Weight of the previous CEM distribution in each update.
+    :param cem_epsilon: CEM stops once every variance is below this.
+    :param n_particles: Particles per candidate.
+    :param propagation: Uncertainty propagation: ``"E"``, ``"DS"``, ``"TS1"``, ``"TSinf"`` (the paper's) or ``"MM"``.
+    :param reward_fn: None learns reward and termination with the dynamics; ``"auto"`` uses the known reward and
+        termination functions of the environment's id; an env id (e.g. ``"Pendulum-v1"``) names them explicitly.
+    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (autocast of the model's matrix products while planning).
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over.
+    :param tensorboard_log: The log location for tensorboard (if None, no logging).
+    :param policy_kwargs: Additional arguments passed to the policy (model type, ensemble size, network, ...).
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
+    :param seed: Seed for the pseudo random generators.
+    :param device: Device on which the code should run.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy: PETSPolicy
+
+    def __init__(
+        self,
+        policy: str | type[PETSPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 1,
+        batch_size: int = 32,
+        n_epochs: int = 5,
+        train_freq: int | tuple[int, str] | TrainFreq = (1, "episode"),
+        planner: str = "cem",
+        plan_horizon: int = 25,
+        popsize: int = 400,
+        num_elites: int = 40,
+        cem_iters: int = 5,
+        cem_alpha: float = 0.1,
+        cem_epsilon: float = 1e-3,
+        n_particles: int = 20,
+        propagation: str = "TSinf",
+        reward_fn: str | None = None,
+        planning_dtype: str = "float32",
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        # Check the spaces before SB3 wraps the env, so that an unsupported one is reported as a ValueError first.
+        env = maybe_make_env(env, verbose) if env is not None else None
+        if env is not None:
+            self._check_spaces(env.observation_space, env.action_space)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=True,
+            seed=seed,
+            supported_action_spaces=None,  # checked in `_setup_model` with a ValueError that names the space
+        )
+        self.buffer_size = buffer_size
+        self.learning_starts = learning_starts
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.train_freq: int | tuple[int, str] | TrainFreq = train_freq
+        self.planner = planner
+        self.plan_horizon = plan_horizon
+        self.popsize = popsize
+        self.num_elites = num_elites
+        self.cem_iters = cem_iters
+        self.cem_alpha = cem_alpha
+        self.cem_epsilon = cem_epsilon
+        self.n_particles = n_particles
+        self.propagation = propagation
+        self.reward_fn = self._resolve_reward_fn(reward_fn)
+        self.planning_dtype = planning_dtype
+        # Number of completed training rounds; planning starts after the first one.
+        self.n_training_rounds = 0
+        self.replay_buffer: TransitionStore | None = None
+        # Warm start of the planner inside `learn` (kept apart from the policy's own, used by `predict`).
+        self._rollout_warm_start = th.zeros(0)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _resolve_reward_fn(self, reward_fn: str | None) -> str | None:
+        """Turn ``"auto"`` into the env id and check that a known model matches the environment."""
+        if reward_fn is None:
+            return None
+        env_id = get_env_id(self.env)
+        if reward_fn == "auto":
+            if env_id is None:
+                raise ValueError("reward_fn='auto' needs an environment with a registered id: pass the env id instead.")
+            reward_fn = env_id
+        spec = get_known_spec(reward_fn)
+        env_kwargs = get_env_kwargs(self.env)
+        missing = {k: v for k, v in spec.env_kwargs.items() if env_kwargs.get(k) != v}
+        if self.env is not None and missing:
+            raise ValueError(
+                f"The known reward of {reward_fn} is exact only with env kwargs {spec.env_kwargs}, the environment has "
+                f"{ {k: env_kwargs.get(k) for k in missing} }: make it with those kwargs (env_kwargs in rl-zoo3)."
+            )
+        return reward_fn
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self._check_spaces(self.observation_space, self.action_space)
+        self._convert_train_freq()
+        policy_kwargs = dict(
+            reward_fn=self.reward_fn,
+            planner=self.planner,
+            plan_horizon=self.plan_horizon,
+            popsize=self.popsize,
+            num_elites=self.num_elites,
+            cem_iters=self.cem_iters,
+            cem_alpha=self.cem_alpha,
+            cem_epsilon=self.cem_epsilon,
+            n_particles=self.n_particles,
+            propagation=self.propagation,
+            planning_dtype=self.planning_dtype,
+        )
+        policy_kwargs.update(self.policy_kwargs)
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **policy_kwargs  # type: ignore[arg-type]
+        )
+        self.policy = self.policy.to(self.device)
+        if not hasattr(self, "_rollout_warm_start"):
+            self._rollout_warm_start = th.zeros(0)
+
+    @staticmethod
+    def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        check_flat_box(observation_space, "observation", "PETS")
+        check_flat_box(action_space, "action", "PETS", finite=True)
+
+    def _convert_train_freq(self) -> None:
+        """Normalise ``train_freq`` to a ``TrainFreq`` (an int counts steps)."""
+        if isinstance(self.train_freq, TrainFreq):
+            return
+        # YAML files give a list, Python users a tuple, both ``(frequency, unit)``; a bare int counts steps.
+        train_freq = tuple(self.train_freq) if isinstance(self.train_freq, (tuple, list)) else (self.train_freq, "step")
+        try:
+            unit = TrainFrequencyUnit(train_freq[1])
+        except ValueError as e:
+            raise ValueError(f"The unit of train_freq must be 'step' or 'episode', got '{train_freq[1]}'.") from e
+        if not isinstance(train_freq[0], int) or train_freq[0] < 1:
+            raise ValueError(f"The frequency of train_freq must be a positive integer, got {train_freq[0]}.")
+        self.train_freq = TrainFreq(train_freq[0], unit)
+
+    def _ensure_replay_buffer(self) -> TransitionStore:
+        if self.replay_buffer is None:
+            assert isinstance(self.observation_space, spaces.Box) and isinstance(self.action_space, spaces.Box)
+            self.replay_buffer = TransitionStore(self.observation_space.shape, self.action_space.shape[0], self.buffer_size)
+        return self.replay_buffer
+
+    def train(self) -> None:
+        """
+        One training round (section 4.1): refit the input statistics on all data, draw a fresh bootstrap sample for
+        every member, and run ``n_epochs`` epochs of minibatch Adam on the summed per-member losses plus the weight
+        decay and log-variance-bound regularisers.
+        """
+        buffer = self._ensure_replay_buffer()
+        data = buffer.all()
+        n = len(data.rewards)
+        if n == 0:
+            return
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        dynamics = self.policy.dynamics
+
+        def to_tensor(x: np.ndarray) -> th.Tensor:
+            return th.as_tensor(x, device=self.device, dtype=th.float32)
+
+        obs, actions, next_obs = to_tensor(data.observations), to_tensor(data.actions), to_tensor(data.next_observations)
+        raw_inputs = dynamics.raw_inputs(obs, actions)
+        dynamics.input_normalizer.fit(raw_inputs)
+        inputs = dynamics.input_normalizer(raw_inputs)
+        targets = dynamics.targets(obs, next_obs, to_tensor(data.rewards))
+        terminations = to_tensor(data.terminations)
+        ensemble_size = dynamics.ensemble_size
+        bootstrap = th.randint(n, (ensemble_size, n), device=self.device)
+        losses = []
+        for _ in range(self.n_epochs):
+            # Each member visits its own bootstrap sample in its own random order.
+            order = bootstrap.gather(1, th.rand(ensemble_size, n, device=self.device).argsort(dim=1))
+            epoch_loss = th.zeros((), device=self.device)
+            for start in range(0, n, self.batch_size):
+                index = order[:, start : start + self.batch_size]
+                loss = dynamics.loss(inputs[index], targets[index], terminations[index])
+                regularised = (
+                    loss
+                    + dynamics.network.weight_decay_penalty(self.policy.weight_decay)
+                    + dynamics.network.logvar_bound_penalty()
+                )
+                self.policy.optimizer.zero_grad()
+                regularised.backward()
+                self.policy.optimizer.step()
+                epoch_loss = epoch_loss + loss.detach() * index.shape[1]
+            check_finite(epoch_loss, "The PETS model loss", "lower learning_rate or raise weight_decay")
+            losses.append(epoch_loss.item() / n)
+        self.policy.set_training_mode(False)
+        self.n_training_rounds += 1
+        with th.no_grad():
+            prediction = dynamics.predict(obs.unsqueeze(0), actions.unsqueeze(0))
+            state_mse = (prediction.mean[..., : dynamics.obs_dim] - next_obs).pow(2).mean()
+        self.logger.record("train/model_loss", losses[-1])
+        self.logger.record("train/state_mse", state_mse.item())
+        self.logger.record("train/n_transitions", n)
+        self.logger.record("train/n_updates", self.n_training_rounds * self.n_epochs * -(-n // self.batch_size))
+        if dynamics.network.probabilistic:
+            self.logger.record("train/max_logvar", dynamics.network.max_logvar.mean().item())
+            self.logger.record("train/min_logvar", dynamics.network.min_logvar.mean().item())
+
+    def _sample_actions(self, obs: np.ndarray) -> np.ndarray:
+        """Random actions until the model has been trained once (and ``learning_starts`` steps), then MPC."""
+        n_envs = self.n_envs
+        if self.num_timesteps < self.learning_starts or self.n_training_rounds == 0:
+            return np.stack([self.action_space.sample() for _ in range(n_envs)])
+        obs_tensor = th.as_tensor(obs, device=self.device, dtype=th.float32)
+        actions, self._rollout_warm_start = self.policy.plan(obs_tensor, self._rollout_warm_start)
+        assert isinstance(self.action_space, spaces.Box)
+        return np.clip(actions.cpu().numpy(), self.action_space.low, self.action_space.high)
+
+    def learn(
+        self: SelfPETS,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "PETS",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPETS:
+        """
+        Collect experience with MPC and retrain the model on the configured cadence.
+
+        :param total_timesteps: The total number of environment steps to train on.
+        :param callback: Callback(s) called at every step with state of the algorithm.
+        :param log_interval: Write the logs every ``log_interval`` training rounds.
+        :param tb_log_name: The name of the run for TensorBoard logging.
+        :param reset_num_timesteps: Whether or not to reset the current timestep number (used in logging).
+        :param progress_bar: Display a progress bar using tqdm and rich.
+        :return: The trained model.
+        """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None and self._last_obs is not None
+        assert isinstance(self.train_freq, TrainFreq)
+        buffer = self._ensure_replay_buffer()
+        steps_since_training = 0
+        episodes_since_training = 0
+        continue_training = True
+        while continue_training and self.num_timesteps < total_timesteps:
+            obs = np.asarray(self._last_obs)
+            actions = self._sample_actions(obs)
+            new_obs, rewards, dones, infos = self.env.step(actions)
+            self.num_timesteps += self.n_envs
+            steps_since_training += 1
+            callback.update_locals(locals())
+            continue_training = callback.on_step()
+            self._update_info_buffer(infos, dones)
+            next_obs = np.array(new_obs, copy=True)
+            terminations = np.zeros(self.n_envs, dtype=np.float32)
+            for i, done in enumerate(dones):
+                if done:
+                    next_obs[i] = infos[i]["terminal_observation"]
+                    terminations[i] = float(not infos[i].get("TimeLimit.truncated", False))
+            buffer.add(obs, actions, rewards, next_obs, terminations)
+            self._last_obs = new_obs  # type: ignore[assignment]
+            if dones.any():
+                self._episode_num += int(dones.sum())
+                episodes_since_training += int(dones.sum())
+                if len(self._rollout_warm_start) == self.n_envs:
+                    fresh = self.policy.make_trajectory_optimizer().initial_solution(self.n_envs)
+                    mask = th.as_tensor(dones, device=self.device)[:, None, None]
+                    self._rollout_warm_start = th.where(mask, fresh, self._rollout_warm_start)
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            due = (
+                episodes_since_training >= self.train_freq.frequency
+                if self.train_freq.unit == TrainFrequencyUnit.EPISODE
+                else steps_since_training >= self.train_freq.frequency
+            )
+            if continue_training and due and self.num_timesteps >= self.learning_starts:
+                self.train()
+                steps_since_training = 0
+                episodes_since_training = 0
+                if log_interval > 0 and self.n_training_rounds % log_interval == 0:
+                    self.dump_logs()
+        callback.on_training_end()
+        return self
+
+    def dump_logs(self) -> None:
+        """Write the rollout and time statistics (and what `train` recorded)."""
+        assert self.ep_info_buffer is not None
+        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        self.logger.record("time/episodes", self._episode_num, exclude="tensorboard")
+        if len(self.ep_info_buffer) > 0 and len(self.ep_info_buffer[0]) > 0:
+            self.logger.record("rollout/ep_rew_mean", safe_mean([ep_info["r"] for ep_info in self.ep_info_buffer]))
+            self.logger.record("rollout/ep_len_mean", safe_mean([ep_info["l"] for ep_info in self.ep_info_buffer]))
+        self.logger.record("time/fps", int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed))
+        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        # The policy's state dict holds the ensemble, the log-variance bounds and the input statistics; the planner
+        # states are plain tensors.
+        return ["policy", "policy.optimizer"], ["policy.plan_warm_start", "_rollout_warm_start"]
+
+    def save_replay_buffer(self, path: str) -> None:
+        """
+        Save the transitions (rl-zoo3's ``--save-replay-buffer`` calls this).
+
+        :param path: Path of the pickle file.
+        """
+        assert self.replay_buffer is not None, "The replay buffer is not defined"
+        save_to_pkl(path, self.replay_buffer, self.verbose)
+
+    def load_replay_buffer(self, path: str, truncate_last_traj: bool = True) -> None:
+        """
+        Load transitions saved by ``save_replay_buffer``.
+
+        :param path: Path of the pickle file.
+        :param truncate_last_traj: Unused (transitions are stored one by one), kept for rl-zoo3's call signature.
+        """
+        replay_buffer = load_from_pkl(path, self.verbose)
+        if not isinstance(replay_buffer, TransitionStore):
+            raise ValueError(f"{path} does not hold a PETS replay buffer (got {type(replay_buffer).__name__}).")
+        self.replay_buffer = replay_buffer
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_rollout_warm_start"]

@@ -1,0 +1,477 @@
+"""PETS policy: a probabilistic dynamics ensemble and the model-predictive controller that plans with it."""
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_bayes.common.ensemble import GaussianEnsembleMLP, gaussian_nll_per_member, mse_per_member
+from sb3_bayes.common.normalization import Standardizer
+from sb3_bayes.common.propagation import (
+    TRAJECTORY_SAMPLING_METHODS,
+    check_propagation,
+    ensemble_moments,
+    moment_match,
+    particles_per_candidate,
+    random_permutation_index,
+    sample_gaussian,
+)
+from sb3_bayes.common.trajectory_optimizers import CEMOptimizer, RandomShootingOptimizer, TrajectoryOptimizer
+from sb3_bayes.common.utils import PLANNING_DTYPES, planning_precision
+from sb3_bayes.envs.known_rewards import KnownModelSpec, get_known_spec
+
+MODEL_TYPES = ("D", "P", "DE", "PE")
+PLANNERS = ("cem", "random")
+# Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
+INVALID_RETURN = -1e6
+
+
+class DynamicsPrediction(NamedTuple):
+    """One step of every member's prediction, in observation space (deltas already added)."""
+
+    mean: th.Tensor  # [ensemble, n, obs_dim (+1 learned reward)]
+    variance: th.Tensor | None  # same shape, None for deterministic models
+    termination_logit: th.Tensor | None  # [ensemble, n], None unless termination is learned
+
+
+class DynamicsEnsemble(nn.Module):
+    """
+    The PETS dynamics model: ``p(s' - s, r | s, a)`` as an ensemble of Gaussian MLPs.
+
+    Inputs are the pre-processed observation (dropped dimensions removed, angles replaced by their sine and cosine)
+    concatenated with the action, standardised with statistics refit at every training call. Targets are state
+    deltas, except for ``absolute_target_dims`` that are predicted directly (section 4.1 and appendix of the paper),
+    followed by the reward when it is learned. A learned termination is an extra logit trained with cross-entropy.
+
+    :param obs_dim: Observation size.
+    :param action_dim: Action size.
+    :param model_type: ``"D"``, ``"P"``, ``"DE"`` or ``"PE"`` (deterministic / probabilistic, single / ensemble).
+    :param ensemble_size: Members of the ensemble (forced to 1 for ``D`` and ``P``).
+    :param net_arch: Hidden widths.
+    :param activation_fn: Activation function.
+    :param angle_dims: Observation dimensions fed to the network as ``(sin, cos)``.
+    :param drop_input_dims: Observation dimensions not fed to the network.
+    :param absolute_target_dims: Observation dimensions predicted absolutely instead of as deltas.
+    :param learn_reward: Whether the reward is an output of the network.
+    :param learn_termination: Whether a termination logit is an output of the network.
+    """
+
+    passthrough_dims: th.Tensor
+    angle_dims: th.Tensor
+    delta_mask: th.Tensor
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        model_type: str = "PE",
+        ensemble_size: int = 5,
+        net_arch: Sequence[int] = (200, 200, 200),
+        activation_fn: type[nn.Module] = nn.SiLU,
+        angle_dims: Sequence[int] = (),
+        drop_input_dims: Sequence[int] = (),
+        absolute_target_dims: Sequence[int] = (),
+        learn_reward: bool = True,
+        learn_termination: bool = True,
+    ) -> None:
+        super().__init__()
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"Unknown model_type '{model_type}': choose one of {', '.join(MODEL_TYPES)}.")
+        for name, dims in (("angle_dims", angle_dims), ("drop_input_dims", drop_input_dims)):
+            if any(not 0 <= d < obs_dim for d in dims):
+                raise ValueError(f"{name}={list(dims)} must index the {obs_dim} observation dimensions.")
+        if any(not 0 <= d < obs_dim for d in absolute_target_dims):
+            raise ValueError(f"absolute_target_dims={list(absolute_target_dims)} must index the {obs_dim} observation dims.")
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.model_type = model_type
+        self.learn_reward = learn_reward
+        self.learn_termination = learn_termination
+        special = set(angle_dims) | set(drop_input_dims)
+        passthrough = [d for d in range(obs_dim) if d not in special]
+        self.register_buffer("passthrough_dims", th.tensor(passthrough, dtype=th.long), persistent=False)
+        self.register_buffer("angle_dims", th.tensor(sorted(set(angle_dims)), dtype=th.long), persistent=False)
+        delta_mask = th.ones(obs_dim)
+        delta_mask[list(absolute_target_dims)] = 0.0
+        self.register_buffer("delta_mask", delta_mask, persistent=False)
+        self.input_dim = len(passthrough) + 2 * len(self.angle_dims) + action_dim
+        self.output_dim = obs_dim + int(learn_reward)
+        self.network = GaussianEnsembleMLP(
+            self.input_dim,
+            self.output_dim,
+            ensemble_size=ensemble_size if model_type.endswith("E") else 1,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            probabilistic=model_type.startswith("P"),
+            n_extra_outputs=int(learn_termination),
+        )
+        self.input_normalizer = Standardizer(self.input_dim)
+
+    @property
+    def ensemble_size(self) -> int:
+        return self.network.ensemble_size
+
+    def raw_inputs(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
+        """Pre-processed, not yet standardised network input ``[..., input_dim]``."""
+        angles = obs[..., self.angle_dims]
+        return th.cat([obs[..., self.passthrough_dims], th.sin(angles), th.cos(angles), action], dim=-1)
+
+    def targets(self, obs: th.Tensor, next_obs: th.Tensor, reward: th.Tensor) -> th.Tensor:
+        """Regression targets ``[..., output_dim]``: deltas (or absolute values), then the reward if learned."""
+        state_target = next_obs - obs * self.delta_mask
+        if not self.learn_reward:
+            return state_target
+        return th.cat([state_target, reward.unsqueeze(-1)], dim=-1)
+
+    def predict(self, obs: th.Tensor, action: th.Tensor) -> DynamicsPrediction:
+        """
+        :param obs: ``[ensemble_size, n, obs_dim]``, or ``[1, n, obs_dim]`` broadcast over members.
+        :param action: Same leading shape, ``[..., action_dim]``.
+        :return: Every member's prediction for its inputs.
+        """
+        inputs = self.input_normalizer(self.raw_inputs(obs, action))
+        if inputs.shape[0] != self.ensemble_size:
+            inputs = inputs.expand(self.ensemble_size, -1, -1)
+        mean, logvar, extra = self.network(inputs)
+        state_mean = mean[..., : self.obs_dim] + obs * self.delta_mask
+        mean = th.cat([state_mean, mean[..., self.obs_dim :]], dim=-1) if self.learn_reward else state_mean
+        variance = None if logvar is None else logvar.exp()
+        logit = None if extra is None else extra[..., 0]
+        return DynamicsPrediction(mean, variance, logit)
+
+    def loss(self, inputs: th.Tensor, targets: th.Tensor, terminations: th.Tensor) -> th.Tensor:
+        """
+        Training loss summed over members, without regularisers (see ``GaussianEnsembleMLP`` for those).
+
+        :param inputs: Standardised inputs ``[ensemble_size, batch, input_dim]``.
+        :param targets: ``[ensemble_size, batch, output_dim]``.
+        :param terminations: ``[ensemble_size, batch]`` in {0, 1}.
+        :return: Scalar loss.
+        """
+        mean, logvar, extra = self.network(inputs)
+        per_member = mse_per_member(mean, targets) if logvar is None else gaussian_nll_per_member(mean, logvar, targets)
+        loss = per_member.sum()
+        if extra is not None:
+            loss = loss + F.binary_cross_entropy_with_logits(extra[..., 0], terminations, reduction="none").mean(1).sum()
+        return loss
+
+
+class PETSPolicy(BasePolicy):
+    """
+    Policy of PETS: the dynamics ensemble and a model-predictive controller that re-plans at every step.
+
+    :param observation_space: Observation space (flat ``Box``).
+    :param action_space: Action space (``Box`` with finite bounds).
+    :param lr_schedule: Learning-rate schedule of the dynamics model.
+    :param model_type: ``"D"``, ``"P"``, ``"DE"`` or ``"PE"``.
+    :param ensemble_size: Members of the ensemble for ``DE`` and ``PE``.
+    :param net_arch: Hidden widths of every member (default ``[200, 200, 200]``).
+    :param activation_fn: Activation function (swish by default).
+    :param weight_decay: L2 coefficient, one for all layers or one per affine layer (input to output).
+    :param angle_dims: Observation dimensions fed as ``(sin, cos)``; None takes them from the known model, if any.
+    :param drop_input_dims: Observation dimensions not fed to the model; None: from the known model, if any.
+    :param absolute_target_dims: Dimensions predicted absolutely; None: from the known model, if any.
+    :param reward_fn: Env id of a known reward/termination model (``sb3_bayes.envs.known_rewards``); None learns them.
+    :param planner: ``"cem"`` or ``"random"`` (random shooting).
+    :param plan_horizon: Planning horizon.
+    :param popsize: Candidates per planner iteration.
+    :param num_elites: CEM elites.
+    :param cem_iters: CEM iterations.
+    :param cem_alpha: CEM smoothing.
+    :param cem_epsilon: CEM variance threshold for the early stop.
+    :param n_particles: Particles per candidate.
+    :param propagation: ``"E"``, ``"DS"``, ``"TS1"``, ``"TSinf"`` or ``"MM"``.
+    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (matrix products during planning).
+    :param optimizer_class: Optimizer of the dynamics model.
+    :param optimizer_kwargs: Its keyword arguments.
+    """
+
+    action_low: th.Tensor
+    action_high: th.Tensor
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        model_type: str = "PE",
+        ensemble_size: int = 5,
+        net_arch: Sequence[int] | None = None,
+        activation_fn: type[nn.Module] = nn.SiLU,
+        weight_decay: float | Sequence[float] = 5e-5,
+        angle_dims: Sequence[int] | None = None,
+        drop_input_dims: Sequence[int] | None = None,
+        absolute_target_dims: Sequence[int] | None = None,
+        reward_fn: str | None = None,
+        planner: str = "cem",
+        plan_horizon: int = 25,
+        popsize: int = 400,
+        num_elites: int = 40,
+        cem_iters: int = 5,
+        cem_alpha: float = 0.1,
+        cem_epsilon: float = 1e-3,
+        n_particles: int = 20,
+        propagation: str = "TSinf",
+        planning_dtype: str = "float32",
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=False,
+        )
+        if planner not in PLANNERS:
+            raise ValueError(f"Unknown planner '{planner}': choose one of {', '.join(PLANNERS)}.")
+        if planning_dtype not in PLANNING_DTYPES:
+            raise ValueError(f"Unknown planning_dtype '{planning_dtype}': choose one of {', '.join(PLANNING_DTYPES)}.")
+        self.net_arch = list(net_arch) if net_arch is not None else [200, 200, 200]
+        self.model_type = model_type
+        self.ensemble_size = ensemble_size
+        self.activation_fn = activation_fn
+        self.reward_fn = reward_fn
+        self.known_model: KnownModelSpec | None = get_known_spec(reward_fn) if reward_fn is not None else None
+        self.angle_dims = self._dims_or_known(angle_dims, "angle_dims")
+        self.drop_input_dims = self._dims_or_known(drop_input_dims, "drop_input_dims")
+        self.absolute_target_dims = self._dims_or_known(absolute_target_dims, "absolute_target_dims")
+        n_layers = len(self.net_arch) + 1
+        self.weight_decay = [float(weight_decay)] * n_layers if np.isscalar(weight_decay) else list(weight_decay)  # type: ignore[arg-type]
+        if len(self.weight_decay) != n_layers:
+            raise ValueError(
+                f"weight_decay needs one value per affine layer ({n_layers} for net_arch={self.net_arch}), "
+                f"got {len(self.weight_decay)}."
+            )
+        self.planner = planner
+        self.plan_horizon = plan_horizon
+        self.popsize = popsize
+        self.num_elites = num_elites
+        self.cem_iters = cem_iters
+        self.cem_alpha = cem_alpha
+        self.cem_epsilon = cem_epsilon
+        self.n_particles = n_particles
+        self.propagation = propagation
+        self.planning_dtype = planning_dtype
+        self._build(lr_schedule)
+
+    def _dims_or_known(self, dims: Sequence[int] | None, name: str) -> list[int]:
+        if dims is not None:
+            return [int(d) for d in dims]
+        return list(getattr(self.known_model, name)) if self.known_model is not None else []
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        assert isinstance(self.observation_space, spaces.Box) and isinstance(self.action_space, spaces.Box)
+        obs_dim = self.observation_space.shape[0]
+        action_dim = self.action_space.shape[0]
+        self.dynamics = DynamicsEnsemble(
+            obs_dim,
+            action_dim,
+            model_type=self.model_type,
+            ensemble_size=self.ensemble_size,
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            angle_dims=self.angle_dims,
+            drop_input_dims=self.drop_input_dims,
+            absolute_target_dims=self.absolute_target_dims,
+            learn_reward=self.known_model is None,
+            learn_termination=self.known_model is None,
+        )
+        check_propagation(self.propagation, self.n_particles, self.dynamics.ensemble_size)
+        self.register_buffer("action_low", th.as_tensor(self.action_space.low, dtype=th.float32), persistent=False)
+        self.register_buffer("action_high", th.as_tensor(self.action_space.high, dtype=th.float32), persistent=False)
+        # Planner state: the previous solution of `predict`, shifted (the warm start of the next call).
+        self.plan_warm_start = th.zeros(0, self.plan_horizon, action_dim)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def make_trajectory_optimizer(self) -> TrajectoryOptimizer:
+        """The planner, with bounds on the policy's device."""
+        if self.planner == "random":
+            return RandomShootingOptimizer(self.action_low, self.action_high, self.plan_horizon, self.popsize)
+        return CEMOptimizer(
+            self.action_low,
+            self.action_high,
+            self.plan_horizon,
+            popsize=self.popsize,
+            num_elites=self.num_elites,
+            max_iters=self.cem_iters,
+            alpha=self.cem_alpha,
+            epsilon=self.cem_epsilon,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.pop("normalize_images", None)  # flat vector observations only
+        data.update(
+            model_type=self.model_type,
+            ensemble_size=self.ensemble_size,
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            weight_decay=self.weight_decay,
+            angle_dims=self.angle_dims,
+            drop_input_dims=self.drop_input_dims,
+            absolute_target_dims=self.absolute_target_dims,
+            reward_fn=self.reward_fn,
+            planner=self.planner,
+            plan_horizon=self.plan_horizon,
+            popsize=self.popsize,
+            num_elites=self.num_elites,
+            cem_iters=self.cem_iters,
+            cem_alpha=self.cem_alpha,
+            cem_epsilon=self.cem_epsilon,
+            n_particles=self.n_particles,
+            propagation=self.propagation,
+            planning_dtype=self.planning_dtype,
+            lr_schedule=self._dummy_schedule,
+        )
+        return data
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Planning
+    # ----------------------------------------------------------------------------------------------------------------
+    def evaluate_action_sequences(self, obs: th.Tensor, candidates: th.Tensor) -> th.Tensor:
+        """
+        Expected return of every candidate action sequence under the model, by particle propagation (section 4.2).
+
+        :param obs: Current observations ``[n_envs, obs_dim]``.
+        :param candidates: Action sequences ``[n_envs, n_candidates, horizon, action_dim]``.
+        :return: Mean over particles of the summed reward, ``[n_envs, n_candidates]``; non-finite values are replaced
+            by a large negative return so that diverging candidates are never elites.
+        """
+        n_envs, n_candidates, horizon, action_dim = candidates.shape
+        obs_dim = self.dynamics.obs_dim
+        ensemble_size = self.dynamics.ensemble_size
+        trajectory_sampling = self.propagation in TRAJECTORY_SAMPLING_METHODS
+        if trajectory_sampling:
+            # Member-major layout [ensemble, n_envs * n_candidates * particles_per_member]: each member sees its own
+            # slice of the particles, so one batched product evaluates every member on its particles only.
+            per_member = self.n_particles // ensemble_size
+            shape = (ensemble_size, n_envs, n_candidates, per_member)
+            state = obs[None, :, None, None, :].expand(*shape, obs_dim).reshape(ensemble_size, -1, obs_dim)
+        else:
+            per_member = particles_per_candidate(self.propagation, self.n_particles)
+            shape = (1, n_envs, n_candidates, per_member)
+            state = obs[None, :, None, None, :].expand(*shape, obs_dim).reshape(1, -1, obs_dim)
+        returns = th.zeros(state.shape[:-1], device=obs.device)
+        alive = th.ones_like(returns)
+        for t in range(horizon):
+            action = candidates[None, :, :, t, None, :].expand(*shape, action_dim).reshape(*state.shape[:-1], action_dim)
+            prediction = self.dynamics.predict(state, action)
+            if trajectory_sampling:
+                sample = sample_gaussian(prediction.mean, prediction.variance)
+                terminated_prob = None if prediction.termination_logit is None else th.sigmoid(prediction.termination_logit)
+            else:
+                mean, variance = ensemble_moments(prediction.mean, prediction.variance)
+                sample = (mean if self.propagation == "E" else sample_gaussian(mean, variance)).unsqueeze(0)
+                if self.propagation == "MM":
+                    groups = sample[..., :obs_dim].reshape(n_envs * n_candidates, per_member, obs_dim)
+                    sample = th.cat([moment_match(groups).reshape(1, -1, obs_dim), sample[..., obs_dim:]], dim=-1)
+                terminated_prob = None
+                if prediction.termination_logit is not None:
+                    terminated_prob = th.sigmoid(prediction.termination_logit).mean(dim=0, keepdim=True)
+            next_state = sample[..., :obs_dim].float()
+            if self.known_model is None:
+                reward = sample[..., obs_dim].float()
+                assert terminated_prob is not None
+                terminated = terminated_prob > 0.5
+            else:
+                reward = self.known_model.reward_fn(state, action, next_state).float()
+                terminated = self.known_model.termination_fn(state, action, next_state)
+            # A terminated particle collects no reward afterwards (its later predictions are meaningless).
+            returns = returns + alive * reward
+            alive = alive * (~terminated).float()
+            state = next_state
+            if self.propagation == "TS1" and t < horizon - 1:
+                state, returns, alive = self._reassign_members(state, returns, alive, n_envs * n_candidates)
+        returns = returns.reshape(*shape).permute(1, 2, 0, 3).reshape(n_envs, n_candidates, -1).mean(dim=-1)
+        return th.where(th.isfinite(returns), returns, th.full_like(returns, INVALID_RETURN))
+
+    def _reassign_members(
+        self, state: th.Tensor, returns: th.Tensor, alive: th.Tensor, n_groups: int
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """TS1: permute each candidate's particles at random, i.e. draw a fresh member for every particle."""
+        ensemble_size = state.shape[0]
+        index = random_permutation_index(n_groups, self.n_particles, state.device)
+
+        def permute(x: th.Tensor) -> th.Tensor:
+            # [ensemble, groups * per_member, *feature] -> [groups, particles, *feature], shuffle, and back.
+            feature = x.shape[2:]
+            grouped = (
+                x.reshape(ensemble_size, n_groups, -1, *feature).transpose(0, 1).reshape(n_groups, self.n_particles, *feature)
+            )
+            shuffled = grouped.gather(1, index.view(n_groups, self.n_particles, *([1] * len(feature))).expand_as(grouped))
+            return shuffled.reshape(n_groups, ensemble_size, -1, *feature).transpose(0, 1).reshape(x.shape)
+
+        return permute(state), permute(returns), permute(alive)
+
+    def plan(self, obs: th.Tensor, warm_start: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:
+        """
+        One MPC step for a batch of environments: optimise action sequences, return the first actions.
+
+        :param obs: Observations ``[n_envs, obs_dim]``.
+        :param warm_start: The previous solutions shifted by one step ``[n_envs, horizon, action_dim]``; None (or a
+            batch of another size) starts from the middle of the action bounds.
+        :return: ``(actions [n_envs, action_dim], next warm start [n_envs, horizon, action_dim])``.
+        """
+        optimizer = self.make_trajectory_optimizer()
+        obs = obs.float()
+        if warm_start is None or warm_start.shape[0] != obs.shape[0]:
+            warm_start = optimizer.initial_solution(obs.shape[0])
+
+        def objective(candidates: th.Tensor) -> th.Tensor:
+            with planning_precision(self.device, PLANNING_DTYPES[self.planning_dtype]):
+                return self.evaluate_action_sequences(obs, candidates)
+
+        with th.no_grad():
+            solution = optimizer.optimize(objective, warm_start.to(self.device))
+        return solution[:, 0], optimizer.shift(solution)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        assert isinstance(observation, th.Tensor)
+        actions, self.plan_warm_start = self.plan(observation, self.plan_warm_start)
+        return actions
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def reset_planner(self, env_indices: np.ndarray | None = None) -> None:
+        """
+        Forget the warm start of the given environments (all when None), e.g. at the start of an episode.
+
+        :param env_indices: Boolean mask or indices into the batch.
+        """
+        if env_indices is None or self.plan_warm_start.shape[0] == 0:
+            self.plan_warm_start = th.zeros(0, *self.plan_warm_start.shape[1:], device=self.device)
+            return
+        optimizer = self.make_trajectory_optimizer()
+        fresh = optimizer.initial_solution(self.plan_warm_start.shape[0])
+        mask = th.zeros(self.plan_warm_start.shape[0], dtype=th.bool, device=self.device)
+        mask[th.as_tensor(env_indices, device=self.device)] = True
+        self.plan_warm_start = th.where(mask[:, None, None], fresh, self.plan_warm_start.to(self.device))
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Plan an action for each observation. The planner's warm start is kept between calls and forgotten where
+        ``episode_start`` is true (and whenever the batch size changes), so ``evaluate_policy``, ``EvalCallback``
+        and ``rl_zoo3.enjoy`` behave as in training.
+        """
+        if episode_start is not None and len(self.plan_warm_start) == len(episode_start):
+            starts = np.asarray(episode_start, dtype=bool)
+            if starts.any():
+                self.reset_planner(starts)
+        return super().predict(observation, state, episode_start, deterministic)
+
+
+MlpPolicy = PETSPolicy

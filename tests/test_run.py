@@ -1,0 +1,79 @@
+"""Every algorithm and policy configuration runs through SB3's machinery (mirrors sb3-contrib's test_run.py)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_bayes import PETS
+
+# A planner small enough for a unit test; episodes cut to 20 steps so that planning starts quickly.
+TINY_PETS = dict(
+    plan_horizon=3,
+    popsize=8,
+    num_elites=2,
+    cem_iters=2,
+    n_particles=5,
+    n_epochs=1,
+    policy_kwargs=dict(net_arch=[16, 16]),
+)
+SHORT = dict(max_episode_steps=20)
+
+
+def short_env(env_id: str = "Pendulum-v1", n_envs: int = 1, **kwargs):
+    return make_vec_env(env_id, n_envs=n_envs, seed=0, env_kwargs={**SHORT, **kwargs})
+
+
+@pytest.mark.parametrize("model_type", ["D", "P", "DE", "PE"])
+def test_pets_model_types(model_type: str) -> None:
+    kwargs = {**TINY_PETS, "policy_kwargs": dict(net_arch=[16], model_type=model_type)}
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", seed=0, **kwargs)
+    model.learn(60)
+    assert model.n_training_rounds >= 2
+    assert model.policy.dynamics.ensemble_size == (5 if model_type.endswith("E") else 1)
+
+
+@pytest.mark.parametrize("propagation", ["E", "DS", "TS1", "TSinf", "MM"])
+@pytest.mark.parametrize("planner", ["cem", "random"])
+def test_pets_propagation_and_planners(propagation: str, planner: str) -> None:
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", propagation=propagation, planner=planner, seed=0, **TINY_PETS)
+    model.learn(50)
+    action, _ = model.predict(model.env.reset())
+    assert action.shape == (1, 1) and bool(np.all(np.abs(action) <= 2.0))
+
+
+def test_pets_learned_reward_and_termination() -> None:
+    # InvertedPendulum terminates: the learned termination head is trained and used by the planner.
+    model = PETS("MlpPolicy", short_env("InvertedPendulum-v5"), seed=0, **TINY_PETS)
+    assert model.policy.dynamics.learn_reward and model.policy.dynamics.learn_termination
+    model.learn(60)
+    assert model.replay_buffer is not None and model.replay_buffer.all().terminations.sum() > 0
+    action, _ = model.predict(model.env.reset())
+    assert action.shape == (1, 1)
+
+
+def test_pets_n_envs_progress_bar_and_step_train_freq() -> None:
+    model = PETS("MlpPolicy", short_env(n_envs=2), reward_fn="auto", train_freq=10, seed=0, **TINY_PETS)
+    model.learn(80, progress_bar=True)
+    assert model.num_timesteps == 80
+    assert model.n_training_rounds == 4  # every 10 vectorised steps
+    assert model.replay_buffer is not None and model.replay_buffer.size() == 80
+    assert model._rollout_warm_start.shape == (2, 3, 1)
+
+
+def test_pets_eval_callback_and_set_env(tmp_path) -> None:
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", seed=0, **TINY_PETS)
+    eval_callback = EvalCallback(short_env(), n_eval_episodes=1, eval_freq=30, log_path=str(tmp_path), warn=False)
+    model.learn(60, callback=eval_callback)
+    assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) == 2
+    model.set_env(short_env())
+    model.learn(40, reset_num_timesteps=False)
+    assert model.num_timesteps == 100
+
+
+def test_pets_gymnasium_env_instance() -> None:
+    model = PETS("MlpPolicy", gym.make("Pendulum-v1", max_episode_steps=20), reward_fn="Pendulum-v1", **TINY_PETS)
+    model.learn(30)
+    action, _ = model.predict(np.zeros(3, dtype=np.float32))
+    assert action.shape == (1,)

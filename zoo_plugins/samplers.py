@@ -1,0 +1,131 @@
+"""Optuna samplers and converters for ``python -m rl_zoo3.train -optimize`` and ``--trial-id``.
+
+rl-zoo3 calls ``HYPERPARAMS_SAMPLER[algo](trial, n_actions, n_envs, additional_args)`` in its objective and merges the
+returned, already converted, constructor kwargs into the YAML's; ``--trial-id`` (and the best trial) go through
+``HYPERPARAMS_CONVERTER[algo](trial.params)``, which must map the raw Optuna parameters to the same kwargs. So a sampler
+only suggests raw values and calls its converter, and a converter needs nothing but ``trial.params``.
+
+The PETS search space is :data:`PETS_SEARCH_SPACE`; change it (e.g. from a module passed to ``--gym-packages``, which
+rl-zoo3 imports before the study starts) to narrow or widen the search: a list is a categorical choice, a ``(low, high)``
+tuple a float range, and ``None`` leaves that hyperparameter at its YAML value.
+
+When the plugin is active, the ``policy_kwargs`` returned here are merged into the YAML's ``policy_kwargs`` (so
+environment-specific entries such as ``angle_dims`` survive tuning); see :mod:`zoo_plugins.patches`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Named network sizes (hidden layers of every ensemble member).
+NET_ARCHS: dict[str, list[int]] = {
+    "small": [64, 64],
+    "medium": [200, 200, 200],
+    "large": [200, 200, 200, 200],
+}
+
+#: Ensemble size assumed by the sampler (n_particles are multiples of it, as TSinf needs).
+ENSEMBLE_SIZE = 5
+
+#: Search space of :func:`sample_pets_params`. list: categorical; (low, high): float range; None: not tuned.
+PETS_SEARCH_SPACE: dict[str, Any] = {
+    "net_arch": ["small", "medium", "large"],
+    "learning_rate": (1e-4, 3e-3),  # log-uniform
+    "weight_decay_scale": (0.1, 10.0),  # log-uniform, scales the default per-layer profile
+    "plan_horizon": [10, 15, 20, 25, 30],
+    "popsize": [100, 200, 300, 400, 500],
+    "elite_frac": (0.05, 0.2),  # num_elites = round(elite_frac * popsize)
+    "n_particles": [ENSEMBLE_SIZE * k for k in (1, 2, 4, 8)],
+    "propagation": ["E", "DS", "TS1", "TSinf", "MM"],
+}
+
+#: Parameters sampled log-uniformly.
+LOG_SCALE = frozenset({"learning_rate", "weight_decay_scale"})
+
+#: Defaults used when a converter input lacks the value another one depends on (the PETS constructor defaults).
+DEFAULT_NET_ARCH = [200, 200, 200]
+DEFAULT_POPSIZE = 400
+#: Weight decay of the first linear layer at scale 1; the last layer gets 4x, linearly in between (2.5e-5 ... 1e-4 for
+#: four layers, the half-cheetah profile of the paper and the PETS default).
+BASE_WEIGHT_DECAY = 2.5e-5
+
+
+def weight_decay_profile(n_linear_layers: int, scale: float = 1.0) -> list[float]:
+    """Per-layer weight decay: ``scale * 2.5e-5 * (1 ... 4)``, increasing linearly over ``n_linear_layers`` layers."""
+    if n_linear_layers < 1:
+        raise ValueError(f"n_linear_layers must be >= 1, got {n_linear_layers}")
+    if n_linear_layers == 1:
+        return [float(f"{BASE_WEIGHT_DECAY * scale:.4g}")]
+    return [
+        float(f"{BASE_WEIGHT_DECAY * scale * (1.0 + 3.0 * i / (n_linear_layers - 1)):.4g}") for i in range(n_linear_layers)
+    ]
+
+
+def num_elites_for(popsize: int, elite_frac: float) -> int:
+    """Number of CEM elites: ``round(elite_frac * popsize)``, at least 2 and at most ``popsize``."""
+    return int(min(popsize, max(2, round(elite_frac * popsize))))
+
+
+def convert_pets_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Map raw Optuna parameters (``trial.params``) to PETS constructor kwargs.
+
+    ``net_arch`` (a name of :data:`NET_ARCHS`) and ``weight_decay_scale`` become ``policy_kwargs`` (``net_arch``,
+    ``weight_decay`` with one value per linear layer); ``elite_frac`` becomes ``num_elites``; everything else
+    (``learning_rate``, ``plan_horizon``, ``popsize``, ``n_particles``, ``propagation``, ...) is passed through.
+    Any subset of the parameters is accepted.
+    """
+    hyperparams = dict(sampled_params)
+    policy_kwargs: dict[str, Any] = {}
+
+    net_arch = DEFAULT_NET_ARCH
+    if "net_arch" in hyperparams:
+        name = hyperparams.pop("net_arch")
+        if name not in NET_ARCHS:
+            raise ValueError(f"Unknown PETS net_arch {name!r}, expected one of {sorted(NET_ARCHS)}")
+        net_arch = list(NET_ARCHS[name])
+        policy_kwargs["net_arch"] = net_arch
+
+    if "weight_decay_scale" in hyperparams:
+        scale = float(hyperparams.pop("weight_decay_scale"))
+        policy_kwargs["weight_decay"] = weight_decay_profile(len(net_arch) + 1, scale)
+
+    if "elite_frac" in hyperparams:
+        elite_frac = float(hyperparams.pop("elite_frac"))
+        popsize = int(hyperparams.get("popsize", DEFAULT_POPSIZE))
+        hyperparams["num_elites"] = num_elites_for(popsize, elite_frac)
+
+    for key in ("plan_horizon", "popsize", "n_particles"):
+        if key in hyperparams:
+            hyperparams[key] = int(hyperparams[key])
+
+    if policy_kwargs:
+        hyperparams["policy_kwargs"] = policy_kwargs
+    return hyperparams
+
+
+def _suggest(trial: optuna.Trial, name: str, choices: Any) -> Any:
+    if isinstance(choices, tuple):
+        low, high = choices
+        return trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE)
+    return trial.suggest_categorical(name, list(choices))
+
+
+def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Sampler for PETS hyperparameters; returns constructor kwargs (see :func:`convert_pets_params`).
+
+    Tunes the model (network size, learning rate, weight decay) and the planner (horizon, population, elites,
+    particles, propagation) over :data:`PETS_SEARCH_SPACE`.
+    """
+    raw = {name: _suggest(trial, name, choices) for name, choices in PETS_SEARCH_SPACE.items() if choices is not None}
+    hyperparams = convert_pets_params(raw)
+    # Derived values, for the study's report (rl-zoo3's samplers do the same)
+    if "num_elites" in hyperparams:
+        trial.set_user_attr("num_elites", hyperparams["num_elites"])
+    policy_kwargs = hyperparams.get("policy_kwargs", {})
+    for key in ("net_arch", "weight_decay"):
+        if key in policy_kwargs:
+            trial.set_user_attr(key, policy_kwargs[key])
+    return hyperparams
