@@ -1,5 +1,7 @@
 """PETS-specific behaviour: input validation, NaN handling, known rewards, bfloat16 planning, and learning."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_bayes import PETS
-from sb3_bayes.common.utils import PLANNING_DTYPES, planning_precision
+from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, planning_precision
 
 TINY = dict(plan_horizon=3, popsize=8, num_elites=2, cem_iters=2, n_particles=5, n_epochs=1, policy_kwargs=dict(net_arch=[16]))
 
@@ -134,3 +136,15 @@ def test_pets_learns_pendulum_within_four_episodes() -> None:
     assert len(returns) == 4
     assert returns[0] < -600  # the random first episode
     assert max(returns[2:]) > -400, returns
+
+
+def test_bfloat16_planning_warns_where_it_is_slow() -> None:
+    model = PETS("MlpPolicy", "Pendulum-v1", reward_fn="auto", planning_dtype="bfloat16", **TINY)
+    obs = np.zeros((1, 3), dtype=np.float32)
+    if bfloat16_matmul_is_fast(model.device):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.predict(obs)
+    else:
+        with pytest.warns(UserWarning, match="no native bfloat16 matrix units"):
+            model.predict(obs)

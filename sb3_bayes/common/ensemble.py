@@ -143,7 +143,7 @@ class GaussianEnsembleMLP(nn.Module):
                 x = self.activation(layer(x))
             return self.output_layer(x)
         for layer in self.linear_layers[:-1]:
-            x = th.bmm(x, layer.weight.to(x.dtype) if th.is_autocast_enabled() else layer.weight)
+            x = th.bmm(x, layer.weight)
             x.add_(layer.bias)
             self.inplace_activation(x)
         return self.output_layer(x)

@@ -75,6 +75,21 @@ def get_env_kwargs(env: VecEnv | None) -> dict:
     return {} if spec is None else dict(spec.kwargs)
 
 
+def bfloat16_matmul_is_fast(device: th.device) -> bool:
+    """
+    Whether ``device`` multiplies bfloat16 matrices natively: GPUs of compute capability 8.0 or newer, and CPUs with
+    AMX tiles or AVX512-BF16. Elsewhere bfloat16 is emulated and slower than float32.
+
+    :param device: The device to ask about.
+    :return: True where bfloat16 planning pays off.
+    """
+    if device.type == "cuda":
+        return th.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return bool(th.cpu._is_amx_tile_supported() or th.cpu._is_avx512_bf16_supported())
+    return True
+
+
 @contextlib.contextmanager
 def planning_precision(device: th.device, dtype: th.dtype) -> Iterator[None]:
     """

@@ -256,6 +256,7 @@ class PETS(BaseAlgorithm):
         with th.no_grad():
             prediction = dynamics.predict(obs.unsqueeze(0), actions.unsqueeze(0))
             state_mse = (prediction.mean[..., : dynamics.obs_dim] - next_obs).pow(2).mean()
+        check_finite(state_mse, "The PETS model's prediction error on its training data", "lower learning_rate")
         self.logger.record("train/model_loss", losses[-1])
         self.logger.record("train/state_mse", state_mse.item())
         self.logger.record("train/n_transitions", n)
@@ -270,6 +271,7 @@ class PETS(BaseAlgorithm):
         if self.num_timesteps < self.learning_starts or self.n_training_rounds == 0:
             return np.stack([self.action_space.sample() for _ in range(n_envs)])
         obs_tensor = th.as_tensor(obs, device=self.device, dtype=th.float32)
+        check_finite(obs_tensor, "The observation given to PETS", "check the environment")
         actions, self._rollout_warm_start = self.policy.plan(obs_tensor, self._rollout_warm_start)
         assert isinstance(self.action_space, spaces.Box)
         return np.clip(actions.cpu().numpy(), self.action_space.low, self.action_space.high)

@@ -1,5 +1,6 @@
 """PETS policy: a probabilistic dynamics ensemble and the model-predictive controller that plans with it."""
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ from sb3_bayes.common.propagation import (
     sample_gaussian,
 )
 from sb3_bayes.common.trajectory_optimizers import CEMOptimizer, RandomShootingOptimizer, TrajectoryOptimizer
-from sb3_bayes.common.utils import PLANNING_DTYPES, planning_precision
+from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, planning_precision
 from sb3_bayes.envs.known_rewards import KnownModelSpec, get_known_spec
 
 MODEL_TYPES = ("D", "P", "DE", "PE")
@@ -259,6 +260,7 @@ class PETSPolicy(BasePolicy):
         self.n_particles = n_particles
         self.propagation = propagation
         self.planning_dtype = planning_dtype
+        self._planning_dtype_checked = False
         self._build(lr_schedule)
 
     def _dims_or_known(self, dims: Sequence[int] | None, name: str) -> list[int]:
@@ -419,6 +421,9 @@ class PETSPolicy(BasePolicy):
             batch of another size) starts from the middle of the action bounds.
         :return: ``(actions [n_envs, action_dim], next warm start [n_envs, horizon, action_dim])``.
         """
+        if not self._planning_dtype_checked:
+            self._check_planning_dtype()
+            self._planning_dtype_checked = True
         optimizer = self.make_trajectory_optimizer()
         obs = obs.float()
         if warm_start is None or warm_start.shape[0] != obs.shape[0]:
@@ -431,6 +436,14 @@ class PETSPolicy(BasePolicy):
         with th.no_grad():
             solution = optimizer.optimize(objective, warm_start.to(self.device))
         return solution[:, 0], optimizer.shift(solution)
+
+    def _check_planning_dtype(self) -> None:
+        if self.planning_dtype == "bfloat16" and not bfloat16_matmul_is_fast(self.device):
+            warnings.warn(
+                f"planning_dtype='bfloat16' on {self.device}, which has no native bfloat16 matrix units (AMX, "
+                "AVX512-BF16 or a GPU of compute capability >= 8.0): planning will be slower than with 'float32'.",
+                stacklevel=3,
+            )
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         assert isinstance(observation, th.Tensor)
