@@ -77,3 +77,26 @@ def test_pets_gymnasium_env_instance() -> None:
     model.learn(30)
     action, _ = model.predict(np.zeros(3, dtype=np.float32))
     assert action.shape == (1,)
+
+
+PSDRL_TINY = dict(
+    batch_size=8,
+    sequence_length=10,
+    warmup_freq=20,
+    value_batch_size=64,
+    policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16),
+)
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_psdrl_mlp_policy_n_envs_and_progress_bar(n_envs: int, tmp_path) -> None:
+    from sb3_bayes import PSDRL
+
+    model = PSDRL("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), seed=0, **PSDRL_TINY)
+    model.learn(100, progress_bar=True)
+    assert model.num_timesteps == 100 and model.n_training_rounds >= 1
+    eval_callback = EvalCallback(
+        make_vec_env("CartPole-v1", seed=1), n_eval_episodes=2, eval_freq=20, log_path=str(tmp_path), warn=False
+    )
+    model.learn(40, callback=eval_callback, reset_num_timesteps=False)
+    assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1

@@ -92,3 +92,42 @@ def test_replay_buffer_round_trip(trained_pets: PETS, tmp_path) -> None:
     assert loaded.replay_buffer is not None and trained_pets.replay_buffer is not None
     for ours, theirs in zip(trained_pets.replay_buffer.all(), loaded.replay_buffer.all()):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_psdrl_save_load_exact(tmp_path) -> None:
+    from sb3_bayes import PSDRL
+
+    model = PSDRL(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=2, seed=0),
+        batch_size=8,
+        sequence_length=10,
+        warmup_freq=20,
+        value_batch_size=64,
+        seed=0,
+        policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16, ridge=10.0, reward_prior_scale=0.5),
+    )
+    model.learn(100)
+    model.save(tmp_path / "psdrl")
+    loaded = PSDRL.load(tmp_path / "psdrl", env=make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    # Networks, target network, posterior (mean, Cholesky factor of the precision, prior scales) and the model sample.
+    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
+    posterior, loaded_posterior = model.policy.posterior, loaded.policy.posterior
+    assert th.equal(posterior.mean, loaded_posterior.mean) and posterior.mean.abs().sum() > 0
+    assert th.equal(posterior.precision_cholesky, loaded_posterior.precision_cholesky)
+    assert th.equal(model.policy.sampled_weight, loaded.policy.sampled_weight)
+    for name in ("autoencoder_optimizer", "model_optimizer", "value_optimizer"):
+        ours, theirs = getattr(model.policy, name).state.values(), getattr(loaded.policy, name).state.values()
+        for state, loaded_state in zip(ours, theirs):
+            assert_same_tensors(state, loaded_state)
+    assert th.equal(model._last_hidden, loaded._last_hidden)
+    assert loaded.n_training_rounds == model.n_training_rounds and loaded.policy.ridge == 10.0
+    obs = model.env.reset()
+    state = (np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32),)
+    th.manual_seed(5)
+    expected, expected_state = model.predict(obs, state=state)
+    th.manual_seed(5)
+    actual, actual_state = loaded.predict(obs, state=state)
+    np.testing.assert_array_equal(expected, actual)
+    np.testing.assert_array_equal(expected_state[0], actual_state[0])
+    loaded.learn(40, reset_num_timesteps=False)

@@ -1,7 +1,5 @@
 """PETS: probabilistic ensembles with trajectory sampling (Chua, Calandra, McAllister and Levine, NeurIPS 2018)."""
 
-import sys
-import time
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -11,9 +9,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq, TrainFrequencyUnit
-from stable_baselines3.common.utils import safe_mean
 
 from sb3_bayes.common.buffers import TransitionStore
+from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
 from sb3_bayes.common.utils import check_finite, check_flat_box, get_env_id, get_env_kwargs
 from sb3_bayes.envs.known_rewards import get_known_spec
 from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy
@@ -315,12 +313,7 @@ class PETS(BaseAlgorithm):
             callback.update_locals(locals())
             continue_training = callback.on_step()
             self._update_info_buffer(infos, dones)
-            next_obs = np.array(new_obs, copy=True)
-            terminations = np.zeros(self.n_envs, dtype=np.float32)
-            for i, done in enumerate(dones):
-                if done:
-                    next_obs[i] = infos[i]["terminal_observation"]
-                    terminations[i] = float(not infos[i].get("TimeLimit.truncated", False))
+            next_obs, terminations = final_observations(new_obs, dones, infos)
             buffer.add(obs, actions, rewards, next_obs, terminations)
             self._last_obs = new_obs  # type: ignore[assignment]
             if dones.any():
@@ -341,22 +334,9 @@ class PETS(BaseAlgorithm):
                 steps_since_training = 0
                 episodes_since_training = 0
                 if log_interval > 0 and self.n_training_rounds % log_interval == 0:
-                    self.dump_logs()
+                    dump_rollout_logs(self)
         callback.on_training_end()
         return self
-
-    def dump_logs(self) -> None:
-        """Write the rollout and time statistics (and what `train` recorded)."""
-        assert self.ep_info_buffer is not None
-        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
-        self.logger.record("time/episodes", self._episode_num, exclude="tensorboard")
-        if len(self.ep_info_buffer) > 0 and len(self.ep_info_buffer[0]) > 0:
-            self.logger.record("rollout/ep_rew_mean", safe_mean([ep_info["r"] for ep_info in self.ep_info_buffer]))
-            self.logger.record("rollout/ep_len_mean", safe_mean([ep_info["l"] for ep_info in self.ep_info_buffer]))
-        self.logger.record("time/fps", int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed))
-        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
-        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
-        self.logger.dump(step=self.num_timesteps)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # The policy's state dict holds the ensemble, the log-variance bounds and the input statistics; the planner

@@ -1,0 +1,173 @@
+"""Replay of whole episodes, sampled as windows of consecutive steps (for recurrent world models such as PSDRL's)."""
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+
+@dataclass
+class Episode:
+    """
+    One episode: ``T + 1`` observations (the last is the final one) and ``T`` actions and rewards.
+
+    :param observations: ``[T + 1, *obs_shape]`` in the observation space's dtype (uint8 frames stay uint8).
+    :param actions: ``[T]`` int64.
+    :param rewards: ``[T]`` float32.
+    :param terminated: Whether the episode ended in a terminal state (not by truncation, and not still running).
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: bool
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class _RunningEpisode:
+    observations: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+
+class SequenceBatch(NamedTuple):
+    """
+    ``B`` windows of up to ``L`` consecutive steps, each inside one episode; shorter ones are padded and masked.
+
+    ``observations[:, t]`` and ``observations[:, t + 1]`` are the states before and after ``actions[:, t]``.
+    """
+
+    observations: np.ndarray  # [B, L + 1, *obs_shape]
+    actions: np.ndarray  # [B, L]
+    rewards: np.ndarray  # [B, L]
+    terminations: np.ndarray  # [B, L], 1 where actions[:, t] ended the episode in a terminal state
+    mask: np.ndarray  # [B, L], 1 for real steps
+
+
+class EpisodeReplayBuffer:
+    """
+    First-in-first-out store of whole episodes, one running episode per environment.
+
+    Frames are kept once (``T + 1`` per episode, not an ``(obs, next_obs)`` pair per step) and in their own dtype, so
+    a 64x64 uint8 frame costs 4 KiB per transition. The oldest complete episodes are dropped once more than
+    ``capacity`` transitions are stored.
+
+    :param obs_shape: Shape of one observation.
+    :param obs_dtype: Its dtype.
+    :param capacity: Maximum number of transitions kept.
+    :param n_envs: Number of parallel environments.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype, capacity: int, n_envs: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {capacity}.")
+        self.obs_shape = obs_shape
+        self.obs_dtype = np.dtype(obs_dtype)
+        self.capacity = capacity
+        self.episodes: deque[Episode] = deque()
+        self.running = [_RunningEpisode() for _ in range(n_envs)]
+        self._n_complete_transitions = 0
+
+    @property
+    def n_envs(self) -> int:
+        return len(self.running)
+
+    def n_transitions(self) -> int:
+        """Transitions stored, in complete and running episodes."""
+        return self._n_complete_transitions + sum(len(r.actions) for r in self.running)
+
+    def n_complete_episodes(self) -> int:
+        return len(self.episodes)
+
+    def add(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_observations: np.ndarray,
+        dones: np.ndarray,
+        terminations: np.ndarray,
+    ) -> None:
+        """
+        Add one step of every environment.
+
+        :param observations: ``[n_envs, *obs_shape]`` before the step.
+        :param actions: ``[n_envs]``.
+        :param rewards: ``[n_envs]`` (already transformed, if the algorithm transforms rewards).
+        :param next_observations: ``[n_envs, *obs_shape]`` after the step (the true final observation at an episode end).
+        :param dones: ``[n_envs]``, episode ended (terminated or truncated).
+        :param terminations: ``[n_envs]``, episode ended in a terminal state.
+        """
+        if len(actions) != self.n_envs:
+            raise ValueError(f"Expected one step per environment ({self.n_envs}), got {len(actions)}.")
+        for i, running in enumerate(self.running):
+            if not running.observations:
+                running.observations.append(np.array(observations[i], dtype=self.obs_dtype))
+            running.observations.append(np.array(next_observations[i], dtype=self.obs_dtype))
+            running.actions.append(int(actions[i]))
+            running.rewards.append(float(rewards[i]))
+            if dones[i]:
+                self._close(i, bool(terminations[i]))
+
+    def _close(self, env_index: int, terminated: bool) -> None:
+        running = self.running[env_index]
+        episode = Episode(
+            np.stack(running.observations),
+            np.asarray(running.actions, dtype=np.int64),
+            np.asarray(running.rewards, dtype=np.float32),
+            terminated,
+        )
+        self.running[env_index] = _RunningEpisode()
+        self.episodes.append(episode)
+        self._n_complete_transitions += len(episode)
+        while self._n_complete_transitions > self.capacity and len(self.episodes) > 1:
+            self._n_complete_transitions -= len(self.episodes.popleft())
+
+    def all_episodes(self) -> Iterator[Episode]:
+        """Complete episodes, then the running ones (not terminated, with at least one step)."""
+        yield from self.episodes
+        for running in self.running:
+            if running.actions:
+                yield Episode(
+                    np.stack(running.observations),
+                    np.asarray(running.actions, dtype=np.int64),
+                    np.asarray(running.rewards, dtype=np.float32),
+                    False,
+                )
+
+    def sample(self, batch_size: int, sequence_length: int, rng: np.random.Generator) -> SequenceBatch:
+        """
+        Draw ``batch_size`` windows; every transition is equally likely to be in a window (episodes are drawn in
+        proportion to their length, the window start uniformly).
+
+        :param batch_size: Number of windows.
+        :param sequence_length: Steps per window (shorter episodes give padded, masked windows).
+        :param rng: NumPy random generator.
+        """
+        episodes = list(self.all_episodes())
+        if not episodes:
+            raise ValueError("The replay buffer is empty: collect at least one step before sampling.")
+        lengths = np.array([len(e) for e in episodes], dtype=np.float64)
+        chosen = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
+        length = int(min(sequence_length, lengths[chosen].max()))
+        observations = np.zeros((batch_size, length + 1, *self.obs_shape), dtype=self.obs_dtype)
+        actions = np.zeros((batch_size, length), dtype=np.int64)
+        rewards = np.zeros((batch_size, length), dtype=np.float32)
+        terminations = np.zeros((batch_size, length), dtype=np.float32)
+        mask = np.zeros((batch_size, length), dtype=np.float32)
+        for row, index in enumerate(chosen):
+            episode = episodes[index]
+            steps = min(length, len(episode))
+            start = int(rng.integers(0, len(episode) - steps + 1))
+            observations[row, : steps + 1] = episode.observations[start : start + steps + 1]
+            actions[row, :steps] = episode.actions[start : start + steps]
+            rewards[row, :steps] = episode.rewards[start : start + steps]
+            mask[row, :steps] = 1.0
+            if episode.terminated and start + steps == len(episode):
+                terminations[row, steps - 1] = 1.0
+        return SequenceBatch(observations, actions, rewards, terminations, mask)

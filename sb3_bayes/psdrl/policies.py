@@ -1,0 +1,404 @@
+"""PSDRL networks: autoencoder, recurrent transition model with a Bayesian last layer, terminal model, value network."""
+
+import copy
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_bayes.common.blr import SAMPLING_MODES, BayesianLinearRegression
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh, last_activation: bool = True) -> nn.Sequential:
+    """Linear layers of the given widths with ``activation`` between them (and after the last one if asked)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ConvAutoencoder(nn.Module):
+    """
+    The PSDRL autoencoder for 64x64 frames: four convolutions (kernel 4, stride 2, ReLU), 1 -> 48 -> 96 -> 192 -> 384
+    channels and 64 -> 2 pixels, flattened to a 1536-dimensional latent; the decoder mirrors it (transposed
+    convolutions, the last with kernel 6 to land on 64 pixels) and ends in a sigmoid.
+
+    :param n_channels: Input channels (1 for grayscale).
+    :param depth: Channels of the first convolution (48 in the paper); later ones double.
+    """
+
+    def __init__(self, n_channels: int = 1, depth: int = 48) -> None:
+        super().__init__()
+        widths = [n_channels, depth, 2 * depth, 4 * depth, 8 * depth]
+        self.encoder = nn.Sequential(
+            *[m for i in range(4) for m in (nn.Conv2d(widths[i], widths[i + 1], 4, stride=2), nn.ReLU())], nn.Flatten()
+        )
+        self.latent_dim = widths[-1] * 2 * 2
+        kernels = [4, 4, 4, 6]
+        decoder: list[nn.Module] = [nn.Unflatten(1, (widths[-1], 2, 2))]
+        for i, kernel in enumerate(kernels):
+            decoder.append(nn.ConvTranspose2d(widths[4 - i], widths[3 - i], kernel, stride=2))
+            decoder.append(nn.ReLU() if i < 3 else nn.Sigmoid())
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, obs: th.Tensor) -> th.Tensor:
+        return self.encoder(obs)
+
+    def decode(self, latent: th.Tensor) -> th.Tensor:
+        return self.decoder(latent)
+
+
+class MlpAutoencoder(nn.Module):
+    """
+    Autoencoder for vector observations (in place of the convolutional one), tanh hidden layers.
+
+    :param obs_dim: Observation size.
+    :param latent_dim: Latent size.
+    :param hidden_dim: Hidden width.
+    """
+
+    def __init__(self, obs_dim: int, latent_dim: int = 64, hidden_dim: int = 128) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = mlp([obs_dim, hidden_dim, latent_dim], last_activation=True)
+        self.decoder = mlp([latent_dim, hidden_dim, obs_dim], last_activation=False)
+
+    def encode(self, obs: th.Tensor) -> th.Tensor:
+        return self.encoder(obs)
+
+    def decode(self, latent: th.Tensor) -> th.Tensor:
+        return self.decoder(latent)
+
+
+class TransitionStep(NamedTuple):
+    """One step of the transition model, for a batch of states and one action each."""
+
+    hidden: th.Tensor  # h' [batch, gru_dim]
+    features: th.Tensor  # phi [batch, feature_dim], the input of the Bayesian last layer
+
+
+class TransitionModel(nn.Module):
+    """
+    ``h' = GRU([z, a], h)``; ``phi = MLP([h', z, a])`` (three tanh layers and one linear layer); the last layer maps
+    ``phi`` to ``[z', r]``. During gradient training the last layer is an ordinary linear map; for acting and value
+    fitting it is replaced by a weight sample of the Bayesian linear regression over ``phi``.
+
+    :param latent_dim: Latent size.
+    :param n_actions: Number of discrete actions.
+    :param gru_dim: Recurrent state size (756 in the paper).
+    :param hidden_dim: Width of the head (2292 in the paper, the size of ``[h', z]``).
+    """
+
+    def __init__(self, latent_dim: int, n_actions: int, gru_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.n_actions = n_actions
+        self.gru_dim = gru_dim
+        self.feature_dim = hidden_dim
+        self.gru = nn.GRUCell(latent_dim + n_actions, gru_dim)
+        self.head = nn.Sequential(
+            mlp([gru_dim + latent_dim + n_actions, hidden_dim, hidden_dim, hidden_dim], last_activation=True),
+            nn.Linear(hidden_dim, hidden_dim),
+        )
+        self.output_layer = nn.Linear(hidden_dim, latent_dim + 1)
+
+    def step(self, latent: th.Tensor, action_one_hot: th.Tensor, hidden: th.Tensor) -> TransitionStep:
+        """
+        :param latent: ``z`` ``[batch, latent_dim]``.
+        :param action_one_hot: ``[batch, n_actions]``.
+        :param hidden: ``h`` ``[batch, gru_dim]``.
+        """
+        inputs = th.cat([latent, action_one_hot], dim=-1)
+        next_hidden = self.gru(inputs, hidden)
+        return TransitionStep(next_hidden, self.head(th.cat([next_hidden, inputs], dim=-1)))
+
+
+class PSDRLPolicy(BasePolicy):
+    """
+    Policy of PSDRL: the networks, the posterior over the transition model's last layer, the current model sample,
+    and greedy one-step look-ahead acting with respect to that sample.
+
+    :param observation_space: Observation space (64x64 image for ``CnnPolicy``, flat ``Box`` for ``MlpPolicy``).
+    :param action_space: ``Discrete`` action space.
+    :param lr_schedule: Learning rate of every component (1e-4 in the paper).
+    :param latent_dim: Latent size of the MLP autoencoder (the convolutional one has ``8 * depth * 4``).
+    :param encoder_hidden_dim: Hidden width of the MLP autoencoder.
+    :param cnn_depth: Channels of the first convolution of the convolutional autoencoder (48 in the paper).
+    :param gru_dim: Recurrent state size.
+    :param transition_hidden_dim: Width of the transition head; None: ``latent_dim + gru_dim`` (the paper's 2292).
+    :param terminal_hidden_dim: Width of the terminal model; None: ``latent_dim``.
+    :param value_hidden_dim: Width of the value network; None: ``latent_dim + gru_dim``.
+    :param ridge: Prior precision of the Bayesian linear regression (100).
+    :param noise_precision: Its noise precision (1).
+    :param transition_prior_scale: Posterior covariance scale of the latent outputs (1e-3).
+    :param reward_prior_scale: Posterior covariance scale of the reward output (1e-3).
+    :param sampling: ``"thompson"`` (default, samples from the posterior) or ``"original"`` (the original code's
+        covariance-as-scale draw).
+    :param gamma: Discount of the look-ahead.
+    :param exploration_epsilon: Probability of a uniformly random action (0.001).
+    :param optimizer_class: Optimizer of every component.
+    :param optimizer_kwargs: Its keyword arguments.
+    """
+
+    sampled_weight: th.Tensor
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        latent_dim: int = 64,
+        encoder_hidden_dim: int = 128,
+        cnn_depth: int = 48,
+        gru_dim: int = 64,
+        transition_hidden_dim: int | None = None,
+        terminal_hidden_dim: int | None = None,
+        value_hidden_dim: int | None = None,
+        ridge: float = 100.0,
+        noise_precision: float = 1.0,
+        transition_prior_scale: float = 1e-3,
+        reward_prior_scale: float = 1e-3,
+        sampling: str = "thompson",
+        gamma: float = 0.99,
+        exploration_epsilon: float = 0.001,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+        )
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"Unknown sampling '{sampling}': choose one of {', '.join(SAMPLING_MODES)}.")
+        self.latent_dim = latent_dim
+        self.encoder_hidden_dim = encoder_hidden_dim
+        self.cnn_depth = cnn_depth
+        self.gru_dim = gru_dim
+        self.transition_hidden_dim = transition_hidden_dim
+        self.terminal_hidden_dim = terminal_hidden_dim
+        self.value_hidden_dim = value_hidden_dim
+        self.ridge = ridge
+        self.noise_precision = noise_precision
+        self.transition_prior_scale = transition_prior_scale
+        self.reward_prior_scale = reward_prior_scale
+        self.sampling = sampling
+        self.gamma = gamma
+        self.exploration_epsilon = exploration_epsilon
+        self._build(lr_schedule)
+
+    def _make_autoencoder(self) -> nn.Module:
+        assert self.observation_space.shape is not None
+        return MlpAutoencoder(int(np.prod(self.observation_space.shape)), self.latent_dim, self.encoder_hidden_dim)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        assert isinstance(self.action_space, spaces.Discrete)
+        n_actions = int(self.action_space.n)
+        self.autoencoder = self._make_autoencoder()
+        latent_dim = int(self.autoencoder.latent_dim)  # type: ignore[arg-type]
+        transition_hidden = self.transition_hidden_dim or latent_dim + self.gru_dim
+        self.transition = TransitionModel(latent_dim, n_actions, self.gru_dim, transition_hidden)
+        terminal_hidden = self.terminal_hidden_dim or latent_dim
+        self.terminal = mlp([latent_dim, terminal_hidden, terminal_hidden, terminal_hidden, 1], last_activation=False)
+        value_hidden = self.value_hidden_dim or latent_dim + self.gru_dim
+        self.value = mlp([latent_dim + self.gru_dim, *[value_hidden] * 4, 1], last_activation=False)
+        self.value_target = copy.deepcopy(self.value)
+        self.value_target.requires_grad_(False)
+        # The Bayesian last layer: a bias feature is appended to phi, and there is one output per latent unit + reward.
+        prior_scale = th.full((latent_dim + 1,), self.transition_prior_scale, dtype=th.float64)
+        prior_scale[-1] = self.reward_prior_scale
+        self.posterior = BayesianLinearRegression(
+            transition_hidden + 1, latent_dim + 1, self.ridge, self.noise_precision, prior_scale
+        )
+        # The model the agent currently acts on: a draw from the prior until the first training round.
+        self.register_buffer("sampled_weight", self.posterior.sample(self.sampling).float())
+        lr = lr_schedule(1)
+        self.autoencoder_optimizer = self.optimizer_class(self.autoencoder.parameters(), lr=lr, **self.optimizer_kwargs)  # type: ignore[call-arg]
+        model_parameters = [*self.transition.parameters(), *self.terminal.parameters()]
+        self.model_optimizer = self.optimizer_class(model_parameters, lr=lr, **self.optimizer_kwargs)  # type: ignore[call-arg]
+        self.value_optimizer = self.optimizer_class(self.value.parameters(), lr=lr, **self.optimizer_kwargs)  # type: ignore[call-arg]
+        self.optimizer = self.model_optimizer  # what SB3's generic code (learning-rate updates) expects
+
+    @property
+    def optimizers(self) -> list[th.optim.Optimizer]:
+        return [self.autoencoder_optimizer, self.model_optimizer, self.value_optimizer]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            latent_dim=self.latent_dim,
+            encoder_hidden_dim=self.encoder_hidden_dim,
+            cnn_depth=self.cnn_depth,
+            gru_dim=self.gru_dim,
+            transition_hidden_dim=self.transition_hidden_dim,
+            terminal_hidden_dim=self.terminal_hidden_dim,
+            value_hidden_dim=self.value_hidden_dim,
+            ridge=self.ridge,
+            noise_precision=self.noise_precision,
+            transition_prior_scale=self.transition_prior_scale,
+            reward_prior_scale=self.reward_prior_scale,
+            sampling=self.sampling,
+            gamma=self.gamma,
+            exploration_epsilon=self.exploration_epsilon,
+            lr_schedule=self._dummy_schedule,
+        )
+        return data
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Model pieces
+    # ----------------------------------------------------------------------------------------------------------------
+    def preprocess(self, obs: th.Tensor) -> th.Tensor:
+        """Observations (uint8 frames or vectors) as network input (frames scaled to [0, 1])."""
+        processed = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        assert isinstance(processed, th.Tensor)
+        return processed.float() if isinstance(self.autoencoder, ConvAutoencoder) else processed.float().flatten(1)
+
+    def encode(self, obs: th.Tensor) -> th.Tensor:
+        """Latent state ``z`` of raw observations ``[batch, *obs_shape]``."""
+        return self.autoencoder.encode(self.preprocess(obs))  # type: ignore[operator]
+
+    def one_hot(self, actions: th.Tensor) -> th.Tensor:
+        return F.one_hot(actions.long(), self.transition.n_actions).float()
+
+    @staticmethod
+    def with_bias(features: th.Tensor) -> th.Tensor:
+        """``[phi, 1]``: the Bayesian last layer has a bias."""
+        return th.cat([features, th.ones_like(features[..., :1])], dim=-1)
+
+    def predict_sampled(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``(z', r)`` under the current model sample."""
+        out = self.with_bias(features) @ self.sampled_weight
+        return out[..., :-1], out[..., -1]
+
+    def resample(self, generator: th.Generator | None = None) -> None:
+        """Draw a new model from the posterior (posterior sampling, section 3 of the paper)."""
+        self.sampled_weight = self.posterior.sample(self.sampling, generator).float()
+
+    def lookahead(self, latent: th.Tensor, hidden: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        One step of the sampled model for every action from every state.
+
+        :param latent: ``z`` ``[batch, latent_dim]``.
+        :param hidden: ``h`` ``[batch, gru_dim]``.
+        :return: ``(next_latent [batch, A, latent_dim], next_hidden [batch, A, gru_dim], reward [batch, A],
+            not_terminal [batch, A])``.
+        """
+        batch, n_actions = latent.shape[0], self.transition.n_actions
+        actions = th.arange(n_actions, device=latent.device).repeat(batch)
+        step = self.transition.step(
+            latent.repeat_interleave(n_actions, 0), self.one_hot(actions), hidden.repeat_interleave(n_actions, 0)
+        )
+        next_latent, reward = self.predict_sampled(step.features)
+        # The terminal model thresholds its prediction at 0.5 (it is regressed on the done flag).
+        not_terminal = (self.terminal(next_latent).squeeze(-1) < 0.5).float()
+        shape = (batch, n_actions)
+        return next_latent.view(*shape, -1), step.hidden.view(*shape, -1), reward.view(shape), not_terminal.view(shape)
+
+    def action_values(
+        self, next_latent: th.Tensor, next_hidden: th.Tensor, reward: th.Tensor, not_terminal: th.Tensor, target: bool = False
+    ) -> th.Tensor:
+        """``Q(a) = r(a) + gamma V(z'(a), h'(a)) [not terminal(a)]`` ``[batch, A]``."""
+        value_net = self.value_target if target else self.value
+        values = value_net(th.cat([next_latent, next_hidden], dim=-1)).squeeze(-1)
+        return reward + self.gamma * values * not_terminal
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Acting
+    # ----------------------------------------------------------------------------------------------------------------
+    def act(self, obs: th.Tensor, hidden: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Greedy one-step look-ahead with respect to the sampled model, ties broken at random, and with probability
+        ``exploration_epsilon`` a uniformly random action (unless ``deterministic``).
+
+        :param obs: Raw observations ``[batch, *obs_shape]``.
+        :param hidden: Recurrent states ``[batch, gru_dim]``.
+        :param deterministic: Skip the epsilon-random actions.
+        :return: ``(actions [batch], next hidden states [batch, gru_dim])``; the state follows the chosen action.
+        """
+        with th.no_grad():
+            latent = self.encode(obs)
+            next_latent, next_hidden, reward, not_terminal = self.lookahead(latent, hidden)
+            q_values = self.action_values(next_latent, next_hidden, reward, not_terminal)
+            best = q_values == q_values.max(dim=1, keepdim=True).values
+            actions = th.multinomial(best.float(), 1).squeeze(1)  # uniform among the maximisers
+            if not deterministic and self.exploration_epsilon > 0:
+                random_actions = th.randint_like(actions, self.transition.n_actions)
+                explore = th.rand(actions.shape, device=actions.device) < self.exploration_epsilon
+                actions = th.where(explore, random_actions, actions)
+            chosen_hidden = next_hidden[th.arange(len(actions), device=actions.device), actions]
+        return actions, chosen_hidden
+
+    def initial_hidden(self, n: int) -> th.Tensor:
+        return th.zeros(n, self.gru_dim, device=self.device)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        raise NotImplementedError("PSDRL is recurrent: use predict(obs, state, episode_start), which carries its state.")
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Act with the current model sample. ``state`` holds the recurrent state (returned by the previous call; None
+        starts from zeros) and is reset where ``episode_start`` is true, as for SB3's recurrent policies.
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        n = obs_tensor.shape[0]  # type: ignore[union-attr]
+        hidden = self.initial_hidden(n) if state is None else th.as_tensor(state[0], device=self.device).float()
+        if episode_start is not None:
+            starts = th.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=self.device)
+            hidden = th.where(starts[:, None], th.zeros_like(hidden), hidden)
+        actions, hidden = self.act(obs_tensor, hidden, deterministic)  # type: ignore[arg-type]
+        actions_np = actions.cpu().numpy()
+        if not vectorized_env:
+            actions_np = actions_np.squeeze(axis=0)
+        return actions_np, (hidden.cpu().numpy(),)
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        return self.act(obs, self.initial_hidden(obs.shape[0]), deterministic)[0]
+
+
+class PSDRLCnnPolicy(PSDRLPolicy):
+    """PSDRL with the paper's convolutional autoencoder (64x64 frames) and paper-size networks by default."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        latent_dim: int = 1536,
+        gru_dim: int = 756,
+        **kwargs: Any,
+    ) -> None:
+        shape = observation_space.shape
+        if len(shape) != 3 or shape[1:] != (64, 64):
+            raise ValueError(
+                f"CnnPolicy expects 64x64 frames (channels first), got observation shape {shape}: wrap Atari games with "
+                "AtariWrapper(screen_size=64) as in hyperparams/psdrl.yml, or use MlpPolicy for vector observations."
+            )
+        super().__init__(observation_space, action_space, lr_schedule, latent_dim=latent_dim, gru_dim=gru_dim, **kwargs)
+
+    def _make_autoencoder(self) -> nn.Module:
+        assert self.observation_space.shape is not None
+        autoencoder = ConvAutoencoder(self.observation_space.shape[0], self.cnn_depth)
+        self.latent_dim = autoencoder.latent_dim
+        return autoencoder
+
+
+MlpPolicy = PSDRLPolicy
+CnnPolicy = PSDRLCnnPolicy

@@ -1,0 +1,458 @@
+"""PSDRL: posterior sampling for deep reinforcement learning (Sasso, Conserva and Rauber, ICML 2023)."""
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_bayes.common.episode_buffer import EpisodeReplayBuffer
+from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
+from sb3_bayes.common.utils import check_finite
+from sb3_bayes.psdrl.policies import CnnPolicy, MlpPolicy, PSDRLPolicy
+
+SelfPSDRL = TypeVar("SelfPSDRL", bound="PSDRL")
+RESAMPLE_SCHEDULES = ("round", "episode")
+REWARD_TRANSFORMS = ("tanh", "none")
+
+
+class PSDRL(BaseAlgorithm):
+    """
+    Posterior Sampling for Deep Reinforcement Learning (PSDRL).
+
+    An autoencoder maps observations to latent states; a recurrent transition model predicts the next latent state and
+    the reward, and its last layer carries a closed-form Bayesian linear-regression posterior. After each training
+    round one model is sampled from that posterior, a value network is fitted on the sampled model's one-step
+    predictions, and the agent acts greedily with respect to the sample (one-step look-ahead with the value network).
+    Exploration comes from the randomness of the sampled model, as in posterior sampling for RL (PSRL).
+
+    Paper: https://arxiv.org/abs/2305.00477
+
+    :param policy: ``"CnnPolicy"`` (64x64 frames, the paper's networks) or ``"MlpPolicy"`` (vector observations).
+    :param env: The environment to learn from (if registered in Gym, can be str).
+    :param learning_rate: Adam learning rate of every component (1e-4).
+    :param buffer_size: Transitions kept in the episode replay (100k).
+    :param batch_size: Sequences per training batch (125).
+    :param sequence_length: Steps per training sequence (250).
+    :param tbptt_window: Steps between truncations of back-propagation through time in the transition model (5).
+    :param autoencoder_iterations: Autoencoder updates per round, each on ``batch_size`` sequences (3).
+    :param model_iterations: Transition and terminal model updates per round, each on ``batch_size`` sequences (3).
+    :param value_iterations: Passes of value fitting over the replay's start states per round (3).
+    :param value_batch_size: Start states per value-fitting minibatch.
+    :param target_update_interval: Value updates between hard copies to the target network (4).
+    :param warmup_steps: Steps during which rounds run every ``warmup_freq`` steps (100k).
+    :param warmup_freq: Round interval during the warm-up (250).
+    :param update_freq: Round interval afterwards (1000).
+    :param resample_schedule: ``"round"`` (the original: a new model after every training round, also mid-episode) or
+        ``"episode"`` (PSRL: a new model, and a value fit, at the start of every episode).
+    :param reward_transform: ``"tanh"`` (the original's reward squashing, applied when storing) or ``"none"``.
+    :param lookahead_cache_bytes: Memory allowed for caching the sampled model's one-step predictions during value
+        fitting (they do not change while the value network is fitted); above it they are recomputed per batch.
+    :param stats_window_size: Window size for the rollout logging.
+    :param tensorboard_log: The log location for tensorboard (if None, no logging).
+    :param policy_kwargs: Additional arguments passed to the policy (network sizes, prior scales, ``sampling``, ...).
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
+    :param seed: Seed for the pseudo random generators.
+    :param device: Device on which the code should run.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy: PSDRLPolicy
+
+    def __init__(
+        self,
+        policy: str | type[PSDRLPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int = 100_000,
+        batch_size: int = 125,
+        sequence_length: int = 250,
+        tbptt_window: int = 5,
+        autoencoder_iterations: int = 3,
+        model_iterations: int = 3,
+        value_iterations: int = 3,
+        value_batch_size: int = 1024,
+        target_update_interval: int = 4,
+        warmup_steps: int = 100_000,
+        warmup_freq: int = 250,
+        update_freq: int = 1000,
+        resample_schedule: str = "round",
+        reward_transform: str = "tanh",
+        lookahead_cache_bytes: int = 2**31,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        env = maybe_make_env(env, verbose) if env is not None else None
+        if env is not None:
+            self._check_spaces(env.observation_space, env.action_space)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=True,
+            seed=seed,
+            supported_action_spaces=None,  # checked with a ValueError that names the space
+        )
+        if resample_schedule not in RESAMPLE_SCHEDULES:
+            raise ValueError(
+                f"Unknown resample_schedule '{resample_schedule}': choose one of {', '.join(RESAMPLE_SCHEDULES)}."
+            )
+        if reward_transform not in REWARD_TRANSFORMS:
+            raise ValueError(f"Unknown reward_transform '{reward_transform}': choose one of {', '.join(REWARD_TRANSFORMS)}.")
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.sequence_length = sequence_length
+        self.tbptt_window = tbptt_window
+        self.autoencoder_iterations = autoencoder_iterations
+        self.model_iterations = model_iterations
+        self.value_iterations = value_iterations
+        self.value_batch_size = value_batch_size
+        self.target_update_interval = target_update_interval
+        self.warmup_steps = warmup_steps
+        self.warmup_freq = warmup_freq
+        self.update_freq = update_freq
+        self.resample_schedule = resample_schedule
+        self.reward_transform = reward_transform
+        self.lookahead_cache_bytes = lookahead_cache_bytes
+        self.n_training_rounds = 0
+        self.n_value_updates = 0
+        self.replay_buffer: EpisodeReplayBuffer | None = None
+        # Recurrent state of the environments inside `learn` (saved, so that training resumes exactly).
+        self._last_hidden = th.zeros(0)
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(
+                f"PSDRL supports only Discrete action spaces, got {action_space}: use PETS for continuous actions."
+            )
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"PSDRL supports only Box observation spaces (images or vectors), got {observation_space}: "
+                "flatten it (gymnasium's FlattenObservation)."
+            )
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self._check_spaces(self.observation_space, self.action_space)
+        self._rng = np.random.default_rng(self.seed)
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs  # type: ignore[arg-type]
+        )
+        self.policy = self.policy.to(self.device)
+        if not hasattr(self, "_last_hidden"):
+            self._last_hidden = th.zeros(0)
+
+    def _ensure_replay_buffer(self) -> EpisodeReplayBuffer:
+        if self.replay_buffer is None or self.replay_buffer.n_envs != self.n_envs:
+            assert isinstance(self.observation_space, spaces.Box)
+            self.replay_buffer = EpisodeReplayBuffer(
+                self.observation_space.shape, self.observation_space.dtype, self.buffer_size, self.n_envs
+            )
+        return self.replay_buffer
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Training round
+    # ----------------------------------------------------------------------------------------------------------------
+    def _sample(self) -> dict[str, th.Tensor]:
+        assert self.replay_buffer is not None
+        batch = self.replay_buffer.sample(self.batch_size, self.sequence_length, self._rng)
+        return {name: th.as_tensor(value, device=self.device) for name, value in batch._asdict().items()}
+
+    def _train_autoencoder(self) -> float:
+        """Pixel (or vector) reconstruction error, trained on its own (section 3.1)."""
+        policy, losses = self.policy, []
+        for _ in range(self.autoencoder_iterations):
+            batch = self._sample()
+            frames = batch["observations"][:, :-1].flatten(0, 1)
+            mask = batch["mask"].flatten()
+            inputs = policy.preprocess(frames)
+            reconstruction = policy.autoencoder.decode(policy.autoencoder.encode(inputs))  # type: ignore[operator]
+            per_sample = F.mse_loss(reconstruction, inputs, reduction="none").flatten(1).mean(dim=1)
+            loss = (per_sample * mask).sum() / mask.sum()
+            policy.autoencoder_optimizer.zero_grad()
+            loss.backward()
+            policy.autoencoder_optimizer.step()
+            losses.append(loss.detach())
+        mean_loss = th.stack(losses).mean()
+        check_finite(mean_loss, "The PSDRL autoencoder loss", "lower learning_rate")
+        return float(mean_loss)
+
+    def _train_transition_and_terminal(self) -> tuple[float, float]:
+        """
+        Transition model: MSE to ``[z', r]`` with truncated back-propagation through time over ``tbptt_window``-step
+        windows; terminal model: MSE of its prediction on the true next latent to the termination flag.
+        """
+        policy, transition_losses, terminal_losses = self.policy, [], []
+        for _ in range(self.model_iterations):
+            batch = self._sample()
+            with th.no_grad():
+                n, length = batch["actions"].shape
+                latents = policy.encode(batch["observations"].flatten(0, 1)).view(n, length + 1, -1)
+            hidden = policy.initial_hidden(n)
+            actions = policy.one_hot(batch["actions"])
+            mask = batch["mask"]
+            transition_loss = th.zeros((), device=self.device)
+            for start in range(0, length, self.tbptt_window):
+                hidden = hidden.detach()
+                window_loss = th.zeros((), device=self.device)
+                for t in range(start, min(start + self.tbptt_window, length)):
+                    step = policy.transition.step(latents[:, t], actions[:, t], hidden)
+                    hidden = step.hidden
+                    prediction = policy.transition.output_layer(step.features)
+                    target = th.cat([latents[:, t + 1], batch["rewards"][:, t, None]], dim=-1)
+                    window_loss = window_loss + ((prediction - target).pow(2).mean(dim=-1) * mask[:, t]).sum()
+                window_loss = window_loss / mask.sum()
+                policy.model_optimizer.zero_grad()
+                window_loss.backward()
+                policy.model_optimizer.step()
+                transition_loss = transition_loss + window_loss.detach()
+            terminal_prediction = policy.terminal(latents[:, 1:]).squeeze(-1)
+            terminal_loss = ((terminal_prediction - batch["terminations"]).pow(2) * mask).sum() / mask.sum()
+            policy.model_optimizer.zero_grad()
+            terminal_loss.backward()
+            policy.model_optimizer.step()
+            transition_losses.append(transition_loss)
+            terminal_losses.append(terminal_loss.detach())
+        transition_mean, terminal_mean = th.stack(transition_losses).mean(), th.stack(terminal_losses).mean()
+        check_finite(transition_mean, "The PSDRL transition model loss", "lower learning_rate")
+        check_finite(terminal_mean, "The PSDRL terminal model loss", "lower learning_rate")
+        return float(transition_mean), float(terminal_mean)
+
+    def _replay_features(self, episodes_per_chunk: int = 32) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor]]:
+        """
+        Run the encoder and the recurrent model over every stored episode from its start (``h`` follows the data).
+
+        :return: Chunks of ``(features [m, d], targets [m, latent + 1], start states [m, latent + gru])`` where the
+            start state of a transition is ``[z_t, h_t]`` before it.
+        """
+        assert self.replay_buffer is not None
+        policy = self.policy
+        episodes = list(self.replay_buffer.all_episodes())
+        for first in range(0, len(episodes), episodes_per_chunk):
+            chunk = episodes[first : first + episodes_per_chunk]
+            length = max(len(e) for e in chunk)
+            obs = np.zeros((len(chunk), length + 1, *self.replay_buffer.obs_shape), dtype=self.replay_buffer.obs_dtype)
+            actions = np.zeros((len(chunk), length), dtype=np.int64)
+            rewards = np.zeros((len(chunk), length), dtype=np.float32)
+            mask = np.zeros((len(chunk), length), dtype=bool)
+            for row, episode in enumerate(chunk):
+                obs[row, : len(episode) + 1] = episode.observations
+                actions[row, : len(episode)] = episode.actions
+                rewards[row, : len(episode)] = episode.rewards
+                mask[row, : len(episode)] = True
+            obs_t = th.as_tensor(obs, device=self.device)
+            latents = policy.encode(obs_t.flatten(0, 1)).view(len(chunk), length + 1, -1)
+            one_hot = policy.one_hot(th.as_tensor(actions, device=self.device))
+            hidden = policy.initial_hidden(len(chunk))
+            features, starts = [], []
+            for t in range(length):
+                starts.append(th.cat([latents[:, t], hidden], dim=-1))
+                step = policy.transition.step(latents[:, t], one_hot[:, t], hidden)
+                hidden = step.hidden
+                features.append(step.features)
+            valid = th.as_tensor(mask, device=self.device)
+            targets = th.cat([latents[:, 1:], th.as_tensor(rewards, device=self.device)[..., None]], dim=-1)[valid]
+            yield policy.with_bias(th.stack(features, dim=1)[valid]), targets, th.stack(starts, dim=1)[valid]
+
+    def _fit_posterior(self) -> th.Tensor:
+        """
+        Recompute the Bayesian linear regression of the last layer on the whole buffer (the features changed with
+        the network), and return the start states ``[z_t, h_t]`` of every transition for value fitting.
+        """
+        starts: list[th.Tensor] = []
+
+        def chunks() -> Iterator[tuple[th.Tensor, th.Tensor]]:
+            for features, targets, start_states in self._replay_features():
+                starts.append(start_states)
+                yield features, targets
+
+        with th.no_grad():
+            self.policy.posterior.fit(chunks())
+        return th.cat(starts)
+
+    def _fit_value(self, start_states: th.Tensor) -> float:
+        """
+        Fit the value network to the sampled model (section 3.3): for start states from the replay,
+        ``V(z, h) <- max_a r(a) + gamma V_target(z'(a), h'(a)) [not terminal(a)]`` with the sampled last layer.
+
+        The sampled model is fixed while the value network is fitted, so its one-step predictions are computed once
+        and reused by every pass (when they fit in ``lookahead_cache_bytes``).
+        """
+        policy = self.policy
+        latent_dim = policy.transition.latent_dim
+        n_states, n_actions = start_states.shape[0], policy.transition.n_actions
+        batch_size = min(self.value_batch_size, n_states)
+        cache_bytes = n_states * n_actions * (start_states.shape[1] + 2) * 4
+
+        def lookahead(index: th.Tensor) -> tuple[th.Tensor, ...]:
+            states = start_states[index]
+            with th.no_grad():
+                return policy.lookahead(states[:, :latent_dim], states[:, latent_dim:])
+
+        cached: tuple[th.Tensor, ...] | None = None
+        if cache_bytes <= self.lookahead_cache_bytes:
+            chunks = [
+                lookahead(th.arange(s, min(s + batch_size, n_states), device=self.device))
+                for s in range(0, n_states, batch_size)
+            ]
+            cached = tuple(th.cat(parts) for parts in zip(*chunks))
+        losses = []
+        for _ in range(self.value_iterations):
+            order = th.randperm(n_states, device=self.device)
+            for first in range(0, n_states, batch_size):
+                index = order[first : first + batch_size]
+                if cached is not None:
+                    next_latent, next_hidden, reward, not_terminal = (part[index] for part in cached)
+                else:
+                    next_latent, next_hidden, reward, not_terminal = lookahead(index)
+                with th.no_grad():
+                    target = (
+                        policy.action_values(next_latent, next_hidden, reward, not_terminal, target=True).max(dim=1).values
+                    )
+                prediction = policy.value(start_states[index]).squeeze(-1)
+                loss = F.mse_loss(prediction, target)
+                policy.value_optimizer.zero_grad()
+                loss.backward()
+                policy.value_optimizer.step()
+                losses.append(loss.detach())
+                self.n_value_updates += 1
+                if self.n_value_updates % self.target_update_interval == 0:
+                    policy.value_target.load_state_dict(policy.value.state_dict())
+        mean_loss = th.stack(losses).mean()
+        check_finite(mean_loss, "The PSDRL value loss", "lower learning_rate or the prior scales")
+        return float(mean_loss)
+
+    def train(self) -> None:
+        """One training round: autoencoder, transition and terminal models, posterior, sample, value network."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizers)
+        autoencoder_loss = self._train_autoencoder()
+        transition_loss, terminal_loss = self._train_transition_and_terminal()
+        self._start_states = self._fit_posterior()
+        self.n_training_rounds += 1
+        self.logger.record("train/autoencoder_loss", autoencoder_loss)
+        self.logger.record("train/transition_loss", transition_loss)
+        self.logger.record("train/terminal_loss", terminal_loss)
+        self.logger.record("train/n_rounds", self.n_training_rounds)
+        if self.resample_schedule == "round" or self.n_training_rounds == 1:
+            self._resample_and_fit_value()
+        self.policy.set_training_mode(False)
+
+    def _resample_and_fit_value(self) -> None:
+        if getattr(self, "_start_states", None) is None:  # e.g. after loading: recompute from the replay
+            with th.no_grad():
+                self._start_states = th.cat([starts for _, _, starts in self._replay_features()])
+        self.policy.resample()
+        value_loss = self._fit_value(self._start_states)
+        self.logger.record("train/value_loss", value_loss)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Interaction
+    # ----------------------------------------------------------------------------------------------------------------
+    def _round_interval(self) -> int:
+        return self.warmup_freq if self.num_timesteps < self.warmup_steps else self.update_freq
+
+    def learn(
+        self: SelfPSDRL,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "PSDRL",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPSDRL:
+        """
+        Act with the current model sample from the first step, and run a training round every ``warmup_freq`` steps
+        (``update_freq`` after ``warmup_steps``) once an episode has finished.
+
+        :param total_timesteps: The total number of environment steps to train on.
+        :param callback: Callback(s) called at every step with state of the algorithm.
+        :param log_interval: Write the logs every ``log_interval`` training rounds.
+        :param tb_log_name: The name of the run for TensorBoard logging.
+        :param reset_num_timesteps: Whether or not to reset the current timestep number (used in logging).
+        :param progress_bar: Display a progress bar using tqdm and rich.
+        :return: The trained model.
+        """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None and self._last_obs is not None
+        buffer = self._ensure_replay_buffer()
+        if len(self._last_hidden) != self.n_envs or reset_num_timesteps:
+            self._last_hidden = self.policy.initial_hidden(self.n_envs)
+        steps_since_round = 0
+        continue_training = True
+        while continue_training and self.num_timesteps < total_timesteps:
+            obs = np.asarray(self._last_obs)
+            self.policy.set_training_mode(False)
+            actions_t, self._last_hidden = self.policy.act(
+                th.as_tensor(obs, device=self.device), self._last_hidden.to(self.device)
+            )
+            actions = actions_t.cpu().numpy()
+            new_obs, rewards, dones, infos = self.env.step(actions)
+            self.num_timesteps += self.n_envs
+            steps_since_round += self.n_envs
+            callback.update_locals(locals())
+            continue_training = callback.on_step()
+            self._update_info_buffer(infos, dones)
+            next_obs, terminations = final_observations(new_obs, dones, infos)
+            stored_rewards = np.tanh(rewards) if self.reward_transform == "tanh" else rewards
+            buffer.add(obs, actions, stored_rewards, next_obs, dones, terminations)
+            self._last_obs = new_obs  # type: ignore[assignment]
+            if dones.any():
+                self._episode_num += int(dones.sum())
+                done_mask = th.as_tensor(dones, device=self.device)[:, None]
+                self._last_hidden = th.where(done_mask, th.zeros_like(self._last_hidden), self._last_hidden)
+                if self.resample_schedule == "episode" and self.n_training_rounds > 0:
+                    self._resample_and_fit_value()
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if continue_training and buffer.n_complete_episodes() > 0 and steps_since_round >= self._round_interval():
+                self.train()
+                steps_since_round = 0
+                if log_interval > 0 and self.n_training_rounds % log_interval == 0:
+                    dump_rollout_logs(self)
+        callback.on_training_end()
+        return self
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Act with the current model sample; pass the returned ``state`` back in (it is the recurrent state) and
+        ``episode_start`` so that it is reset at new episodes, as with SB3's recurrent policies.
+        """
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        # The policy's state dict holds every network, the posterior (mean, Cholesky factor of the precision, prior
+        # scales) and the current model sample.
+        state_dicts = ["policy", "policy.autoencoder_optimizer", "policy.model_optimizer", "policy.value_optimizer"]
+        return state_dicts, ["_last_hidden"]
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_last_hidden", "_rng", "_start_states"]

@@ -1,0 +1,59 @@
+"""The episode replay: windows of consecutive steps inside one episode, masks, terminations and eviction."""
+
+import numpy as np
+import pytest
+
+from sb3_bayes.common.episode_buffer import EpisodeReplayBuffer
+
+
+def fill(buffer: EpisodeReplayBuffer, lengths: list[int], terminated: bool = True) -> None:
+    """Episodes whose observation at step t of episode e is 1000 e + t (so continuity is checkable)."""
+    for episode, length in enumerate(lengths):
+        for t in range(length):
+            obs = np.full((1, 2), 1000 * episode + t, dtype=np.float32)
+            next_obs = obs + 1
+            done = np.array([t == length - 1])
+            buffer.add(obs, np.array([t % 3]), np.array([float(t)]), next_obs, done, done & terminated)
+
+
+def test_windows_are_consecutive_steps_of_one_episode() -> None:
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=1000)
+    fill(buffer, [7, 30, 12])
+    batch = buffer.sample(64, 10, np.random.default_rng(0))
+    assert batch.observations.shape == (64, 11, 2) and batch.actions.shape == (64, 10)
+    for row in range(64):
+        steps = int(batch.mask[row].sum())
+        values = batch.observations[row, : steps + 1, 0]
+        np.testing.assert_array_equal(np.diff(values), np.ones(steps))  # consecutive, one episode
+        t0 = int(values[0]) % 1000
+        np.testing.assert_array_equal(batch.rewards[row, :steps], np.arange(t0, t0 + steps))
+        np.testing.assert_array_equal(batch.actions[row, :steps], np.arange(t0, t0 + steps) % 3)
+        # Only a window that ends at its episode's end carries the termination flag, on its last real step.
+        episode_length = [7, 30, 12][int(values[0]) // 1000]
+        ends_episode = t0 + steps == episode_length
+        assert batch.terminations[row].sum() == float(ends_episode)
+        if ends_episode:
+            assert batch.terminations[row, steps - 1] == 1.0
+        assert not batch.mask[row, steps:].any()
+
+
+def test_truncated_episodes_are_not_terminal_and_running_episodes_are_replayed() -> None:
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=1000)
+    fill(buffer, [5], terminated=False)
+    buffer.add(np.zeros((1, 2)), np.array([0]), np.array([0.0]), np.ones((1, 2)), np.array([False]), np.array([False]))
+    episodes = list(buffer.all_episodes())
+    assert [len(e) for e in episodes] == [5, 1] and not any(e.terminated for e in episodes)
+    assert buffer.n_transitions() == 6 and buffer.n_complete_episodes() == 1
+    assert buffer.sample(16, 8, np.random.default_rng(0)).terminations.sum() == 0
+
+
+def test_fifo_eviction_by_whole_episodes_and_uint8_frames() -> None:
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=20)
+    fill(buffer, [8, 8, 8, 8])
+    assert buffer.n_transitions() <= 20 and buffer.n_complete_episodes() == 2
+    assert int(buffer.episodes[0].observations[0, 0]) == 2000  # the two oldest episodes are gone
+    frames = EpisodeReplayBuffer((64, 64), np.uint8, capacity=10)
+    frames.add(np.zeros((1, 64, 64)), np.array([1]), np.array([0.0]), np.ones((1, 64, 64)), np.array([True]), np.array([True]))
+    assert frames.episodes[0].observations.dtype == np.uint8
+    with pytest.raises(ValueError, match="one step per environment"):
+        frames.add(np.zeros((2, 64, 64)), np.array([1, 1]), np.zeros(2), np.zeros((2, 64, 64)), np.zeros(2), np.zeros(2))
