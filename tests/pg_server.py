@@ -159,7 +159,10 @@ def start_server(user: str = "sb3bayes", database: str = "optuna", tries: int = 
     os_user = server_os_user()
     # Not under pytest's tmp_path: that is private to root (0700) and the server may run as another account.
     # Kept short: a unix socket path must fit in 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="sb3-bayes-pg-"))
+    base = tempfile.gettempdir()
+    if os_user is not None or len(base) > 60:  # another account must reach it; the socket path must stay short
+        base = "/tmp"
+    root = Path(tempfile.mkdtemp(prefix="sb3-bayes-pg-", dir=base))
     server = PostgresServer(
         root=root,
         bin_dir=bin_dir,

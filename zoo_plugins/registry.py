@@ -41,6 +41,12 @@ REGISTRY: dict[str, AlgoEntry] = {
         converter="zoo_plugins.samplers.convert_pets_params",
         yaml="pets.yml",
     ),
+    "psdrl": AlgoEntry(
+        algo_class="sb3_bayes.psdrl.PSDRL",
+        sampler="zoo_plugins.samplers.sample_psdrl_params",
+        converter="zoo_plugins.samplers.convert_psdrl_params",
+        yaml="psdrl.yml",
+    ),
 }
 
 

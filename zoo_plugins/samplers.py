@@ -106,11 +106,16 @@ def convert_pets_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     return hyperparams
 
 
-def _suggest(trial: optuna.Trial, name: str, choices: Any) -> Any:
-    if isinstance(choices, tuple):
-        low, high = choices
-        return trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE)
-    return trial.suggest_categorical(name, list(choices))
+def _suggest_all(trial: optuna.Trial, search_space: dict[str, Any], log_scale: frozenset[str]) -> dict[str, Any]:
+    """Suggest every tuned entry of a search space: a tuple is a float range (log-uniform if named in ``log_scale``),
+    a list a categorical choice, None leaves the hyperparameter alone."""
+    raw: dict[str, Any] = {}
+    for name, choices in search_space.items():
+        if isinstance(choices, tuple):
+            raw[name] = trial.suggest_float(name, float(choices[0]), float(choices[1]), log=name in log_scale)
+        elif choices is not None:
+            raw[name] = trial.suggest_categorical(name, list(choices))
+    return raw
 
 
 def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +124,7 @@ def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     Tunes the model (network size, learning rate, weight decay) and the planner (horizon, population, elites,
     particles, propagation) over :data:`PETS_SEARCH_SPACE`.
     """
-    raw = {name: _suggest(trial, name, choices) for name, choices in PETS_SEARCH_SPACE.items() if choices is not None}
+    raw = _suggest_all(trial, PETS_SEARCH_SPACE, LOG_SCALE)
     hyperparams = convert_pets_params(raw)
     # Derived values, for the study's report (rl-zoo3's samplers do the same)
     if "num_elites" in hyperparams:
@@ -129,3 +134,39 @@ def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
         if key in policy_kwargs:
             trial.set_user_attr(key, policy_kwargs[key])
     return hyperparams
+
+
+#: Search space of :func:`sample_psdrl_params`, in the same format as :data:`PETS_SEARCH_SPACE`. The prior and noise
+#: scales decide how far posterior sampling explores, so they come first.
+PSDRL_SEARCH_SPACE: dict[str, Any] = {
+    "learning_rate": (1e-5, 1e-3),
+    "reward_prior_scale": (1e-4, 1.0),
+    "transition_prior_scale": (1e-5, 1e-1),
+    "ridge": (1.0, 1000.0),
+    "model_iterations": [1, 3, 5, 10],
+    "value_iterations": [1, 3, 5, 10],
+    "resample_schedule": ["round", "episode"],
+}
+
+#: PSDRL parameters sampled log-uniformly.
+PSDRL_LOG_SCALE = frozenset({"learning_rate", "reward_prior_scale", "transition_prior_scale", "ridge"})
+#: PSDRL parameters that belong to the policy (and so to ``policy_kwargs``).
+PSDRL_POLICY_PARAMS = ("reward_prior_scale", "transition_prior_scale", "ridge")
+
+
+def convert_psdrl_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Map raw Optuna parameters (``trial.params``) to PSDRL constructor kwargs (posterior settings go to
+    ``policy_kwargs``, the rest is passed through). Any subset of the parameters is accepted."""
+    hyperparams = dict(sampled_params)
+    policy_kwargs = {key: float(hyperparams.pop(key)) for key in PSDRL_POLICY_PARAMS if key in hyperparams}
+    for key in ("model_iterations", "value_iterations"):
+        if key in hyperparams:
+            hyperparams[key] = int(hyperparams[key])
+    if policy_kwargs:
+        hyperparams["policy_kwargs"] = policy_kwargs
+    return hyperparams
+
+
+def sample_psdrl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Sampler for PSDRL hyperparameters over :data:`PSDRL_SEARCH_SPACE`; returns constructor kwargs."""
+    return convert_psdrl_params(_suggest_all(trial, PSDRL_SEARCH_SPACE, PSDRL_LOG_SCALE))
