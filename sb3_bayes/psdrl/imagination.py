@@ -146,12 +146,12 @@ def main(argv: list[str] | None = None) -> None:
         env: VecEnv = VecTransposeImage(make_atari_env(args.env, seed=args.seed, wrapper_kwargs=wrapper_kwargs))
     else:
         env = make_vec_env(args.env, seed=args.seed)
-    obs = env.reset()
+    obs = np.asarray(env.reset())
     state, start = None, np.array([True])
     for _ in range(args.warmup_steps):
         action, state = model.predict(obs, state=state, episode_start=start)
-        obs, _, done, _ = env.step(action)
-        start = done
+        next_obs, _, done, _ = env.step(action)
+        obs, start = np.asarray(next_obs), done
     decoded = imagine(model, obs[0], args.n_models, args.horizon, seed=args.seed)
     png, gif = save_grid_and_gif(to_images(decoded), args.out)
     print(f"Wrote {png} and {gif}")
