@@ -150,3 +150,20 @@ def test_psdrl_reaches_the_deep_sea_goal() -> None:
     model.learn(5 * 100)
     successes = [info["r"] > 0.5 for info in model.ep_info_buffer]
     assert any(successes)
+
+
+def test_bfloat16_lookahead_keeps_the_greedy_actions(trained: PSDRL) -> None:
+    policy = trained.policy
+    th.manual_seed(2)
+    latent, hidden = th.randn(256, 8), th.randn(256, 8)
+    q_values = {}
+    for dtype in ("float32", "bfloat16"):
+        policy.inference_dtype = dtype
+        with th.no_grad():
+            q_values[dtype] = policy.action_values(*policy.lookahead(latent, hidden))
+    policy.inference_dtype = "float32"
+    assert q_values["bfloat16"].dtype == th.float32
+    gap = (q_values["float32"][:, 0] - q_values["float32"][:, 1]).abs()
+    clear = gap > 0.05 * gap.max()  # decisions that are not near-ties
+    agree = q_values["float32"].argmax(1) == q_values["bfloat16"].argmax(1)
+    assert float(agree[clear].float().mean()) > 0.95
