@@ -546,3 +546,50 @@ def test_install_ships_the_hook(tmp_path, editable):
     installed_in = src.resolve() if editable else purelib.resolve()
     assert installed_in in zoo_file.parents, (zoo_file, installed_in)
     assert installed_in in yaml_file.parents, (yaml_file, installed_in)
+
+
+# --------------------------------------------------------------------------------------------------------- PSDRL
+PSDRL_TINY_PARAMS = [
+    "autoencoder_iterations:2",
+    "model_iterations:2",
+    "value_iterations:2",
+    "batch_size:8",
+    "policy_kwargs:dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16)",
+]
+
+
+@pytest.mark.slow
+def test_psdrl_train_enjoy_optimize_and_trial_id(tmp_path):
+    """The PSDRL registry entry end to end: default YAML (DeepSea section), enjoy, -optimize and --trial-id."""
+    common = ["--env", "DeepSea5-v0", "--gym-packages", "sb3_bayes.envs", "--num-threads", "1"]
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "psdrl", *common, "-n", "60", "-f", "logs", "--eval-freq", "-1",
+         "-params", *PSDRL_TINY_PARAMS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert f"Loading hyperparameters from: {registry.find_yaml('psdrl')}" in proc.stdout
+    assert (tmp_path / "logs/psdrl/DeepSea5-v0_1/DeepSea5-v0.zip").is_file()
+    run_python(["-m", "rl_zoo3.enjoy", "--algo", "psdrl", *common, "-f", "logs", "-n", "20", "--no-render"], cwd=tmp_path)
+
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    run_python(
+        ["-m", "rl_zoo3.train", "--algo", "psdrl", *common, "-n", "60", "-f", "tune_logs", "-optimize", "--n-trials", "2",
+         "--storage", storage, "--study-name", "p", "--sampler", "random", "--pruner", "none", "--n-evaluations", "1",
+         "--eval-episodes", "1", "--no-optim-plots", "-params", *PSDRL_TINY_PARAMS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    study = optuna.load_study(study_name="p", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and set(complete[0].params) == set(samplers.PSDRL_SEARCH_SPACE)
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "psdrl", *common, "-n", "30", "-f", "trial_logs", "--eval-freq", "-1",
+         "--storage", storage, "--study-name", "p", "--trial-id", "1", "-params", "autoencoder_iterations:1"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "Loading from Optuna study" in proc.stdout
+    config = dict(
+        yaml.load((tmp_path / "trial_logs/psdrl/DeepSea5-v0_1/DeepSea5-v0/config.yml").read_text(), yaml.UnsafeLoader)
+    )
+    expected = samplers.convert_psdrl_params(study.trials[1].params)
+    assert config["resample_schedule"] == expected["resample_schedule"]
+    assert config["policy_kwargs"]["ridge"] == expected["policy_kwargs"]["ridge"]
