@@ -128,25 +128,30 @@ class GaussianEnsembleMLP(nn.Module):
 
     def _trunk(self, x: th.Tensor) -> th.Tensor:
         """Raw outputs of all layers, ``[ensemble_size, batch, n_outputs]``."""
-        if th.is_grad_enabled() or x.shape[1] <= self.inference_chunk_size:
-            return self._trunk_chunk(x)
-        # Without autograd, evaluate the batch in row chunks: the activations of a chunk stay in the CPU cache, and
-        # the bias add and activation run in place (the planner's forward passes are memory-bound otherwise).
-        chunks = [
-            self._trunk_chunk(x[:, s : s + self.inference_chunk_size]) for s in range(0, x.shape[1], self.inference_chunk_size)
-        ]
-        return th.cat(chunks, dim=1)
-
-    def _trunk_chunk(self, x: th.Tensor) -> th.Tensor:
         if th.is_grad_enabled() or self.inplace_activation is None:
             for layer in self.hidden_layers:
                 x = self.activation(layer(x))
             return self.output_layer(x)
-        for layer in self.linear_layers[:-1]:
-            x = th.bmm(x, layer.weight)
-            x.add_(layer.bias)
-            self.inplace_activation(x)
-        return self.output_layer(x)
+        # Without autograd (planning), evaluate the batch in row chunks whose activations stay in the CPU cache, write
+        # every layer into a buffer reused across chunks (`baddbmm` then adds the bias inside the matrix product at no
+        # extra pass) and apply the activation in place: the planner's passes are otherwise memory-bound.
+        chunk = self.inference_chunk_size
+        buffers = [
+            th.empty(self.ensemble_size, min(chunk, x.shape[1]), layer.out_features, device=x.device, dtype=x.dtype)
+            for layer in self.linear_layers[:-1]
+        ]
+        outputs = []
+        for start in range(0, x.shape[1], chunk):
+            h = x[:, start : start + chunk]
+            for layer, buffer in zip(self.linear_layers[:-1], buffers):
+                out = buffer[:, : h.shape[1]]
+                if out.dtype == h.dtype and out.is_contiguous():
+                    h = th.baddbmm(layer.bias, h, layer.weight, out=out)
+                else:  # autocast (the product's dtype differs from the input's) or a short last chunk
+                    h = th.baddbmm(layer.bias, h, layer.weight)
+                self.inplace_activation(h)
+            outputs.append(self.output_layer(h))
+        return outputs[0] if len(outputs) == 1 else th.cat(outputs, dim=1)
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None]:
         """
