@@ -37,12 +37,13 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_bin_dir() -> Path:
-    """Folder holding ``initdb``, ``pg_ctl`` and ``createdb``: PATH first, then the newest Debian version folder."""
-    on_path = [shutil.which(name) for name in BINARIES]
-    if all(on_path):
+    """Folder holding ``initdb``, ``pg_ctl`` and ``createdb``: that of ``initdb`` on PATH, else the newest Debian one."""
+    candidates: list[Path] = []
+    initdb = shutil.which("initdb")
+    if initdb is not None:
         # /usr/local/bin/initdb may be a link into /usr/lib/postgresql/<v>/bin: use the real folder (one version)
-        return Path(os.path.realpath(on_path[0])).parent  # type: ignore[arg-type]
-    candidates = sorted(
+        candidates.append(Path(os.path.realpath(initdb)).parent)
+    candidates += sorted(
         (Path(path) for path in glob.glob(DEBIAN_BIN_GLOB)),
         key=lambda path: [int(part) if part.isdigit() else 0 for part in path.parent.name.split(".")],
         reverse=True,

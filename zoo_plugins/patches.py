@@ -152,8 +152,8 @@ def _wrap_objective(objective: Callable) -> Callable:
 
 
 def _loads_trial(manager: Any) -> bool:
-    # Same condition as ExperimentManager.read_hyperparameters
-    return manager.algo in REGISTRY and bool(manager.storage and manager.study_name and manager.trial_id)
+    # ExperimentManager.read_hyperparameters tests ``trial_id`` for truth, so rl-zoo3 ignores ``--trial-id 0``; we do not
+    return manager.algo in REGISTRY and bool(manager.storage and manager.study_name) and manager.trial_id is not None
 
 
 def _wrap_read_hyperparameters(read: Callable) -> Callable:
@@ -164,6 +164,11 @@ def _wrap_read_hyperparameters(read: Callable) -> Callable:
         self.__dict__["_sb3_bayes_trial_stash"] = stash
         try:
             hyperparams, saved_hyperparams = read(self)
+            if not self.trial_id:  # trial 0: rl-zoo3 skipped it; same order as rl-zoo3: YAML, trial, then -params
+                print("Loading from Optuna study...")
+                hyperparams.update(self.load_trial(self.storage, self.study_name, self.trial_id))
+                hyperparams.update(self.custom_hyperparams or {})
+                saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
         finally:
             self.__dict__.pop("_sb3_bayes_trial_stash", None)
         custom = self.custom_hyperparams or {}
