@@ -197,3 +197,25 @@ def test_non_finite_returns_become_a_large_negative_value() -> None:
     policy.known_model = KnownModelSpec(squared_state_reward, never_terminates, {})
     returns = policy.evaluate_action_sequences(th.zeros(1, 1), th.zeros(1, 2, 3, 1))
     assert bool((returns == -1e6).all())
+
+
+@pytest.mark.parametrize("propagation", ["E", "DS", "TS1", "TSinf", "MM"])
+def test_first_step_shortcut_equals_plain_evaluation(propagation: str, monkeypatch) -> None:
+    """Particles share their start state, so the first step is evaluated once per group: same numbers, less work."""
+    th.manual_seed(0)
+    policy = PETSPolicy(
+        spaces.Box(-np.inf, np.inf, (3,)),
+        spaces.Box(-2.0, 2.0, (1,)),
+        lambda _: 1e-3,
+        net_arch=[16],
+        n_particles=10,
+        propagation=propagation,
+    )
+    obs, candidates = th.randn(2, 3), th.rand(2, 8, 4, 1) * 4 - 2
+    with th.no_grad():
+        th.manual_seed(1)
+        shortcut = policy.evaluate_action_sequences(obs, candidates)
+        monkeypatch.setattr(policy, "_predict_first_step", lambda state, action, _: policy.dynamics.predict(state, action))
+        th.manual_seed(1)
+        plain = policy.evaluate_action_sequences(obs, candidates)
+    th.testing.assert_close(shortcut, plain, rtol=1e-6, atol=1e-5)

@@ -120,6 +120,8 @@ class DynamicsEnsemble(nn.Module):
 
     def raw_inputs(self, obs: th.Tensor, action: th.Tensor) -> th.Tensor:
         """Pre-processed, not yet standardised network input ``[..., input_dim]``."""
+        if len(self.angle_dims) == 0 and len(self.passthrough_dims) == self.obs_dim:
+            return th.cat([obs, action], dim=-1)  # nothing to transform (the common case, and a hot path)
         angles = obs[..., self.angle_dims]
         return th.cat([obs[..., self.passthrough_dims], th.sin(angles), th.cos(angles), action], dim=-1)
 
@@ -364,7 +366,10 @@ class PETSPolicy(BasePolicy):
         alive = th.ones_like(returns)
         for t in range(horizon):
             action = candidates[None, :, :, t, None, :].expand(*shape, action_dim).reshape(*state.shape[:-1], action_dim)
-            prediction = self.dynamics.predict(state, action)
+            if t == 0 and per_member > 1:
+                prediction = self._predict_first_step(state, action, per_member)
+            else:
+                prediction = self.dynamics.predict(state, action)
             if trajectory_sampling:
                 sample = sample_gaussian(prediction.mean, prediction.variance)
                 terminated_prob = None if prediction.termination_logit is None else th.sigmoid(prediction.termination_logit)
@@ -393,6 +398,26 @@ class PETSPolicy(BasePolicy):
                 state, returns, alive = self._reassign_members(state, returns, alive, n_envs * n_candidates)
         returns = returns.reshape(*shape).permute(1, 2, 0, 3).reshape(n_envs, n_candidates, -1).mean(dim=-1)
         return th.where(th.isfinite(returns), returns, th.full_like(returns, INVALID_RETURN))
+
+    def _predict_first_step(self, state: th.Tensor, action: th.Tensor, per_member: int) -> DynamicsPrediction:
+        """
+        At the first step all particles that a member holds for one candidate share the start state and the action:
+        evaluate each group once and repeat the prediction (the sampling noise is still drawn per particle).
+        """
+        groups = state.shape[1] // per_member
+        first = self.dynamics.predict(
+            state.view(state.shape[0], groups, per_member, -1)[:, :, 0],
+            action.view(action.shape[0], groups, per_member, -1)[:, :, 0],
+        )
+
+        def repeat(x: th.Tensor | None) -> th.Tensor | None:
+            if x is None:
+                return None
+            return x.unsqueeze(2).expand(*x.shape[:2], per_member, *x.shape[2:]).reshape(x.shape[0], -1, *x.shape[2:])
+
+        mean = repeat(first.mean)
+        assert mean is not None
+        return DynamicsPrediction(mean, repeat(first.variance), repeat(first.termination_logit))
 
     def _reassign_members(
         self, state: th.Tensor, returns: th.Tensor, alive: th.Tensor, n_groups: int
