@@ -148,3 +148,16 @@ def test_bfloat16_planning_warns_where_it_is_slow() -> None:
     else:
         with pytest.warns(UserWarning, match="no native bfloat16 matrix units"):
             model.predict(obs)
+
+
+def test_predict_forgets_the_warm_start_where_an_episode_starts() -> None:
+    model = PETS("MlpPolicy", "Pendulum-v1", reward_fn="auto", seed=0, **TINY)
+    obs = np.zeros((2, 3), dtype=np.float32)
+    model.policy.plan_warm_start = th.full((2, 3, 1), 1.5)
+    th.manual_seed(0)
+    actions, _ = model.predict(obs, episode_start=np.array([True, False]))
+    # The same plan from an explicit warm start: the bound midpoint (0) for the new episode, the old one otherwise.
+    model.policy.plan_warm_start = th.tensor([[[0.0]] * 3, [[1.5]] * 3])
+    th.manual_seed(0)
+    expected, _ = model.predict(obs)
+    np.testing.assert_array_equal(actions, expected)

@@ -176,8 +176,6 @@ class PETS(BaseAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **policy_kwargs  # type: ignore[arg-type]
         )
         self.policy = self.policy.to(self.device)
-        if not hasattr(self, "_rollout_warm_start"):
-            self._rollout_warm_start = th.zeros(0)
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
@@ -319,10 +317,7 @@ class PETS(BaseAlgorithm):
             if dones.any():
                 self._episode_num += int(dones.sum())
                 episodes_since_training += int(dones.sum())
-                if len(self._rollout_warm_start) == self.n_envs:
-                    fresh = self.policy.make_trajectory_optimizer().initial_solution(self.n_envs)
-                    mask = th.as_tensor(dones, device=self.device)[:, None, None]
-                    self._rollout_warm_start = th.where(mask, fresh, self._rollout_warm_start)
+                self._rollout_warm_start = self.policy.reset_warm_start(self._rollout_warm_start, dones)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             due = (
                 episodes_since_training >= self.train_freq.frequency
@@ -363,6 +358,3 @@ class PETS(BaseAlgorithm):
         if not isinstance(replay_buffer, TransitionStore):
             raise ValueError(f"{path} does not hold a PETS replay buffer (got {type(replay_buffer).__name__}).")
         self.replay_buffer = replay_buffer
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_rollout_warm_start"]

@@ -478,20 +478,20 @@ class PETSPolicy(BasePolicy):
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
 
-    def reset_planner(self, env_indices: np.ndarray | None = None) -> None:
+    def reset_warm_start(self, warm_start: th.Tensor, env_mask: np.ndarray) -> th.Tensor:
         """
-        Forget the warm start of the given environments (all when None), e.g. at the start of an episode.
+        A planner warm start with the rows of ``env_mask`` reset to the middle of the action bounds, e.g. for the
+        environments that start a new episode (a batch of another size is left alone: ``plan`` re-initialises it).
 
-        :param env_indices: Boolean mask or indices into the batch.
+        :param warm_start: ``[n_envs, horizon, action_dim]``.
+        :param env_mask: ``[n_envs]`` booleans.
+        :return: The new warm start.
         """
-        if env_indices is None or self.plan_warm_start.shape[0] == 0:
-            self.plan_warm_start = th.zeros(0, *self.plan_warm_start.shape[1:], device=self.device)
-            return
-        optimizer = self.make_trajectory_optimizer()
-        fresh = optimizer.initial_solution(self.plan_warm_start.shape[0])
-        mask = th.zeros(self.plan_warm_start.shape[0], dtype=th.bool, device=self.device)
-        mask[th.as_tensor(env_indices, device=self.device)] = True
-        self.plan_warm_start = th.where(mask[:, None, None], fresh, self.plan_warm_start.to(self.device))
+        mask = np.asarray(env_mask, dtype=bool).reshape(-1)
+        if len(warm_start) != len(mask) or not mask.any():
+            return warm_start
+        fresh = self.make_trajectory_optimizer().initial_solution(len(mask))
+        return th.where(th.as_tensor(mask, device=self.device)[:, None, None], fresh, warm_start.to(self.device))
 
     def predict(
         self,
@@ -505,10 +505,8 @@ class PETSPolicy(BasePolicy):
         ``episode_start`` is true (and whenever the batch size changes), so ``evaluate_policy``, ``EvalCallback``
         and ``rl_zoo3.enjoy`` behave as in training.
         """
-        if episode_start is not None and len(self.plan_warm_start) == len(episode_start):
-            starts = np.asarray(episode_start, dtype=bool)
-            if starts.any():
-                self.reset_planner(starts)
+        if episode_start is not None:
+            self.plan_warm_start = self.reset_warm_start(self.plan_warm_start, episode_start)
         return super().predict(observation, state, episode_start, deterministic)
 
 

@@ -159,8 +159,6 @@ class PSDRL(BaseAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs  # type: ignore[arg-type]
         )
         self.policy = self.policy.to(self.device)
-        if not hasattr(self, "_last_hidden"):
-            self._last_hidden = th.zeros(0)
 
     def _ensure_replay_buffer(self) -> EpisodeReplayBuffer:
         if self.replay_buffer is None or self.replay_buffer.n_envs != self.n_envs:
@@ -455,4 +453,5 @@ class PSDRL(BaseAlgorithm):
         return state_dicts, ["_last_hidden"]
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_hidden", "_rng", "_start_states"]
+        # The random generator is re-created from the seed, the start states from the replay when needed.
+        return [*super()._excluded_save_params(), "_rng", "_start_states"]
