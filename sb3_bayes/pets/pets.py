@@ -14,7 +14,7 @@ from sb3_bayes.common.buffers import TransitionStore
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
 from sb3_bayes.common.utils import check_finite, check_flat_box, get_env_id, get_env_kwargs
 from sb3_bayes.envs.known_rewards import get_known_spec
-from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy
+from sb3_bayes.pets.policies import PLANNER_PARAMETERS, MlpPolicy, PETSPolicy
 
 SelfPETS = TypeVar("SelfPETS", bound="PETS")
 
@@ -158,19 +158,7 @@ class PETS(BaseAlgorithm):
         self.set_random_seed(self.seed)
         self._check_spaces(self.observation_space, self.action_space)
         self._convert_train_freq()
-        policy_kwargs = dict(
-            reward_fn=self.reward_fn,
-            planner=self.planner,
-            plan_horizon=self.plan_horizon,
-            popsize=self.popsize,
-            num_elites=self.num_elites,
-            cem_iters=self.cem_iters,
-            cem_alpha=self.cem_alpha,
-            cem_epsilon=self.cem_epsilon,
-            n_particles=self.n_particles,
-            propagation=self.propagation,
-            planning_dtype=self.planning_dtype,
-        )
+        policy_kwargs = {name: getattr(self, name) for name in PLANNER_PARAMETERS}
         policy_kwargs.update(self.policy_kwargs)
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **policy_kwargs  # type: ignore[arg-type]

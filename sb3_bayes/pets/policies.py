@@ -28,6 +28,20 @@ from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, pla
 from sb3_bayes.envs.known_rewards import KnownModelSpec, get_known_spec
 
 MODEL_TYPES = ("D", "P", "DE", "PE")
+# Policy arguments that PETS exposes as its own constructor arguments (the planner and the reward model).
+PLANNER_PARAMETERS = (
+    "reward_fn",
+    "planner",
+    "plan_horizon",
+    "popsize",
+    "num_elites",
+    "cem_iters",
+    "cem_alpha",
+    "cem_epsilon",
+    "n_particles",
+    "propagation",
+    "planning_dtype",
+)
 PLANNERS = ("cem", "random")
 # Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
 INVALID_RETURN = -1e6
@@ -321,18 +335,8 @@ class PETSPolicy(BasePolicy):
             angle_dims=self.angle_dims,
             drop_input_dims=self.drop_input_dims,
             absolute_target_dims=self.absolute_target_dims,
-            reward_fn=self.reward_fn,
-            planner=self.planner,
-            plan_horizon=self.plan_horizon,
-            popsize=self.popsize,
-            num_elites=self.num_elites,
-            cem_iters=self.cem_iters,
-            cem_alpha=self.cem_alpha,
-            cem_epsilon=self.cem_epsilon,
-            n_particles=self.n_particles,
-            propagation=self.propagation,
-            planning_dtype=self.planning_dtype,
             lr_schedule=self._dummy_schedule,
+            **{name: getattr(self, name) for name in PLANNER_PARAMETERS},
         )
         return data
 
