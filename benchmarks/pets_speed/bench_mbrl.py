@@ -16,23 +16,21 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-import common  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
 
 def build_agent(seed: int):
     import gymnasium as gym
-    import omegaconf
-
     import mbrl.env.termination_fns as termination_fns
     import mbrl.models as models
     import mbrl.planning as planning
     import mbrl.types
     import mbrl.util.common as common_util
+    import omegaconf
 
     cfg = common.CONFIG
     env = gym.make(cfg["env_id"])
@@ -86,9 +84,7 @@ def build_agent(seed: int):
     def reward_fn(act, next_obs):
         return kr.pendulum_reward(model_env._pre_step_obs, act, next_obs).view(-1, 1)
 
-    model_env = PreStepObsModelEnv(
-        env, dynamics_model, termination_fns.no_termination, reward_fn, generator=generator
-    )
+    model_env = PreStepObsModelEnv(env, dynamics_model, termination_fns.no_termination, reward_fn, generator=generator)
     agent_cfg = omegaconf.OmegaConf.create(
         {
             "_target_": "mbrl.planning.TrajectoryOptimizerAgent",

@@ -19,15 +19,16 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-import common  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
 
-def build_model(dtype: str, seed: int):
+def build_model(dtype: str, seed: int, train_steps: int = 0):
+    """Our PETS at the benchmark config. ``train_steps > 0``: fit the model once on that many random-action steps
+    (used by --compare-dtypes, so that the action comparison is on a model that has learnt something)."""
     from sb3_bayes import PETS
 
     cfg = common.CONFIG
@@ -47,10 +48,15 @@ def build_model(dtype: str, seed: int):
         policy_kwargs=dict(ensemble_size=cfg["ensemble_size"], net_arch=list(cfg["hidden"])),
         seed=seed,
         device="cpu",
+        **(dict(learning_starts=train_steps, train_freq=(train_steps, "step"), n_epochs=50) if train_steps else {}),
     )
     dyn = model.policy.dynamics
-    O, A, _ = common.random_pendulum_data(1000, seed=seed)
-    dyn.input_normalizer.fit(dyn.raw_inputs(torch.as_tensor(O), torch.as_tensor(A)))
+    if train_steps:
+        model.learn(train_steps)  # random actions until the first training call, which happens at the last step
+        assert model.n_training_rounds == 1
+    else:
+        O, A, _ = common.random_pendulum_data(1000, seed=seed)
+        dyn.input_normalizer.fit(dyn.raw_inputs(torch.as_tensor(O), torch.as_tensor(A)))
     # Sanity: the known reward is in use, and it is the very function bench_mbrl.py loads.
     assert model.policy.known_model is not None
     info = dict(
@@ -67,8 +73,14 @@ def source_fingerprint() -> dict:
     """sha256 (first 12 hex) of the sb3_bayes files on the planning path: the code is still moving."""
     import hashlib
 
-    files = ["sb3_bayes/pets/policies.py", "sb3_bayes/common/ensemble.py", "sb3_bayes/common/trajectory_optimizers.py",
-             "sb3_bayes/common/propagation.py", "sb3_bayes/common/utils.py", "sb3_bayes/envs/known_rewards.py"]
+    files = [
+        "sb3_bayes/pets/policies.py",
+        "sb3_bayes/common/ensemble.py",
+        "sb3_bayes/common/trajectory_optimizers.py",
+        "sb3_bayes/common/propagation.py",
+        "sb3_bayes/common/utils.py",
+        "sb3_bayes/envs/known_rewards.py",
+    ]
     out = {}
     for f in files:
         path = os.path.join(common.REPO_ROOT, f)
@@ -109,7 +121,7 @@ def time_dtype(args):
 
 def compare_dtypes(args):
     """Action difference bfloat16 vs float32 from the same seeds (and float32 seed-to-seed, for scale)."""
-    model, _ = build_model("float32", args.seed)
+    model, _ = build_model("float32", args.seed, train_steps=args.train_steps)
     policy = model.policy
     O, _, _ = common.random_pendulum_data(args.n_obs, seed=args.seed + 1)
 
@@ -137,9 +149,16 @@ def compare_dtypes(args):
         n_obs=len(O),
         action_range=span,
         bf16_vs_fp32_same_seed=dict(mean_abs=float(d16.mean()), median_abs=float(np.median(d16)), max_abs=float(d16.max())),
-        fp32_vs_fp32_other_seed=dict(mean_abs=float(dseed.mean()), median_abs=float(np.median(dseed)), max_abs=float(dseed.max())),
+        fp32_vs_fp32_other_seed=dict(
+            mean_abs=float(dseed.mean()), median_abs=float(np.median(dseed)), max_abs=float(dseed.max())
+        ),
         actions_fp32_bf16_fp32otherseed=a.tolist(),
-        note="untrained weights, input normaliser fitted on random data; fresh warm start per plan",
+        note=(
+            f"model trained once (50 epochs) on {args.train_steps} random-action steps; "
+            if args.train_steps
+            else "untrained weights, input normaliser fitted on random data; "
+        )
+        + "fresh warm start per plan",
         env=common.env_info(),
         args=vars(args),
     )
@@ -154,6 +173,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-dtypes", action="store_true")
     p.add_argument("--n-obs", type=int, default=10, help="observations for --compare-dtypes")
+    p.add_argument("--train-steps", type=int, default=400, help="random steps to train on for --compare-dtypes")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import statistics
+import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -135,4 +135,3 @@ def dump(result: dict, path: str | None) -> None:
     if path:
         with open(path, "w") as f:
             f.write(text + "\n")
-

@@ -27,9 +27,14 @@ def merge(paths):
     wall = [w for x in runs for w in x["wall_all_s"]]
     cpu = [c for x in runs for c in x["cpu_all_s"]]
     r.update(
-        n_actions=len(wall), rounds=len(runs),
-        wall_mean_s=statistics.fmean(wall), wall_median_s=statistics.median(wall), wall_min_s=min(wall),
-        cpu_mean_s=statistics.fmean(cpu), cpu_median_s=statistics.median(cpu), cpu_min_s=min(cpu),
+        n_actions=len(wall),
+        rounds=len(runs),
+        wall_mean_s=statistics.fmean(wall),
+        wall_median_s=statistics.median(wall),
+        wall_min_s=min(wall),
+        cpu_mean_s=statistics.fmean(cpu),
+        cpu_median_s=statistics.median(cpu),
+        cpu_min_s=min(cpu),
     )
     return r
 
@@ -44,8 +49,20 @@ def main():
         if paths:
             rows.append(merge(paths))
 
-    hdr = ("impl", "dtype", "N", "wall mean s", "wall median s", "cpu median s", "cpu min s",
-           "ratio wall(med)", "ratio cpu(med)", "ratio cpu(min)", "goal", "met (cpu med)")
+    hdr = (
+        "impl",
+        "dtype",
+        "N",
+        "wall mean s",
+        "wall median s",
+        "cpu median s",
+        "cpu min s",
+        "ratio wall(med)",
+        "ratio cpu(med)",
+        "ratio cpu(min)",
+        "goal",
+        "met (cpu med)",
+    )
     lines = [hdr]
     for r in rows:
         is_ref = r["impl"] == "mbrl-lib"
@@ -53,38 +70,42 @@ def main():
         rc = r["cpu_median_s"] / ref["cpu_median_s"]
         rm = r["cpu_min_s"] / ref["cpu_min_s"]
         goal = None if is_ref else GOALS[r["dtype"]]
-        lines.append((
-            f'{r["impl"]}' + (f' {r.get("mbrl_version", "")}' if is_ref else ""),
-            r["dtype"],
-            str(r["n_actions"]),
-            f'{r["wall_mean_s"]:.3f}',
-            f'{r["wall_median_s"]:.3f}',
-            f'{r["cpu_median_s"]:.3f}',
-            f'{r["cpu_min_s"]:.3f}',
-            f"{rw:.3f}x",
-            f"{rc:.3f}x",
-            f"{rm:.3f}x",
-            "-" if goal is None else f"<= {goal}x",
-            "-" if goal is None else ("yes" if rc <= goal else "NO"),
-        ))
+        lines.append(
+            (
+                f"{r['impl']}" + (f" {r.get('mbrl_version', '')}" if is_ref else ""),
+                r["dtype"],
+                str(r["n_actions"]),
+                f"{r['wall_mean_s']:.3f}",
+                f"{r['wall_median_s']:.3f}",
+                f"{r['cpu_median_s']:.3f}",
+                f"{r['cpu_min_s']:.3f}",
+                f"{rw:.3f}x",
+                f"{rc:.3f}x",
+                f"{rm:.3f}x",
+                "-" if goal is None else f"<= {goal}x",
+                "-" if goal is None else ("yes" if rc <= goal else "NO"),
+            )
+        )
     widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
     out = ["| " + " | ".join(c.ljust(w) for c, w in zip(l, widths)) + " |" for l in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print("\n".join(out))
-    print(f"ratio = ours / mbrl-lib per-action planning time, pooled over {ref['rounds']} interleaved rounds; lower is better.")
+    print(
+        f"ratio = ours / mbrl-lib per-action planning time, pooled over {ref['rounds']} interleaved rounds; lower is better."
+    )
 
     p = os.path.join(d, "dtype_diff.json")
     if os.path.exists(p):
         x = load(p)
         a, b = x["bf16_vs_fp32_same_seed"], x["fp32_vs_fp32_other_seed"]
         print(
-            f'\nbf16 vs fp32 first action, same seed, {x["n_obs"]} observations (action range {x["action_range"]}): '
-            f'mean |diff| {a["mean_abs"]:.4f}, median {a["median_abs"]:.4f}, max {a["max_abs"]:.4f}\n'
-            f'fp32 vs fp32, other seed (planner noise, for scale):          '
-            f'mean |diff| {b["mean_abs"]:.4f}, median {b["median_abs"]:.4f}, max {b["max_abs"]:.4f}'
+            f"\nbf16 vs fp32 first action, same seed, {x['n_obs']} observations (action range {x['action_range']}): "
+            f"mean |diff| {a['mean_abs']:.4f}, median {a['median_abs']:.4f}, max {a['max_abs']:.4f}\n"
+            f"fp32 vs fp32, other seed (planner noise, for scale):          "
+            f"mean |diff| {b['mean_abs']:.4f}, median {b['median_abs']:.4f}, max {b['max_abs']:.4f}"
         )
     e = ref["env"]
-    print(f'\nCPU: {e["cpu"]} ({e["nproc"]} cores), torch {e["torch"]}, python {e["python"]}, threads {e["torch_threads"]}')
+    print(f"\nCPU: {e['cpu']} ({e['nproc']} cores), torch {e['torch']}, python {e['python']}, threads {e['torch_threads']}")
 
 
 if __name__ == "__main__":
