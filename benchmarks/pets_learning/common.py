@@ -39,6 +39,22 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def code_version() -> dict[str, Any]:
+    """Git commit of the repository and the uncommitted changes to the package, when the run starts."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--short", "sb3_bayes"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.split("\n")
+        return dict(git_commit=head, uncommitted_package_changes=[d for d in dirty if d.strip()])
+    except OSError:
+        return {}
+
+
+# Captured at import, i.e. just before the scripts import sb3_bayes (its editable source may change during a run).
+CODE_VERSION = code_version()
+
+
 def machine_info() -> dict[str, Any]:
     model = "unknown"
     try:
@@ -57,6 +73,7 @@ def machine_info() -> dict[str, Any]:
         torch=torch.__version__,
         torch_threads=torch.get_num_threads(),
         hostname=platform.node(),
+        code=CODE_VERSION,
     )
 
 
@@ -81,6 +98,8 @@ class EpisodeRecorder(BaseCallback):
                         end_step=int(self.num_timesteps),
                         wall_s=round(time.perf_counter() - self.t0, 3),
                         cpu_s=round(cpu_seconds() - self.c0, 3),
+                        terminated=not info.get("TimeLimit.truncated", False),
+                        terminal_obs=[round(float(x), 4) for x in info.get("terminal_observation", [])],
                     )
                 )
                 if self.verbose:

@@ -127,7 +127,7 @@ def compare_dtypes(args):
 
     def plan_first_action(obs, dtype, seed):
         policy.planning_dtype = dtype
-        policy.reset_planner()
+        policy.plan_warm_start = torch.zeros(0)  # a fresh warm start: plan() starts from the bound midpoint
         torch.manual_seed(seed)
         action, _ = policy.predict(obs, deterministic=True)
         return float(np.asarray(action).reshape(-1)[0])
