@@ -1,0 +1,367 @@
+"""
+Bayes-by-backprop layers: affine layers with a mean-field Gaussian distribution over their weights.
+
+Every weight ``w`` has the variational posterior ``q(w) = N(mu, sigma^2)`` (parameters ``*_mean`` and ``*_log_var``) and
+a Gaussian prior ``p(w) = N(m, s^2)`` held in buffers (Blundell et al., 2015, "Weight Uncertainty in Neural Networks").
+Training minimises ``E_q[-log p(D | w)] + KL(q || p)`` (their eq. 2); the KL between two diagonal Gaussians has a closed
+form, so it is computed exactly instead of by Monte Carlo.
+
+A layer runs in one of three modes (attribute ``mode``):
+
+- ``"sample"``: the local reparameterisation trick (Kingma, Salimans and Welling, 2015, section 2.3). For an input row
+  ``x`` the pre-activation ``b = W x + c`` is Gaussian with mean ``mu_W x + mu_c`` and variance ``sigma_W^2 x^2 +
+  sigma_c^2``; it is sampled directly, with fresh noise per forward pass and per input row. Same distribution per row as
+  sampling the weights, but gradients of much lower variance and no ``[B, out, in]`` weight tensor.
+- ``"fixed"``: the ``S`` weight samples held in the buffers ``weight_sample`` / ``bias_sample`` (Thompson sampling:
+  one network drawn from the posterior and kept for an episode). ``S == 1`` broadcasts over any input; ``S > 1`` needs an
+  input ``[S, in]`` or ``[S, B, in]`` and applies sample ``s`` to ``x[s]`` (one sample per environment).
+- ``"mean"``: the posterior mean weights (deterministic evaluation, target networks).
+
+Variational continual learning (Nguyen et al., 2018) replaces the prior with the previous task's posterior:
+``posterior_to_prior`` copies ``q`` into the prior buffers.
+"""
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch as th
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_MODES = ("sample", "fixed", "mean")
+
+
+def gaussian_kl(mean_q: th.Tensor, log_var_q: th.Tensor, mean_p: th.Tensor, log_var_p: th.Tensor) -> th.Tensor:
+    """
+    ``KL(N(mean_q, exp(log_var_q)) || N(mean_p, exp(log_var_p)))`` summed over all elements.
+
+    ``0.5 * (log_var_p - log_var_q + (var_q + (mean_q - mean_p)^2) / var_p - 1)`` per element.
+
+    :param mean_q: Means of ``q``.
+    :param log_var_q: Log variances of ``q``.
+    :param mean_p: Means of ``p`` (same shape).
+    :param log_var_p: Log variances of ``p`` (same shape).
+    :return: 0-dim tensor.
+    """
+    return 0.5 * (log_var_p - log_var_q + (log_var_q.exp() + (mean_q - mean_p).pow(2)) * th.exp(-log_var_p) - 1.0).sum()
+
+
+class BayesianLinear(nn.Module):
+    """
+    Affine layer ``y = W x + c`` with independent Gaussian weights and biases (Bayes by backprop).
+
+    :param in_features: Input width.
+    :param out_features: Output width.
+    :param bias: Whether the layer has a (Gaussian) bias.
+    :param prior_std: Standard deviation of the zero-mean Gaussian prior of every weight and bias. The default
+        ``10 ** -0.5`` is the original project's prior precision of 10.
+    :param posterior_init_log_var: Initial log variance of every weight and bias (the original project's -9: the network
+        starts nearly deterministic and the KL term widens the posterior where the data allow it).
+    :param posterior_init_mean_std: Standard deviation of the normal initialisation of the posterior means (biases start
+        at zero). ``None`` uses ``nn.Linear``'s initialisation (uniform in ``+-1/sqrt(in_features)``), so a Bayesian
+        network starts like its deterministic counterpart.
+    :param n_samples: Number ``S`` of held weight samples for the ``"fixed"`` mode.
+    """
+
+    weight_sample: th.Tensor
+    bias_sample: th.Tensor
+    prior_weight_mean: th.Tensor
+    prior_weight_log_var: th.Tensor
+    prior_bias_mean: th.Tensor
+    prior_bias_log_var: th.Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        prior_std: float = 10**-0.5,
+        posterior_init_log_var: float = -9.0,
+        posterior_init_mean_std: float | None = None,
+        n_samples: int = 1,
+    ) -> None:
+        super().__init__()
+        if prior_std <= 0:
+            raise ValueError(f"prior_std must be > 0, got {prior_std}.")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.has_bias = bias
+        self.prior_std = prior_std
+        self.posterior_init_log_var = posterior_init_log_var
+        self.posterior_init_mean_std = posterior_init_mean_std
+        self.mode = "sample"
+
+        self.weight_mean = nn.Parameter(th.empty(out_features, in_features))
+        self.weight_log_var = nn.Parameter(th.empty(out_features, in_features))
+        prior_log_var = 2.0 * math.log(prior_std)
+        self.register_buffer("prior_weight_mean", th.zeros(out_features, in_features))
+        self.register_buffer("prior_weight_log_var", th.full((out_features, in_features), prior_log_var))
+        self.register_buffer("weight_sample", th.empty(n_samples, out_features, in_features))
+        if bias:
+            self.bias_mean: nn.Parameter | None = nn.Parameter(th.empty(out_features))
+            self.bias_log_var: nn.Parameter | None = nn.Parameter(th.empty(out_features))
+            self.register_buffer("prior_bias_mean", th.zeros(out_features))
+            self.register_buffer("prior_bias_log_var", th.full((out_features,), prior_log_var))
+            self.register_buffer("bias_sample", th.empty(n_samples, out_features))
+        else:
+            self.register_parameter("bias_mean", None)
+            self.register_parameter("bias_log_var", None)
+            self.register_buffer("prior_bias_mean", None)
+            self.register_buffer("prior_bias_log_var", None)
+            self.register_buffer("bias_sample", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the posterior (means and log variances) and draw fresh held samples."""
+        if self.posterior_init_mean_std is None:
+            # nn.Linear's default: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)), same for the bias.
+            bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+            nn.init.uniform_(self.weight_mean, -bound, bound)
+            if self.bias_mean is not None:
+                nn.init.uniform_(self.bias_mean, -bound, bound)
+        else:
+            nn.init.normal_(self.weight_mean, 0.0, self.posterior_init_mean_std)
+            if self.bias_mean is not None:
+                nn.init.zeros_(self.bias_mean)
+        nn.init.constant_(self.weight_log_var, self.posterior_init_log_var)
+        if self.bias_log_var is not None:
+            nn.init.constant_(self.bias_log_var, self.posterior_init_log_var)
+        self.resample()
+
+    @property
+    def n_samples(self) -> int:
+        """Number ``S`` of held weight samples."""
+        return self.weight_sample.shape[0]
+
+    def set_mode(self, mode: str) -> None:
+        """
+        :param mode: ``"sample"``, ``"fixed"`` or ``"mean"``.
+        """
+        if mode not in WEIGHT_MODES:
+            raise ValueError(f"Unknown weight mode {mode!r}, expected one of {WEIGHT_MODES}.")
+        self.mode = mode
+
+    @th.no_grad()
+    def resample(self, n_samples: int | None = None, indices: th.Tensor | None = None) -> None:
+        """
+        Draw held weight samples from the current posterior (torch's global RNG, which SB3 seeds).
+
+        :param n_samples: New number of held samples ``S`` (all are redrawn); ``None`` keeps ``S``.
+        :param indices: Redraw only these rows of the held samples (e.g. the environments whose episode just started);
+            ``None`` redraws all. Cannot be combined with a change of ``S``.
+        """
+        if n_samples is not None and n_samples != self.n_samples:
+            if indices is not None:
+                raise ValueError("resample: cannot change the number of samples and redraw selected indices at once.")
+            if n_samples < 1:
+                raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+            self.weight_sample = self.weight_sample.new_empty(n_samples, self.out_features, self.in_features)
+            if self.bias_sample is not None:
+                self.bias_sample = self.bias_sample.new_empty(n_samples, self.out_features)
+        rows = th.arange(self.n_samples, device=self.weight_sample.device) if indices is None else th.as_tensor(indices)
+        rows = rows.to(device=self.weight_sample.device, dtype=th.long).flatten()
+        if rows.numel() == 0:
+            return
+        std = th.exp(0.5 * self.weight_log_var)
+        self.weight_sample[rows] = self.weight_mean + std * th.randn(
+            (len(rows), *self.weight_mean.shape), device=std.device, dtype=std.dtype
+        )
+        if self.bias_sample is not None:
+            assert self.bias_mean is not None and self.bias_log_var is not None
+            bias_std = th.exp(0.5 * self.bias_log_var)
+            self.bias_sample[rows] = self.bias_mean + bias_std * th.randn(
+                (len(rows), *self.bias_mean.shape), device=bias_std.device, dtype=bias_std.dtype
+            )
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        """
+        :param x: Input ``[..., in_features]`` (``"fixed"`` mode with ``S > 1``: ``[S, in]`` or ``[S, B, in]``).
+        :return: Output ``[..., out_features]``.
+        """
+        if self.mode == "mean":
+            return F.linear(x, self.weight_mean, self.bias_mean)
+        if self.mode == "fixed":
+            return self._forward_fixed(x)
+        if self.mode != "sample":
+            raise ValueError(f"Unknown weight mode {self.mode!r}, expected one of {WEIGHT_MODES}.")
+        # Local reparameterisation (Kingma et al., 2015, eq. 6): sample the pre-activations, not the weights.
+        mean = F.linear(x, self.weight_mean, self.bias_mean)
+        var = F.linear(x * x, self.weight_log_var.exp(), None if self.bias_log_var is None else self.bias_log_var.exp())
+        return mean + var.sqrt() * th.randn_like(mean)
+
+    def _forward_fixed(self, x: th.Tensor) -> th.Tensor:
+        n_samples = self.n_samples
+        if n_samples == 1:
+            return F.linear(x, self.weight_sample[0], None if self.bias_sample is None else self.bias_sample[0])
+        if x.dim() not in (2, 3) or x.shape[0] != n_samples:
+            raise ValueError(
+                f"BayesianLinear in 'fixed' mode holds {n_samples} weight samples and needs an input of shape "
+                f"[{n_samples}, in] or [{n_samples}, B, in], got {tuple(x.shape)}."
+            )
+        squeeze = x.dim() == 2
+        x3 = x.unsqueeze(1) if squeeze else x
+        # One batched product: sample s multiplies x[s] (no Python loop over samples).
+        if self.bias_sample is None:
+            out = th.bmm(x3, self.weight_sample.transpose(1, 2))
+        else:
+            out = th.baddbmm(self.bias_sample.unsqueeze(1), x3, self.weight_sample.transpose(1, 2))
+        return out.squeeze(1) if squeeze else out
+
+    def kl_divergence(self) -> th.Tensor:
+        """
+        Closed-form ``KL(q || p)`` summed over the weights and biases of this layer.
+
+        :return: 0-dim tensor (differentiable w.r.t. the posterior parameters).
+        """
+        kl = gaussian_kl(self.weight_mean, self.weight_log_var, self.prior_weight_mean, self.prior_weight_log_var)
+        if self.bias_mean is not None:
+            assert self.bias_log_var is not None
+            kl = kl + gaussian_kl(self.bias_mean, self.bias_log_var, self.prior_bias_mean, self.prior_bias_log_var)
+        return kl
+
+    @th.no_grad()
+    def posterior_to_prior(self) -> None:
+        """Make the current posterior the prior (variational continual learning, Nguyen et al., 2018, eq. 4)."""
+        self.prior_weight_mean.copy_(self.weight_mean)
+        self.prior_weight_log_var.copy_(self.weight_log_var)
+        if self.bias_mean is not None:
+            assert self.bias_log_var is not None
+            self.prior_bias_mean.copy_(self.bias_mean)
+            self.prior_bias_log_var.copy_(self.bias_log_var)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The number of held samples S is state (one per environment): adopt the saved S before copying.
+        for name in ("weight_sample", "bias_sample"):
+            key = prefix + name
+            current = getattr(self, name)
+            if key in state_dict and current is not None and state_dict[key].shape != current.shape:
+                setattr(self, name, current.new_empty(state_dict[key].shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, "
+            f"prior_std={self.prior_std:.4g}, n_samples={self.n_samples}, mode={self.mode}"
+        )
+
+
+def bayesian_layers(module: nn.Module) -> list[BayesianLinear]:
+    """
+    :param module: Any module.
+    :return: Every ``BayesianLinear`` inside it (itself included), in ``modules()`` order.
+    """
+    return [m for m in module.modules() if isinstance(m, BayesianLinear)]
+
+
+def set_weight_mode(module: nn.Module, mode: str) -> None:
+    """
+    Set the mode of every ``BayesianLinear`` inside ``module``.
+
+    :param module: Any module.
+    :param mode: ``"sample"``, ``"fixed"`` or ``"mean"``.
+    """
+    for layer in bayesian_layers(module):
+        layer.set_mode(mode)
+
+
+@contextlib.contextmanager
+def weight_mode(module: nn.Module, mode: str) -> Iterator[None]:
+    """
+    Context manager: run every ``BayesianLinear`` inside ``module`` in ``mode``, then restore each layer's previous mode.
+
+    :param module: Any module.
+    :param mode: ``"sample"``, ``"fixed"`` or ``"mean"``.
+    """
+    layers = bayesian_layers(module)
+    previous = [layer.mode for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_mode(mode)
+        yield
+    finally:
+        for layer, old in zip(layers, previous):
+            layer.mode = old
+
+
+def resample_weights(module: nn.Module, n_samples: int | None = None, indices: th.Tensor | None = None) -> None:
+    """
+    Redraw the held samples of every ``BayesianLinear`` inside ``module`` (see ``BayesianLinear.resample``).
+
+    :param module: Any module.
+    :param n_samples: New number of held samples, or ``None`` to keep it.
+    :param indices: Only these rows, or ``None`` for all.
+    """
+    for layer in bayesian_layers(module):
+        layer.resample(n_samples=n_samples, indices=indices)
+
+
+def kl_divergence(module: nn.Module) -> th.Tensor:
+    """
+    Sum of the closed-form KL terms of every ``BayesianLinear`` inside ``module``.
+
+    :param module: Any module.
+    :return: 0-dim tensor, 0 if the module has no Bayesian layer.
+    """
+    layers = bayesian_layers(module)
+    if not layers:
+        param = next(module.parameters(), None)
+        return th.zeros((), device=None if param is None else param.device)
+    return th.stack([layer.kl_divergence() for layer in layers]).sum()
+
+
+def posterior_to_prior(module: nn.Module) -> None:
+    """
+    VCL: copy the current posterior of every ``BayesianLinear`` inside ``module`` into its prior (detached).
+
+    :param module: Any module.
+    """
+    for layer in bayesian_layers(module):
+        layer.posterior_to_prior()
+
+
+def count_weights(module: nn.Module) -> int:
+    """
+    :param module: Any module.
+    :return: Number of Gaussian weights and biases in its Bayesian layers (the number of KL terms).
+    """
+    return sum(
+        layer.weight_mean.numel() + (0 if layer.bias_mean is None else layer.bias_mean.numel())
+        for layer in bayesian_layers(module)
+    )
+
+
+def create_bayesian_mlp(
+    input_dim: int,
+    output_dim: int,
+    net_arch: list[int],
+    activation_fn: type[nn.Module] = nn.ReLU,
+    squash_output: bool = False,
+    with_bias: bool = True,
+    **layer_kwargs: Any,
+) -> list[nn.Module]:
+    """
+    ``stable_baselines3.common.torch_layers.create_mlp`` with ``BayesianLinear`` layers.
+
+    :param input_dim: Input width.
+    :param output_dim: Output width (``<= 0``: no output layer, the last hidden layer is the output).
+    :param net_arch: Hidden layer widths.
+    :param activation_fn: Activation after each hidden layer.
+    :param squash_output: Whether to end with ``Tanh``.
+    :param with_bias: Whether the layers have biases.
+    :param layer_kwargs: Forwarded to every ``BayesianLinear`` (``prior_std``, ``posterior_init_log_var``, ...).
+    :return: The list of modules, to be wrapped in ``nn.Sequential``.
+    """
+    modules: list[nn.Module] = []
+    last = input_dim
+    for width in net_arch:
+        modules += [BayesianLinear(last, width, bias=with_bias, **layer_kwargs), activation_fn()]
+        last = width
+    if output_dim > 0:
+        modules.append(BayesianLinear(last, output_dim, bias=with_bias, **layer_kwargs))
+    if squash_output:
+        modules.append(nn.Tanh())
+    return modules
