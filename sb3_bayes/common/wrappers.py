@@ -1,0 +1,158 @@
+"""
+Observation wrappers for partially observable benchmarks.
+
+* :class:`ObservationFlicker` blanks each observation with a fixed probability: the "flickering" POMDPs of Hausknecht
+  and Stone ("Deep Recurrent Q-Learning for Partially Observable MDPs", 2015), used with ``p = 0.5`` on Atari by Igl
+  et al. ("Deep Variational Reinforcement Learning for POMDPs", ICML 2018, Section 5.2).
+* :class:`FlickeringAtariWrapper` is the whole Atari pipeline of the DVRL paper in one wrapper, so that an rl-zoo3
+  YAML can name it as ``env_wrapper``: the DeepMind wrappers of OpenAI baselines' ``make_atari`` + ``wrap_deepmind``
+  (no-op reset, max-and-skip 4, episodic life, fire reset, 84x84 grayscale, reward clipping; no frame stack), sticky
+  actions with probability 0.25 (the ALE's ``repeat_action_probability``, as the original's ``*NoFrameskip-v0`` ids
+  had), then the flicker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+__all__ = ["FlickeringAtariWrapper", "ObservationFlicker", "set_sticky_actions"]
+
+
+class ObservationFlicker(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
+    """
+    Replace each observation by zeros with probability ``p`` (independently per observation, including the first one
+    of an episode).
+
+    The coin is drawn from the environment's own generator (``self.np_random``, i.e. the unwrapped environment's, which
+    ``reset(seed=...)`` re-seeds), so an episode is reproducible under a seed, and each environment of a vectorised
+    set (seeded ``seed + rank`` by SB3) flickers independently. The original code drew one mask for all its
+    environments from the global numpy generator after every step (``main.py``, ``run_model``).
+
+    ``info["flickered"]`` says whether the returned observation was blanked.
+
+    :param env: An environment with a ``Box`` observation space that contains the all-zero observation.
+    :param p: Probability of blanking an observation, in ``[0, 1]``.
+    """
+
+    def __init__(self, env: gym.Env, p: float = 0.5) -> None:
+        super().__init__(env)
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"ObservationFlicker p must be a probability in [0, 1], got {p!r}")
+        space = env.observation_space
+        if not isinstance(space, spaces.Box):
+            raise ValueError(f"ObservationFlicker needs a Box observation space, got {space}")
+        if not space.contains(np.zeros(space.shape, dtype=space.dtype)):
+            raise ValueError(f"ObservationFlicker: the all-zero observation is outside the observation space {space}")
+        self.p = float(p)
+
+    def _flicker(self, observation: np.ndarray, info: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        blank = bool(self.np_random.random() < self.p)
+        info = dict(info)
+        info["flickered"] = blank
+        return (np.zeros_like(observation) if blank else observation), info
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """
+        Reset the environment and blank its first observation with probability ``p``.
+
+        :param seed: Passed on (it also seeds the flicker, which draws from the environment's generator).
+        :param options: Passed on.
+        :return: The (possibly blanked) observation and the info dict.
+        """
+        observation, info = self.env.reset(seed=seed, options=options)
+        return self._flicker(observation, info)
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """
+        Step the environment and blank the observation with probability ``p``.
+
+        :param action: Passed on.
+        :return: observation (possibly blanked), reward, terminated, truncated, info.
+        """
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        observation, info = self._flicker(observation, info)
+        return observation, reward, terminated, truncated, info
+
+
+def set_sticky_actions(env: gym.Env, repeat_action_probability: float) -> None:
+    """
+    Set the ALE's sticky-action probability of an (already built) Atari environment: at every emulator frame the
+    previous action is repeated with this probability (Machado et al., 2018). The ROM is reloaded so that the setting
+    takes effect, as ``ale_py.AtariEnv`` does when it is constructed.
+
+    :param env: An environment whose unwrapped environment is an ``ale_py`` Atari environment.
+    :param repeat_action_probability: Probability in ``[0, 1)``.
+    """
+    if not 0.0 <= float(repeat_action_probability) < 1.0:
+        raise ValueError(f"repeat_action_probability must be in [0, 1), got {repeat_action_probability!r}")
+    unwrapped = env.unwrapped
+    if not hasattr(unwrapped, "ale") or not hasattr(unwrapped, "load_game"):
+        raise ValueError(f"Sticky actions need an ale_py Atari environment, got {type(unwrapped).__name__}")
+    unwrapped.ale.setFloat("repeat_action_probability", float(repeat_action_probability))
+    unwrapped.load_game()
+
+
+class FlickeringAtariWrapper(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
+    """
+    Flickering Atari of the DVRL paper (Igl et al., 2018, Section 5.2): DeepMind preprocessing without frame stacking,
+    sticky actions and observations blanked with probability 0.5.
+
+    The pipeline, innermost first: sticky actions set in the ALE (``repeat_action_probability``), no-op reset (up to
+    ``noop_max`` no-ops), max-and-skip (``frame_skip`` frames, max over the last two), episodic life, fire reset (games
+    with a FIRE action), ``screen_size x screen_size`` grayscale frames (``uint8``, shape ``(84, 84, 1)``), reward
+    clipping to ``{-1, 0, 1}`` (SB3's :class:`~stable_baselines3.common.atari_wrappers.AtariWrapper`), then
+    :class:`ObservationFlicker`. Use it on a ``*NoFrameskip-v4`` id (frame skipping is done here). rl-zoo3's
+    ``Monitor`` sits below ``env_wrapper``, so logged episode returns are the true, unclipped scores.
+
+    In an rl-zoo3 YAML::
+
+        env_wrapper:
+          - sb3_bayes.common.wrappers.FlickeringAtariWrapper:
+              flicker_probability: 0.5
+
+    :param env: An ``ale_py`` Atari environment without frame skipping.
+    :param flicker_probability: Probability of blanking an observation.
+    :param repeat_action_probability: Sticky-action probability set in the ALE.
+    :param noop_max: Maximum number of no-ops at reset.
+    :param frame_skip: Frames per agent step.
+    :param screen_size: Side of the square grayscale frame.
+    :param terminal_on_life_loss: Whether a lost life ends the (training) episode.
+    :param clip_reward: Whether rewards are clipped to their sign.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        flicker_probability: float = 0.5,
+        repeat_action_probability: float = 0.25,
+        noop_max: int = 30,
+        frame_skip: int = 4,
+        screen_size: int = 84,
+        terminal_on_life_loss: bool = True,
+        clip_reward: bool = True,
+    ) -> None:
+        frameskip = getattr(env.unwrapped, "_frameskip", None)
+        if frameskip is None:
+            raise ValueError(f"FlickeringAtariWrapper needs an ale_py Atari environment, got {type(env.unwrapped).__name__}")
+        if frameskip != 1:
+            raise ValueError(
+                f"FlickeringAtariWrapper skips frames itself: use a NoFrameskip id (frameskip=1), got frameskip={frameskip}"
+            )
+        set_sticky_actions(env, repeat_action_probability)
+        env = AtariWrapper(
+            env,
+            noop_max=noop_max,
+            frame_skip=frame_skip,
+            screen_size=screen_size,
+            terminal_on_life_loss=terminal_on_life_loss,
+            clip_reward=clip_reward,
+        )
+        env = ObservationFlicker(env, p=flicker_probability)
+        super().__init__(env)
+        self.flicker_probability = float(flicker_probability)
+        self.repeat_action_probability = float(repeat_action_probability)
