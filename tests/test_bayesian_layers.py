@@ -13,6 +13,7 @@ from sb3_bayes.common.bayesian_layers import (
     create_bayesian_mlp,
     kl_divergence,
     posterior_to_prior,
+    refresh_weights,
     resample_weights,
     set_weight_mode,
     weight_mode,
@@ -70,7 +71,7 @@ def test_kl_zero_when_posterior_equals_prior_and_gradients_flow():
     with th.no_grad():
         layer.weight_mean.zero_()
         layer.bias_mean.zero_()
-    assert float(layer.kl_divergence()) == pytest.approx(0.0, abs=1e-6)
+    assert float(layer.kl_divergence().detach()) == pytest.approx(0.0, abs=1e-6)
     with th.no_grad():
         layer.weight_mean.fill_(0.1)
     kl = layer.kl_divergence()
@@ -181,9 +182,9 @@ def test_resample_selected_indices_only():
 def test_posterior_to_prior_and_state_dict():
     th.manual_seed(6)
     layer = BayesianLinear(3, 2, posterior_init_log_var=-3.0)
-    assert float(layer.kl_divergence()) > 0
+    assert float(layer.kl_divergence().detach()) > 0
     posterior_to_prior(layer)
-    assert float(layer.kl_divergence()) == pytest.approx(0.0, abs=1e-6)
+    assert float(layer.kl_divergence().detach()) == pytest.approx(0.0, abs=1e-6)
     # detached copies: training the posterior moves it away from the prior again
     with th.no_grad():
         layer.weight_mean.add_(1.0)
@@ -208,4 +209,28 @@ def test_no_bias_layer():
     assert th.allclose(out, layer.weight_sample.sum(-1))
     layer.mode = "sample"
     assert layer(th.ones(4, 3)).shape == (4, 2)
-    assert float(layer.kl_divergence()) > 0
+    assert float(layer.kl_divergence().detach()) > 0
+
+
+def test_refresh_follows_the_posterior_with_the_same_draw():
+    th.manual_seed(7)
+    layer = BayesianLinear(3, 2, posterior_init_log_var=-2.0, n_samples=2)
+    noise = layer.weight_noise.clone()
+    assert th.allclose(layer.weight_sample, layer.weight_mean + (0.5 * layer.weight_log_var).exp() * noise)
+    with th.no_grad():
+        layer.weight_mean.add_(0.5)
+        layer.weight_log_var.sub_(1.0)
+        layer.bias_mean.add_(0.5)
+    stale = layer.weight_sample.clone()
+    layer.refresh()
+    assert th.equal(layer.weight_noise, noise)  # same draw, no new randomness
+    assert not th.allclose(layer.weight_sample, stale)
+    assert th.allclose(layer.weight_sample, layer.weight_mean + (0.5 * layer.weight_log_var).exp() * noise)
+    assert th.allclose(layer.bias_sample, layer.bias_mean + (0.5 * layer.bias_log_var).exp() * layer.bias_noise)
+    # refresh of selected rows only
+    with th.no_grad():
+        layer.weight_mean.add_(1.0)
+    before = layer.weight_sample.clone()
+    refresh_weights(layer, indices=th.tensor([1]))
+    assert th.equal(layer.weight_sample[0], before[0])
+    assert th.allclose(layer.weight_sample[1], layer.weight_mean + (0.5 * layer.weight_log_var).exp() * noise[1])

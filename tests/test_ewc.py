@@ -6,7 +6,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sb3_bayes.common.bayesian_layers import BayesianLinear
-from sb3_bayes.common.ewc import ElasticWeightConsolidation, diagonal_fisher
+from sb3_bayes.common.ewc import ElasticWeightConsolidation, diagonal_fisher, gaussian_output_fisher
 
 
 def _net() -> nn.Module:
@@ -130,3 +130,34 @@ def test_state_dict_round_trip_and_not_a_submodule():
             p.add_(0.01)
     assert float(other.penalty(net)) == pytest.approx(float(ewc.penalty(net)), rel=1e-6)
     assert float(ewc.penalty(net)) > 0
+
+
+def test_gaussian_output_fisher_equals_sum_of_squared_jacobians():
+    th.manual_seed(3)
+    net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+    x = th.randn(9, 3)
+
+    def output_fn(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
+        return functional_call(net, params, (sample[0].unsqueeze(0),)).squeeze(0)
+
+    fisher = gaussian_output_fisher(net, output_fn, (x,), chunk_size=4)
+    brute = {name: th.zeros_like(p) for name, p in net.named_parameters()}
+    for i in range(len(x)):
+        for k in range(2):
+            net.zero_grad()
+            net(x[i : i + 1])[0, k].backward()
+            for name, p in net.named_parameters():
+                brute[name] += p.grad.pow(2) / len(x)
+    for name in brute:
+        assert th.allclose(fisher[name], brute[name], rtol=1e-5, atol=1e-8), name
+    # Monte Carlo check of the expectation over labels y ~ N(f(x), I): mean of squared gradients of -log N(y; f, I)
+    n_labels = 4000
+    labels = net(x).detach().repeat_interleave(n_labels, 0) + th.randn(len(x) * n_labels, 2)
+
+    def nll(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
+        xi, yi = sample
+        return 0.5 * (functional_call(net, params, (xi.unsqueeze(0),)).squeeze(0) - yi).pow(2).sum()
+
+    mc = diagonal_fisher(net, nll, (x.repeat_interleave(n_labels, 0), labels), chunk_size=4096)
+    for name in brute:
+        assert th.allclose(mc[name], brute[name], rtol=0.15, atol=1e-3), name

@@ -13,8 +13,11 @@ A layer runs in one of three modes (attribute ``mode``):
   sigma_c^2``; it is sampled directly, with fresh noise per forward pass and per input row. Same distribution per row as
   sampling the weights, but gradients of much lower variance and no ``[B, out, in]`` weight tensor.
 - ``"fixed"``: the ``S`` weight samples held in the buffers ``weight_sample`` / ``bias_sample`` (Thompson sampling:
-  one network drawn from the posterior and kept for an episode). ``S == 1`` broadcasts over any input; ``S > 1`` needs an
-  input ``[S, in]`` or ``[S, B, in]`` and applies sample ``s`` to ``x[s]`` (one sample per environment).
+  one network drawn from the posterior and kept for an episode). The standard-normal draws behind them are held too
+  (``weight_noise`` / ``bias_noise``), so ``refresh()`` can map the same draw through the current posterior after a
+  gradient step (the sample keeps its identity, as a bootstrap head does, while following the posterior).
+  ``S == 1`` broadcasts over any input; ``S > 1`` needs an input ``[S, in]`` or ``[S, B, in]`` and applies sample ``s``
+  to ``x[s]`` (one sample per environment).
 - ``"mean"``: the posterior mean weights (deterministic evaluation, target networks).
 
 Variational continual learning (Nguyen et al., 2018) replaces the prior with the previous task's posterior:
@@ -67,6 +70,8 @@ class BayesianLinear(nn.Module):
 
     weight_sample: th.Tensor
     bias_sample: th.Tensor
+    weight_noise: th.Tensor
+    bias_noise: th.Tensor
     prior_weight_mean: th.Tensor
     prior_weight_log_var: th.Tensor
     prior_bias_mean: th.Tensor
@@ -101,18 +106,21 @@ class BayesianLinear(nn.Module):
         self.register_buffer("prior_weight_mean", th.zeros(out_features, in_features))
         self.register_buffer("prior_weight_log_var", th.full((out_features, in_features), prior_log_var))
         self.register_buffer("weight_sample", th.empty(n_samples, out_features, in_features))
+        self.register_buffer("weight_noise", th.empty(n_samples, out_features, in_features))
         if bias:
             self.bias_mean: nn.Parameter | None = nn.Parameter(th.empty(out_features))
             self.bias_log_var: nn.Parameter | None = nn.Parameter(th.empty(out_features))
             self.register_buffer("prior_bias_mean", th.zeros(out_features))
             self.register_buffer("prior_bias_log_var", th.full((out_features,), prior_log_var))
             self.register_buffer("bias_sample", th.empty(n_samples, out_features))
+            self.register_buffer("bias_noise", th.empty(n_samples, out_features))
         else:
             self.register_parameter("bias_mean", None)
             self.register_parameter("bias_log_var", None)
             self.register_buffer("prior_bias_mean", None)
             self.register_buffer("prior_bias_log_var", None)
             self.register_buffer("bias_sample", None)
+            self.register_buffer("bias_noise", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -159,23 +167,34 @@ class BayesianLinear(nn.Module):
                 raise ValueError("resample: cannot change the number of samples and redraw selected indices at once.")
             if n_samples < 1:
                 raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-            self.weight_sample = self.weight_sample.new_empty(n_samples, self.out_features, self.in_features)
-            if self.bias_sample is not None:
-                self.bias_sample = self.bias_sample.new_empty(n_samples, self.out_features)
+            for name in ("weight_sample", "weight_noise", "bias_sample", "bias_noise"):
+                buffer = getattr(self, name)
+                if buffer is not None:
+                    setattr(self, name, buffer.new_empty((n_samples, *buffer.shape[1:])))
         rows = th.arange(self.n_samples, device=self.weight_sample.device) if indices is None else th.as_tensor(indices)
         rows = rows.to(device=self.weight_sample.device, dtype=th.long).flatten()
         if rows.numel() == 0:
             return
+        self.weight_noise[rows] = th.randn((len(rows), *self.weight_mean.shape), device=self.weight_noise.device)
+        if self.bias_noise is not None:
+            self.bias_noise[rows] = th.randn((len(rows), self.out_features), device=self.bias_noise.device)
+        self.refresh(rows)
+
+    @th.no_grad()
+    def refresh(self, indices: th.Tensor | None = None) -> None:
+        """
+        Recompute the held samples from the held standard-normal draws and the *current* posterior:
+        ``w_s = mu + sigma * eps_s`` (no new randomness). Call after the posterior changed to keep each held sample's
+        identity (same ``eps_s``) while it follows the posterior.
+
+        :param indices: Only these rows, or ``None`` for all.
+        """
+        rows = slice(None) if indices is None else th.as_tensor(indices, device=self.weight_sample.device, dtype=th.long)
         std = th.exp(0.5 * self.weight_log_var)
-        self.weight_sample[rows] = self.weight_mean + std * th.randn(
-            (len(rows), *self.weight_mean.shape), device=std.device, dtype=std.dtype
-        )
+        self.weight_sample[rows] = self.weight_mean + std * self.weight_noise[rows]
         if self.bias_sample is not None:
             assert self.bias_mean is not None and self.bias_log_var is not None
-            bias_std = th.exp(0.5 * self.bias_log_var)
-            self.bias_sample[rows] = self.bias_mean + bias_std * th.randn(
-                (len(rows), *self.bias_mean.shape), device=bias_std.device, dtype=bias_std.dtype
-            )
+            self.bias_sample[rows] = self.bias_mean + th.exp(0.5 * self.bias_log_var) * self.bias_noise[rows]
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         """
@@ -235,7 +254,7 @@ class BayesianLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The number of held samples S is state (one per environment): adopt the saved S before copying.
-        for name in ("weight_sample", "bias_sample"):
+        for name in ("weight_sample", "bias_sample", "weight_noise", "bias_noise"):
             key = prefix + name
             current = getattr(self, name)
             if key in state_dict and current is not None and state_dict[key].shape != current.shape:
@@ -297,6 +316,18 @@ def resample_weights(module: nn.Module, n_samples: int | None = None, indices: t
     """
     for layer in bayesian_layers(module):
         layer.resample(n_samples=n_samples, indices=indices)
+
+
+def refresh_weights(module: nn.Module, indices: th.Tensor | None = None) -> None:
+    """
+    Recompute the held samples of every ``BayesianLinear`` inside ``module`` from their held noise and the current
+    posterior (see ``BayesianLinear.refresh``).
+
+    :param module: Any module.
+    :param indices: Only these rows, or ``None`` for all.
+    """
+    for layer in bayesian_layers(module):
+        layer.refresh(indices)
 
 
 def kl_divergence(module: nn.Module) -> th.Tensor:

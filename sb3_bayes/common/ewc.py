@@ -74,6 +74,50 @@ def diagonal_fisher(
     return {name: value / n_samples for name, value in fisher.items()}
 
 
+def gaussian_output_fisher(
+    module: nn.Module,
+    output_fn: Callable[[dict[str, th.Tensor], tuple[th.Tensor, ...]], th.Tensor],
+    inputs: Sequence[th.Tensor],
+    parameter_names: Sequence[str] | None = None,
+    chunk_size: int = 256,
+) -> dict[str, th.Tensor]:
+    """
+    Diagonal Fisher of a unit-variance Gaussian likelihood around a network's outputs, ``y ~ N(f_theta(x), I)``:
+    ``F_i = mean_n sum_k (d f_k(x_n) / d theta_i)^2``, the expectation over labels taken exactly.
+
+    This is the Fisher that Kirkpatrick et al. (2017) use (labels drawn from the model, not the data), for networks
+    whose outputs are not log-probabilities: a deterministic actor (the mean of a Gaussian policy, Continual World's
+    choice for the actor) or a critic (a Gaussian TD-regression). The unit variance only scales ``F``, which
+    ``ewc_lambda`` absorbs. The expectation over ``y`` is exact: ``E_y[(J^T (y - f))_i^2] = sum_k J_ki^2``, computed as
+    the per-sample Fisher of ``loss = f_k`` for every one-hot ``k`` (inputs repeated ``K`` times), times ``K``.
+
+    :param module: The network.
+    :param output_fn: ``(params, sample) -> f`` of ONE input (``f`` of shape ``[K]``); it calls
+        ``torch.func.functional_call(module, params, ...)`` itself.
+    :param inputs: Tuple of tensors with a common leading sample dimension.
+    :param parameter_names: See ``diagonal_fisher``.
+    :param chunk_size: See ``diagonal_fisher``.
+    :return: Name -> Fisher diagonal.
+    """
+    inputs = tuple(inputs)
+    if not inputs or inputs[0].shape[0] == 0:
+        raise ValueError("gaussian_output_fisher needs at least one input sample.")
+    named = dict(module.named_parameters())
+    names = [n for n, p in named.items() if p.requires_grad] if parameter_names is None else list(parameter_names)
+    with th.no_grad():
+        n_outputs = output_fn({n: named[n].detach() for n in names if n in named}, tuple(t[0] for t in inputs)).numel()
+    n_samples = inputs[0].shape[0]
+    repeated = tuple(t.repeat_interleave(n_outputs, dim=0) for t in inputs)
+    one_hot = th.eye(n_outputs, device=inputs[0].device).repeat(n_samples, 1)
+
+    def per_sample_loss(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
+        *xs, direction = sample
+        return (output_fn(params, tuple(xs)).reshape(-1) * direction).sum()
+
+    fisher = diagonal_fisher(module, per_sample_loss, (*repeated, one_hot), names, chunk_size=chunk_size)
+    return {name: value * n_outputs for name, value in fisher.items()}
+
+
 class ElasticWeightConsolidation(nn.Module):
     """
     The EWC state of one module: Fisher diagonal and anchor per parameter, held as buffers so that it saves and loads
