@@ -1,0 +1,401 @@
+"""DVRL: Deep Variational Reinforcement Learning for POMDPs (Igl, Zintgraf, Le, Wood and Whiteson, ICML 2018)."""
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_bayes.common.utils import check_finite
+from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
+from sb3_bayes.dvrl.policies import Belief, CnnPolicy, DVRLPolicy, FilterNoise, MlpPolicy, check_spaces
+
+SelfDVRL = TypeVar("SelfDVRL", bound="DVRL")
+
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+class DVRL(OnPolicyAlgorithm):
+    """
+    Deep Variational Reinforcement Learning (DVRL) for partially observable environments.
+
+    The agent's belief is a particle filter over a variational RNN (VRNN): per environment ``n_particles`` weighted
+    particles, each a GRU state ``h`` and a latent ``z``. Every step the particles are resampled (systematic
+    resampling), a new latent is sampled from a learned proposal that sees the observation, and the particle is
+    weighted by prior x emission / proposal. The policy reads the whole particle set through a GRU; a synchronous
+    n-step advantage actor-critic (A2C) is trained jointly with the model, whose loss is the negative ELBO of
+    auto-encoding SMC (the log of the filter's evidence estimate, summed per step as ``log mean_k w_k``):
+
+    ``loss = policy_coef * L_policy + vf_coef * L_value - ent_coef * H + elbo_coef * (-ELBO)``
+
+    Gradients flow through the belief over the last ``multiplier_backprop_length`` rollouts: the last rollouts
+    (observations, actions, episode starts, and the random numbers of every filter step) and the detached belief at
+    the start of that window are kept, the filter is replayed over the window at update time, and the loss of the
+    newest rollout is back-propagated through it (the original kept autograd graphs across optimiser steps instead,
+    which modern PyTorch rejects). With unchanged weights the replay reproduces the belief of the rollout exactly.
+    Every step's loss terms (the ELBO included) enter one update, as in the original.
+
+    ``use_particle_filter=False`` gives the paper's RNN baseline (a GRU over the encoded observations and actions,
+    no ELBO). The belief is a recurrent state: ``predict(obs, state, episode_start)`` takes and returns it as the
+    tuple of numpy arrays ``(h [B, K, h_dim], z [B, K, z_dim], log_weights [B, K], prev_action [B, action_dim])``.
+
+    Paper: https://arxiv.org/abs/1806.02426
+
+    :param policy: ``"MlpPolicy"`` (vector observations, Gaussian emission), ``"CnnPolicy"`` (images: the paper's
+        Atari conv encoder with BatchNorm and a Bernoulli-style transposed-conv emission) or a policy class. Network
+        sizes go in ``policy_kwargs``: ``h_dim`` (256), ``z_dim`` (256), ``encoder_sizes`` ((64, 64), MLP encoder),
+        ``cnn_channels`` ((32, 64, 32)), ``action_encoding`` (128), ``emission`` (``"gaussian"`` | ``"bernoulli"``),
+        ``batch_norm``.
+    :param env: The environment to learn from (if registered in Gym, can be str).
+    :param learning_rate: Learning rate (a schedule is accepted); the paper's runs used 2e-4 (DVRL), 1e-4 (RNN).
+    :param n_steps: Steps per environment per update (the rollout length of the n-step returns).
+    :param gamma: Discount factor.
+    :param ent_coef: Entropy coefficient.
+    :param vf_coef: Value-loss coefficient.
+    :param policy_coef: Policy-loss coefficient.
+    :param elbo_coef: Weight of the negative ELBO (the original's ``encoding_loss_coef``). With 0 the model is not
+        trained by its ELBO and resampling is switched off (importance weights then accumulate).
+    :param max_grad_norm: Global gradient-norm clip.
+    :param multiplier_backprop_length: Number ``M`` of rollouts the gradient flows back through (``n_steps * M``
+        steps of the belief chain).
+    :param optimizer: ``"rmsprop"`` (alpha ``rms_prop_alpha``, eps ``rms_prop_eps``) or ``"adam"`` (eps 1e-5).
+    :param rms_prop_alpha: RMSprop smoothing constant.
+    :param rms_prop_eps: RMSprop epsilon.
+    :param n_particles: Particles per environment ``K`` (paper runs: 15).
+    :param use_particle_filter: False gives the RNN baseline (one GRU state, no latent, no ELBO).
+    :param normalize_advantage: Whether to normalise the advantages.
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over.
+    :param tensorboard_log: The log location for tensorboard (if None, no logging).
+    :param policy_kwargs: Additional arguments passed to the policy (network sizes, see ``policy``).
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
+    :param seed: Seed for the pseudo random generators (the filter's random numbers come from torch's generator).
+    :param device: Device on which the code should run.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy: DVRLPolicy  # type: ignore[assignment]
+    rollout_buffer: DVRLRolloutBuffer  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[DVRLPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 5,
+        gamma: float = 0.99,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        policy_coef: float = 1.0,
+        elbo_coef: float = 0.1,
+        max_grad_norm: float = 0.5,
+        multiplier_backprop_length: int = 5,
+        optimizer: str = "rmsprop",
+        rms_prop_alpha: float = 0.99,
+        rms_prop_eps: float = 1e-5,
+        n_particles: int = 10,
+        use_particle_filter: bool = True,
+        normalize_advantage: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        # Check the spaces before SB3 wraps the env, so that an unsupported one is reported as a ValueError first.
+        env = maybe_make_env(env, verbose) if env is not None else None
+        if env is not None:
+            check_spaces(env.observation_space, env.action_space)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
+        if multiplier_backprop_length < 1 or n_steps < 1:
+            raise ValueError(
+                f"n_steps and multiplier_backprop_length must be >= 1, got {n_steps}, {multiplier_backprop_length}."
+            )
+        if elbo_coef < 0:
+            raise ValueError(f"elbo_coef must be non-negative, got {elbo_coef}.")
+        super().__init__(
+            policy,  # type: ignore[arg-type]
+            env,  # type: ignore[arg-type]
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=1.0,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=None,  # checked with a ValueError that names the space
+        )
+        self.policy_coef = policy_coef
+        self.elbo_coef = elbo_coef
+        self.multiplier_backprop_length = multiplier_backprop_length
+        self.optimizer = optimizer
+        self.rms_prop_alpha = rms_prop_alpha
+        self.rms_prop_eps = rms_prop_eps
+        self.n_particles = n_particles
+        self.use_particle_filter = use_particle_filter
+        self.normalize_advantage = normalize_advantage
+        # Belief before the filter step that consumes `_last_obs`, and that step's random numbers once drawn (the
+        # bootstrap value at the end of a rollout draws them; the next rollout's first step reuses them).
+        self._belief: Belief | None = None
+        self._pending_noise: FilterNoise | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        check_spaces(self.observation_space, self.action_space)
+        policy_kwargs: dict[str, Any] = dict(
+            n_particles=self.n_particles,
+            use_particle_filter=self.use_particle_filter,
+            # Resampling every step; switched off when the ELBO is not trained (the original's behaviour).
+            resample=self.elbo_coef > 0,
+        )
+        if self.optimizer == "rmsprop":
+            policy_kwargs.update(
+                optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=self.rms_prop_alpha, eps=self.rms_prop_eps)
+            )
+        else:
+            policy_kwargs.update(optimizer_class=th.optim.Adam, optimizer_kwargs=dict(eps=1e-5))
+        policy_kwargs.update(self.policy_kwargs)
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **policy_kwargs  # type: ignore[arg-type]
+        )
+        self.policy = self.policy.to(self.device)
+
+    def _make_rollout_buffer(self) -> DVRLRolloutBuffer:
+        return DVRLRolloutBuffer(
+            self.n_steps,
+            self.multiplier_backprop_length,
+            self.observation_space,
+            self.action_space,
+            self.n_envs,
+            self.policy.n_particles,
+            self.policy.h_dim,
+            self.policy.z_dim,
+            self.policy.action_input_dim,
+            self.device,
+            self.gamma,
+        )
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        fresh_obs = reset_num_timesteps or self._last_obs is None
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if fresh_obs or self._belief is None or self._belief.h.shape[0] != self.n_envs:
+            # New episodes everywhere: start from the initial belief and an empty backpropagation window.
+            self._belief = self.policy.initial_belief(self.n_envs)
+            self._pending_noise = None
+            self.rollout_buffer = self._make_rollout_buffer()
+        return result
+
+    def collect_rollouts(  # type: ignore[override]
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: DVRLRolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """
+        Collect ``n_rollout_steps`` vectorised steps: per step update the belief with the observation (storing the
+        filter's random numbers), act, and store the step; at the end bootstrap with the value of the next belief.
+
+        :param env: The training environment.
+        :param callback: Callback called at every step (and at the start and end of the rollout).
+        :param rollout_buffer: The DVRL rollout buffer.
+        :param n_rollout_steps: Steps per environment.
+        :return: False if the callback stopped training.
+        """
+        assert self._last_obs is not None and self._belief is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        n_envs = env.num_envs
+        rollout_buffer.start_rollout(self._belief)
+        callback.on_rollout_start()
+
+        for _ in range(n_rollout_steps):
+            noise = self._pending_noise if self._pending_noise is not None else self.policy.sample_noise(n_envs)
+            self._pending_noise = None
+            obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+            starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
+            with th.no_grad():
+                actions, values, _, out = self.policy.step(self._belief, obs_tensor, starts, noise)  # type: ignore[arg-type]
+            np_actions = actions.cpu().numpy()
+            clipped_actions = np_actions
+            if isinstance(self.action_space, spaces.Box):
+                # The Gaussian is unbounded: clip for the env, keep the sample for the loss and the belief.
+                clipped_actions = np.clip(np_actions, self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += n_envs
+            # The belief before the next observation: this step's particles and the action just taken.
+            self._belief = out.belief._replace(prev_action=self.policy.action_input(actions))
+
+            callback.update_locals(locals())
+            if not callback.on_step():
+                # The partial rollout cannot be replayed: the next update starts a new window from here.
+                rollout_buffer.reset()
+                self._last_obs, self._last_episode_starts = new_obs, dones  # type: ignore[assignment]
+                return False
+
+            self._update_info_buffer(infos, dones)
+            rewards = rewards.astype(np.float32)
+            # Episodes cut by a time limit are bootstrapped with the value of the belief after their last
+            # observation (SB3's A2C does the same with the terminal observation, see SB3 issue #633).
+            truncated = [
+                i
+                for i, done in enumerate(dones)
+                if done and infos[i].get("terminal_observation") is not None and infos[i].get("TimeLimit.truncated", False)
+            ]
+            if truncated:
+                index = th.as_tensor(truncated, device=self.device)
+                terminal_obs = obs_as_tensor(np.stack([infos[i]["terminal_observation"] for i in truncated]), self.device)
+                sub_belief = Belief(*(x[index] for x in self._belief))
+                with th.no_grad():
+                    _, terminal_values, _, _ = self.policy.step(
+                        sub_belief,
+                        terminal_obs,  # type: ignore[arg-type]
+                        th.zeros(len(truncated), device=self.device),
+                        self.policy.sample_noise(len(truncated)),
+                    )
+                rewards[truncated] += self.gamma * terminal_values.cpu().numpy()
+
+            rollout_buffer.add(obs_tensor, starts, noise, actions, rewards, values)  # type: ignore[arg-type]
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            # V of the belief after the last observation; its filter noise is kept for the next rollout's first step.
+            self._pending_noise = self.policy.sample_noise(n_envs)
+            dones_tensor = th.as_tensor(dones, dtype=th.float32, device=self.device)
+            _, last_values, _, _ = self.policy.step(
+                self._belief, obs_as_tensor(new_obs, self.device), dones_tensor, self._pending_noise  # type: ignore[arg-type]
+            )
+        rollout_buffer.compute_returns(last_values, dones)
+
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def replay_window(self) -> tuple[list[Belief], list[th.Tensor], list[th.Tensor]]:
+        """
+        Recompute the belief over the stored window (oldest rollout first) with the current weights, from the
+        detached belief at the window's start and with the stored random numbers, keeping the autograd graph.
+
+        :return: For every step of the newest rollout: the belief after the step (``prev_action`` = the consumed
+            one), ``phi(z_t)`` and the ELBO term ``[n_envs]``.
+        """
+        buffer = self.rollout_buffer
+        belief = buffer.window_start_belief()
+        beliefs: list[Belief] = []
+        phi_zs: list[th.Tensor] = []
+        elbos: list[th.Tensor] = []
+        for is_newest, inputs in buffer.window():
+            for t in range(self.n_steps):
+                noise = FilterNoise(inputs.uniforms[t], inputs.normals[t])
+                out = self.policy.filter_step(belief, inputs.observations[t], inputs.episode_starts[t], noise)
+                if is_newest:
+                    beliefs.append(out.belief)
+                    phi_zs.append(out.phi_z)
+                    elbos.append(out.elbo)
+                belief = out.belief._replace(prev_action=self.policy.action_input(inputs.actions[t]))
+        return beliefs, phi_zs, elbos
+
+    def train(self) -> None:
+        """
+        One update: replay the filter over the window, then an A2C step on the newest rollout with the ELBO term
+        (plain n-step returns, advantage detached in the policy term), global grad-norm clip, RMSprop/Adam step.
+        """
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        buffer = self.rollout_buffer
+
+        beliefs, phi_zs, elbos = self.replay_window()
+        h = th.cat([b.h for b in beliefs])
+        phi_z = th.cat(phi_zs)
+        log_weights = th.cat([b.log_weights for b in beliefs])
+        features = self.policy.belief_features(h, phi_z, log_weights)
+        distribution = self.policy.distribution(features)
+        values = self.policy.value_net(features).flatten()
+
+        actions = buffer.actions[buffer.newest].reshape(self.n_steps * self.n_envs, -1)
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        log_prob = distribution.log_prob(actions)
+        entropy = distribution.entropy()
+        assert entropy is not None
+
+        returns = buffer.returns.flatten()
+        advantages = returns - values.detach()
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -(advantages * log_prob).mean()
+        value_loss = (returns - values).pow(2).mean()
+        entropy_loss = -entropy.mean()
+        elbo = th.stack(elbos).mean()
+        loss = (
+            self.policy_coef * policy_loss + self.vf_coef * value_loss + self.ent_coef * entropy_loss - self.elbo_coef * elbo
+        )
+        check_finite(loss.detach(), "DVRL loss")
+
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        self._n_updates += 1
+
+        explained_var = explained_variance(buffer.values.flatten().cpu().numpy(), returns.cpu().numpy())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/entropy_loss", entropy_loss.item())
+        self.logger.record("train/policy_loss", policy_loss.item())
+        self.logger.record("train/value_loss", value_loss.item())
+        self.logger.record("train/elbo", elbo.item())
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def learn(
+        self: SelfDVRL,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 100,
+        tb_log_name: str = "DVRL",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDVRL:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_belief", "_pending_noise"]

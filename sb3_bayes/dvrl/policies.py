@@ -1,0 +1,665 @@
+"""
+DVRL networks: a particle filter over a variational RNN (VRNN) whose particles form the agent's belief, and the
+actor-critic heads that read the belief (Igl, Zintgraf, Le, Wood and Whiteson, ICML 2018, section 3 and figure 2).
+
+Shapes used throughout: ``B`` filters (one per environment), ``K`` particles per filter, ``H = h_dim``, ``Z = z_dim``.
+The belief is a :class:`Belief` (``h [B, K, H]``, ``z [B, K, Z]``, ``log_weights [B, K]`` and the previous action
+``[B, action_input_dim]``); one :meth:`DVRLPolicy.filter_step` consumes an observation and advances it by one step.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    Distribution,
+    make_proba_distribution,
+)
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim, is_image_space, preprocess_obs
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_bayes.common.particle_filter import (
+    gather_particles,
+    normalize_log_weights,
+    normalized_weights,
+    systematic_resample,
+)
+
+EMISSIONS = ("gaussian", "bernoulli")
+# Lower bound added to every softplus variance: keeps the Gaussian log-densities finite when a head saturates.
+MIN_VARIANCE = 1e-6
+# Probabilities of the Bernoulli-style emission are clamped to [EPS, 1 - EPS] before taking logs.
+BERNOULLI_EPS = 1e-6
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Belief(NamedTuple):
+    """The recurrent state of DVRL: a weighted particle set per environment and the previous action."""
+
+    h: th.Tensor  # [B, K, H] deterministic VRNN states
+    z: th.Tensor  # [B, K, Z] latent samples (empty [B, 1, 0] for the RNN baseline)
+    log_weights: th.Tensor  # [B, K] unnormalised log importance weights
+    prev_action: th.Tensor  # [B, action_input_dim] one-hot (Discrete) or raw (Box) previous action
+
+
+class FilterNoise(NamedTuple):
+    """The random numbers of one filter step; storing them lets the update recompute the step exactly."""
+
+    uniforms: th.Tensor  # [B] systematic-resampling offsets in [0, 1)
+    normals: th.Tensor  # [B, K, Z] standard normal draws of the reparameterised latent samples
+
+
+class FilterStep(NamedTuple):
+    """Output of one filter step."""
+
+    belief: Belief  # the new belief (prev_action still the one consumed by this step)
+    phi_z: th.Tensor  # [B, K, H] encoded latent samples (policy input), empty for the RNN baseline
+    elbo: th.Tensor  # [B] per-step ELBO term log sum_k wbar_{t-1,k} w_{t,k} (log mean_k w_k after resampling)
+
+
+def gaussian_log_density(value: th.Tensor, mean: th.Tensor, variance: th.Tensor) -> th.Tensor:
+    """
+    Log-density of a diagonal Gaussian, summed over the last dimension.
+
+    :param value: Points ``[..., D]``.
+    :param mean: Means ``[..., D]``.
+    :param variance: Variances ``[..., D]`` (positive).
+    :return: ``[...]``.
+    """
+    return -0.5 * (LOG_2PI + variance.log() + (value - mean).pow(2) / variance).sum(dim=-1)
+
+
+def bernoulli_log_density(value: th.Tensor, probability: th.Tensor) -> th.Tensor:
+    """
+    The original's "pseudo-Bernoulli" log-likelihood of values in ``[0, 1]`` (pixels divided by 255):
+    ``sum_i x_i log p_i + (1 - x_i) log(1 - p_i)``, summed over every dimension after the first ``probability.ndim -
+    value_feature_ndim``; here over all trailing dimensions beyond the batch shape of ``probability[..., 0]``.
+
+    :param value: Values in ``[0, 1]``, broadcastable to ``probability``.
+    :param probability: Probabilities ``[..., *event_shape]``.
+    :return: Log-likelihood summed over the event (all dimensions after the first two, ``[B, K]``).
+    """
+    p = probability.clamp(BERNOULLI_EPS, 1.0 - BERNOULLI_EPS)
+    log_lik = value * p.log() + (1.0 - value) * (-p).log1p()
+    return log_lik.flatten(start_dim=2).sum(dim=-1)
+
+
+class GaussianHead(nn.Module):
+    """
+    ``Linear -> ReLU`` followed by a mean head and a softplus variance head: the prior, proposal and (vector) emission
+    networks of the original code.
+
+    :param input_dim: Input size.
+    :param hidden_dim: Hidden size.
+    :param output_dim: Size of the Gaussian.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU())
+        self.mean = nn.Linear(hidden_dim, output_dim)
+        self.variance = nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        hidden = self.hidden(x)
+        return self.mean(hidden), F.softplus(self.variance(hidden)) + MIN_VARIANCE
+
+
+def conv_output_shape(observation_space: spaces.Box, encoder: nn.Module) -> tuple[int, ...]:
+    """Shape of one encoded image (without the batch dimension), found with a forward pass of zeros."""
+    with th.no_grad():
+        was_training = encoder.training
+        encoder.eval()
+        out = encoder(th.zeros(1, *observation_space.shape))
+        encoder.train(was_training)
+    return tuple(out.shape[1:])
+
+
+class ConvEncoder(nn.Module):
+    """
+    The Atari observation encoder of the paper: conv 8x8 stride 4, 4x4 stride 2, 3x3 stride 1 with ``channels``
+    (32, 64, 32 by default), each followed by BatchNorm (optional) and ReLU; the output is flattened (32x7x7 on 84x84).
+
+    :param observation_space: Image space, channel-first.
+    :param channels: Output channels of the three convolutions.
+    :param batch_norm: Whether to put BatchNorm after each convolution.
+    """
+
+    def __init__(self, observation_space: spaces.Box, channels: Sequence[int], batch_norm: bool) -> None:
+        super().__init__()
+        in_channels = observation_space.shape[0]
+        layers: list[nn.Module] = []
+        for out_channels, kernel, stride in zip(channels, (8, 4, 3), (4, 2, 1), strict=True):
+            layers.append(nn.Conv2d(in_channels, out_channels, kernel, stride=stride))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(nn.ReLU())
+            in_channels = out_channels
+        self.convs = nn.Sequential(*layers)
+        self.conv_shape = conv_output_shape(observation_space, self.convs)
+        self.output_dim = int(np.prod(self.conv_shape))
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        return self.convs(obs).flatten(start_dim=1)
+
+
+class MlpEncoder(nn.Module):
+    """
+    Observation encoder for vectors: ``Linear -> ReLU`` per entry of ``sizes`` (Mountain Hike: 2 -> 64 -> 64).
+
+    :param input_dim: Flattened observation size.
+    :param sizes: Hidden sizes (the last is the encoding size).
+    """
+
+    def __init__(self, input_dim: int, sizes: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for size in sizes:
+            layers += [nn.Linear(input_dim, size), nn.ReLU()]
+            input_dim = size
+        self.net = nn.Sequential(*layers)
+        self.output_dim = input_dim
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        return self.net(obs.flatten(start_dim=1))
+
+
+class ConvDecoder(nn.Module):
+    """
+    The Atari emission decoder: ``Linear -> ReLU`` to the encoder's conv shape, then transposed convolutions mirroring
+    the encoder (3x3/1, 4x4/2, 8x8/4; BatchNorm and ReLU between them) and a sigmoid, giving pixel probabilities.
+    ``output_size`` makes each transposed convolution return exactly the size its mirrored convolution consumed, so
+    any image size the encoder accepts is reconstructed at full size.
+
+    :param input_dim: Size of ``[h_{t-1}, phi(z_t), enc(a_{t-1})]``.
+    :param hidden_dim: Hidden size of the first layer.
+    :param observation_space: Image space, channel-first.
+    :param channels: The encoder's channels.
+    :param batch_norm: Whether to put BatchNorm between the transposed convolutions.
+    """
+
+    def __init__(  # noqa: C901
+        self, input_dim: int, hidden_dim: int, observation_space: spaces.Box, channels: Sequence[int], batch_norm: bool
+    ) -> None:
+        super().__init__()
+        c, height, width = observation_space.shape
+        self.sizes: list[tuple[int, int]] = [(height, width)]
+        for kernel, stride in zip((8, 4, 3), (4, 2, 1), strict=True):
+            height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+            self.sizes.append((height, width))
+        self.start_shape = (channels[2], height, width)
+        self.linear = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, int(np.prod(self.start_shape)))
+        )
+        self.deconvs = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(channels[2], channels[1], 3, stride=1),
+                nn.ConvTranspose2d(channels[1], channels[0], 4, stride=2),
+                nn.ConvTranspose2d(channels[0], c, 8, stride=4),
+            ]
+        )
+        self.norms = nn.ModuleList(
+            [
+                nn.BatchNorm2d(channels[1]) if batch_norm else nn.Identity(),
+                nn.BatchNorm2d(channels[0]) if batch_norm else nn.Identity(),
+            ]
+        )
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        out = F.relu(self.linear(x)).view(-1, *self.start_shape)
+        for i, deconv in enumerate(self.deconvs):
+            out = deconv(out, output_size=list(self.sizes[2 - i]))
+            if i < 2:
+                out = F.relu(self.norms[i](out))
+        return th.sigmoid(out)
+
+
+class DVRLPolicy(BasePolicy):
+    """
+    The DVRL belief network and actor-critic (paper section 3, figure 2; the original code's ``DVRLPolicy``).
+
+    Per environment the belief is ``K`` weighted particles of a VRNN; one step (:meth:`filter_step`) resamples the
+    previous particles (systematic resampling), samples ``z_t ~ q(z_t | h_{t-1}, a_{t-1}, o_t)``, weights it by
+    ``p(z_t | h_{t-1}, a_{t-1}) p(o_t | h_{t-1}, z_t, a_{t-1}) / q(z_t | ...)`` and advances
+    ``h_t = GRUCell([phi(o_t), phi(z_t), enc(a_{t-1})], h_{t-1})``. The policy reads the particles as a sequence of
+    ``[h_k, phi(z_k), wbar_k]`` through a GRU (a Linear when ``K = 1``); a categorical or diagonal-Gaussian actor
+    and a linear critic act on its final state. With ``use_particle_filter=False`` it is the paper's RNN baseline:
+    ``h_t = GRUCell([phi(o_t), enc(a_{t-1})], h_{t-1})`` with actor and critic on ``h_t``.
+
+    All envs and particles are computed together: every network is called once per step on ``B * K`` rows.
+
+    :param observation_space: Observation space (Box, Discrete, MultiDiscrete or MultiBinary; images for CnnPolicy).
+    :param action_space: Action space (Discrete or Box).
+    :param lr_schedule: Learning-rate schedule (the optimiser starts at ``lr_schedule(1)``).
+    :param n_particles: Particles per environment ``K``.
+    :param use_particle_filter: False gives the RNN baseline.
+    :param resample: Whether to resample every step (DVRL switches it off when the ELBO weight is 0).
+    :param h_dim: Size of the GRU states (and of the hidden layers and of phi(z)).
+    :param z_dim: Size of the latent ``z``.
+    :param encoder: ``"mlp"`` or ``"cnn"`` observation encoder.
+    :param encoder_sizes: Hidden sizes of the MLP encoder.
+    :param cnn_channels: Channels of the three convolutions of the CNN encoder.
+    :param action_encoding: Output size of the action encoder ``Linear(action_dim, action_encoding) -> ReLU``.
+    :param emission: ``"gaussian"`` (softplus variance; vector observations) or ``"bernoulli"`` (sigmoid
+        probabilities of values in [0, 1]; a transposed-conv decoder with the CNN encoder).
+    :param batch_norm: BatchNorm in the CNN encoder and decoder (the original's ``encoder_batch_norm``).
+    :param normalize_images: Whether to divide uint8 images by 255 (SB3's ``preprocess_obs``).
+    :param optimizer_class: The optimiser (DVRL passes RMSprop or Adam).
+    :param optimizer_kwargs: Its keyword arguments.
+    """
+
+    def __init__(  # noqa: C901
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        n_particles: int = 10,
+        use_particle_filter: bool = True,
+        resample: bool = True,
+        h_dim: int = 256,
+        z_dim: int = 256,
+        encoder: str = "mlp",
+        encoder_sizes: Sequence[int] = (64, 64),
+        cnn_channels: Sequence[int] = (32, 64, 32),
+        action_encoding: int = 128,
+        emission: str = "gaussian",
+        batch_norm: bool = False,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.RMSprop,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        check_spaces(observation_space, action_space)
+        if emission not in EMISSIONS:
+            raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}.")
+        if encoder not in ("mlp", "cnn"):
+            raise ValueError(f"encoder must be 'mlp' or 'cnn', got {encoder!r}.")
+        if n_particles < 1:
+            raise ValueError(f"n_particles must be at least 1, got {n_particles}.")
+        self.n_particles = n_particles if use_particle_filter else 1
+        self.use_particle_filter = use_particle_filter
+        self.resample = resample
+        self.h_dim = h_dim
+        self.z_dim = z_dim if use_particle_filter else 0
+        self.encoder = encoder
+        self.encoder_sizes = tuple(encoder_sizes)
+        self.cnn_channels = tuple(cnn_channels)
+        self.action_encoding = action_encoding
+        self.emission = emission
+        self.batch_norm = batch_norm
+
+        if encoder == "cnn":
+            if not (isinstance(observation_space, spaces.Box) and is_image_space(observation_space, check_channels=False)):
+                raise ValueError(f"The CNN encoder of DVRL needs image observations, got {observation_space}: use MlpPolicy.")
+            if len(self.cnn_channels) != 3:
+                raise ValueError(f"cnn_channels must have three entries, got {self.cnn_channels}.")
+            if use_particle_filter and emission != "bernoulli":
+                raise ValueError("The CNN emission of DVRL is Bernoulli-style: use emission='bernoulli' with CnnPolicy.")
+            self.obs_encoder: nn.Module = ConvEncoder(observation_space, self.cnn_channels, batch_norm)  # type: ignore[arg-type]
+        else:
+            self.obs_encoder = MlpEncoder(get_flattened_obs_dim(observation_space), self.encoder_sizes)
+        obs_dim = self.obs_encoder.output_dim  # type: ignore[operator]
+        self.obs_flat_dim = get_flattened_obs_dim(observation_space)
+
+        if isinstance(action_space, spaces.Discrete):
+            self.action_input_dim = int(action_space.n)
+        else:
+            self.action_input_dim = get_action_dim(action_space)
+        self.action_encoder = nn.Sequential(nn.Linear(self.action_input_dim, action_encoding), nn.ReLU())
+
+        if use_particle_filter:
+            # Prior p(z_t | h_{t-1}, a_{t-1}) and proposal q(z_t | h_{t-1}, a_{t-1}, o_t) (paper eq. 5-6).
+            self.prior = GaussianHead(h_dim + action_encoding, h_dim, z_dim)
+            self.proposal = GaussianHead(h_dim + obs_dim + action_encoding, h_dim, z_dim)
+            self.phi_z = nn.Sequential(nn.Linear(z_dim, h_dim), nn.ReLU())
+            # Emission p(o_t | h_{t-1}, z_t, a_{t-1}), conditioned on the previous h as in the original code.
+            emission_input = h_dim + h_dim + action_encoding
+            if encoder == "cnn":
+                self.decoder: nn.Module = ConvDecoder(
+                    emission_input, h_dim, observation_space, self.cnn_channels, batch_norm  # type: ignore[arg-type]
+                )
+            elif emission == "gaussian":
+                self.decoder = GaussianHead(emission_input, h_dim, self.obs_flat_dim)
+            else:
+                self.decoder = nn.Sequential(
+                    nn.Linear(emission_input, h_dim), nn.ReLU(), nn.Linear(h_dim, self.obs_flat_dim), nn.Sigmoid()
+                )
+            self.transition = nn.GRUCell(obs_dim + h_dim + action_encoding, h_dim)
+            # Particle aggregation: the particles as a sequence of [h_k, phi(z_k), wbar_k] through a GRU.
+            if self.n_particles > 1:
+                self.particle_gru: nn.Module = nn.GRU(2 * h_dim + 1, h_dim, batch_first=True)
+            else:
+                self.particle_gru = nn.Linear(2 * h_dim + 1, h_dim)
+        else:
+            self.transition = nn.GRUCell(obs_dim + action_encoding, h_dim)
+
+        self.action_dist = make_proba_distribution(action_space)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            self.action_net, self.log_std = self.action_dist.proba_distribution_net(latent_dim=h_dim, log_std_init=0.0)
+        else:
+            assert isinstance(self.action_dist, CategoricalDistribution)
+            self.action_net = self.action_dist.proba_distribution_net(latent_dim=h_dim)
+        self.value_net = nn.Linear(h_dim, 1)
+
+        # Orthogonal initialisation with the ReLU gain and zero biases for every Linear and (transposed) convolution,
+        # as the original's weight init; GRUs keep PyTorch's initialisation. The Gaussian actor's mean starts near zero.
+        relu_gain = nn.init.calculate_gain("relu")
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.orthogonal_(module.weight, gain=relu_gain)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            assert isinstance(self.action_net, nn.Linear)
+            with th.no_grad():
+                self.action_net.weight.mul_(0.01)
+
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                lr_schedule=self._dummy_schedule,
+                n_particles=self.n_particles,
+                use_particle_filter=self.use_particle_filter,
+                resample=self.resample,
+                h_dim=self.h_dim,
+                z_dim=self.z_dim if self.use_particle_filter else 256,
+                encoder=self.encoder,
+                encoder_sizes=self.encoder_sizes,
+                cnn_channels=self.cnn_channels,
+                action_encoding=self.action_encoding,
+                emission=self.emission,
+                batch_norm=self.batch_norm,
+            )
+        )
+        return data
+
+    # ------------------------------------------------------------------ belief
+    def initial_belief(self, n_envs: int) -> Belief:
+        """
+        The belief at an episode start: h, z and log-weights zero (uniform weights), previous action zero.
+
+        :param n_envs: Number of filters ``B``.
+        :return: The belief.
+        """
+        k = self.n_particles
+        return Belief(
+            h=th.zeros(n_envs, k, self.h_dim, device=self.device),
+            z=th.zeros(n_envs, k, self.z_dim, device=self.device),
+            log_weights=th.zeros(n_envs, k, device=self.device),
+            prev_action=th.zeros(n_envs, self.action_input_dim, device=self.device),
+        )
+
+    def sample_noise(self, n_envs: int) -> FilterNoise:
+        """
+        Draw the random numbers of one filter step from torch's global generator (seeded by ``set_random_seed``).
+
+        :param n_envs: Number of filters ``B``.
+        :return: The noise.
+        """
+        return FilterNoise(
+            uniforms=th.rand(n_envs, device=self.device),
+            normals=th.randn(n_envs, self.n_particles, self.z_dim, device=self.device),
+        )
+
+    def action_input(self, actions: th.Tensor) -> th.Tensor:
+        """
+        The action as the action encoder reads it: one-hot for Discrete, flattened floats for Box.
+
+        :param actions: Actions ``[B]`` or ``[B, 1]`` (indices) or ``[B, action_dim]``.
+        :return: ``[B, action_input_dim]``.
+        """
+        if isinstance(self.action_space, spaces.Discrete):
+            return F.one_hot(actions.long().reshape(-1), self.action_input_dim).float()
+        return actions.float().reshape(-1, self.action_input_dim)
+
+    def filter_step(self, belief: Belief, obs: th.Tensor, episode_starts: th.Tensor, noise: FilterNoise) -> FilterStep:
+        """
+        One step of the belief update (paper algorithm 1), for every env and particle at once.
+
+        Where ``episode_starts`` is 1 the belief is reset first (h, z, log-weights and previous action to zero).
+        Then, with the particle filter: resample the previous particles (systematic, with ``noise.uniforms``) unless
+        resampling is off, sample ``z_t = mu_q + sigma_q * noise.normals`` (reparameterised), compute the new
+        log-weight ``log p(z_t) + log p(o_t) - log q(z_t)`` (replacing the old one after resampling, added to it
+        without), and advance ``h``. The ELBO term is ``log sum_k wbar_{t-1,k} w_{t,k}``, i.e. ``log mean_k w_{t,k}``
+        after resampling (auto-encoding SMC, Le et al. 2018 eq. 4). The step is a deterministic function of its
+        inputs and ``noise``, so a stored ``noise`` reproduces it exactly.
+
+        :param belief: The belief before the step (``prev_action`` = action taken after the previous observation).
+        :param obs: Observations ``o_t`` as given by the env (uint8 images are scaled here).
+        :param episode_starts: ``[B]`` 1.0 where ``o_t`` is the first observation of an episode.
+        :param noise: Random numbers of this step.
+        :return: The new belief (its ``prev_action`` unchanged: the caller sets the action chosen next), ``phi(z_t)``
+            and the ELBO term.
+        """
+        keep = 1.0 - episode_starts.float()
+        h = belief.h * keep.view(-1, 1, 1)
+        log_weights = belief.log_weights * keep.view(-1, 1)
+        prev_action = belief.prev_action * keep.view(-1, 1)
+        n_envs, k = h.shape[0], self.n_particles
+
+        obs_float = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        assert isinstance(obs_float, th.Tensor)
+        phi_x = self.obs_encoder(obs_float)  # [B, X]
+        enc_a = self.action_encoder(prev_action)  # [B, A]
+
+        if not self.use_particle_filter:
+            h_new = self.transition(th.cat([phi_x, enc_a], dim=1), h[:, 0])
+            empty = h_new.new_zeros(n_envs, 1, 0)
+            new_belief = Belief(h_new.unsqueeze(1), empty, log_weights, prev_action)
+            return FilterStep(new_belief, empty, h_new.new_zeros(n_envs))
+
+        if self.resample:
+            ancestors = systematic_resample(log_weights, noise.uniforms)
+            h = gather_particles(h, ancestors)
+            log_prev = th.full_like(log_weights, -math.log(k))
+        else:
+            log_prev = normalize_log_weights(log_weights)
+
+        # Flatten envs x particles into one batch; env-level inputs are repeated over the particles.
+        h_flat = h.reshape(n_envs * k, self.h_dim)
+        phi_x_k = phi_x.unsqueeze(1).expand(n_envs, k, phi_x.shape[-1]).reshape(n_envs * k, -1)
+        enc_a_k = enc_a.unsqueeze(1).expand(n_envs, k, enc_a.shape[-1]).reshape(n_envs * k, -1)
+
+        prior_mean, prior_var = self.prior(th.cat([h_flat, enc_a_k], dim=1))
+        prop_mean, prop_var = self.proposal(th.cat([h_flat, phi_x_k, enc_a_k], dim=1))
+        z = prop_mean + prop_var.sqrt() * noise.normals.reshape(n_envs * k, self.z_dim)
+        phi_z = self.phi_z(z)
+
+        emission_input = th.cat([h_flat, phi_z, enc_a_k], dim=1)
+        if self.emission == "gaussian":
+            em_mean, em_var = self.decoder(emission_input)
+            target = obs_float.reshape(n_envs, 1, -1)
+            log_emission = gaussian_log_density(target, em_mean.view(n_envs, k, -1), em_var.view(n_envs, k, -1))
+        else:
+            probability = self.decoder(emission_input)
+            probability = (
+                probability.view(n_envs, k, *obs_float.shape[1:]) if self.encoder == "cnn" else probability.view(n_envs, k, -1)
+            )
+            target = obs_float.unsqueeze(1) if self.encoder == "cnn" else obs_float.reshape(n_envs, 1, -1)
+            log_emission = bernoulli_log_density(target, probability)
+
+        log_prior = gaussian_log_density(z, prior_mean, prior_var).view(n_envs, k)
+        log_proposal = gaussian_log_density(z, prop_mean, prop_var).view(n_envs, k)
+        increment = log_prior + log_emission - log_proposal
+        new_log_weights = increment if self.resample else log_weights + increment
+        elbo = th.logsumexp(log_prev + increment, dim=1)
+
+        h_new = self.transition(th.cat([phi_x_k, phi_z, enc_a_k], dim=1), h_flat)
+        new_belief = Belief(h_new.view(n_envs, k, self.h_dim), z.view(n_envs, k, self.z_dim), new_log_weights, prev_action)
+        return FilterStep(new_belief, phi_z.view(n_envs, k, self.h_dim), elbo)
+
+    def belief_features(self, h: th.Tensor, phi_z: th.Tensor, log_weights: th.Tensor) -> th.Tensor:
+        """
+        The policy's summary of a belief: the particles as a sequence of ``[h_k, phi(z_k), wbar_k]`` through the
+        particle GRU, its final state (a Linear when ``K = 1``); ``h`` itself for the RNN baseline.
+
+        :param h: ``[N, K, H]``.
+        :param phi_z: ``[N, K, H]``.
+        :param log_weights: ``[N, K]``.
+        :return: ``[N, H]``.
+        """
+        if not self.use_particle_filter:
+            return h[:, 0]
+        particles = th.cat([h, phi_z, normalized_weights(log_weights).unsqueeze(-1)], dim=-1)
+        if self.n_particles > 1:
+            _, final = self.particle_gru(particles)
+            return final[0]
+        return self.particle_gru(particles[:, 0])
+
+    def distribution(self, features: th.Tensor) -> Distribution:
+        """
+        The action distribution given belief features.
+
+        :param features: ``[N, H]``.
+        :return: SB3 distribution.
+        """
+        mean_actions = self.action_net(features)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(mean_actions, self.log_std)
+        return self.action_dist.proba_distribution(action_logits=mean_actions)  # type: ignore[call-arg]
+
+    def step(
+        self, belief: Belief, obs: th.Tensor, episode_starts: th.Tensor, noise: FilterNoise, deterministic: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, FilterStep]:
+        """
+        Update the belief with ``obs`` and act on it.
+
+        :param belief: Belief before the observation.
+        :param obs: Observations.
+        :param episode_starts: ``[B]`` episode-start flags.
+        :param noise: Random numbers of the filter step.
+        :param deterministic: Mode of the action distribution instead of a sample.
+        :return: actions, values ``[B]``, log-probabilities ``[B]``, and the filter step (new belief with
+            ``prev_action`` still the consumed one).
+        """
+        out = self.filter_step(belief, obs, episode_starts, noise)
+        features = self.belief_features(out.belief.h, out.phi_z, out.belief.log_weights)
+        distribution = self.distribution(features)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, self.value_net(features).flatten(), distribution.log_prob(actions), out
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:  # type: ignore[override]
+        """Act from the initial belief (a stateless call; use :meth:`predict` with ``state`` for the recurrent one)."""
+        return self._predict(obs, deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        assert isinstance(observation, th.Tensor)
+        n_envs = observation.shape[0]
+        starts = th.ones(n_envs, device=self.device)
+        actions, _, _, _ = self.step(
+            self.initial_belief(n_envs), observation, starts, self.sample_noise(n_envs), deterministic
+        )
+        return actions
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """
+        Update the belief with the observation and return the action and the new belief (as sb3-contrib's
+        RecurrentPPO does with LSTM states).
+
+        The belief is stochastic (latent samples, resampling) even with ``deterministic=True``, which only takes the
+        mode of the action distribution: seed torch (``th.manual_seed``) for reproducible calls.
+
+        :param observation: Observation(s), batched or single.
+        :param state: ``(h [B, K, H], z [B, K, Z], log_weights [B, K], prev_action [B, action_input_dim])`` as
+            returned by the previous call, or None for the initial belief.
+        :param episode_start: ``[B]`` booleans; where true the belief is reset before the observation is used.
+        :param deterministic: Whether to return the mode of the action distribution.
+        :return: The action(s) (clipped to the bounds of a Box space) and the new state (its ``prev_action`` is the
+            action returned, unclipped, as the model saw it).
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        assert isinstance(obs_tensor, th.Tensor)
+        n_envs = obs_tensor.shape[0]
+        if state is None:
+            belief = self.initial_belief(n_envs)
+        else:
+            if len(state) != 4:
+                raise ValueError(f"DVRL's state is (h, z, log_weights, prev_action), got a tuple of {len(state)} arrays.")
+            belief = Belief(*(th.as_tensor(np.asarray(s), dtype=th.float32, device=self.device) for s in state))
+            if belief.h.shape != (n_envs, self.n_particles, self.h_dim):
+                raise ValueError(
+                    f"State h has shape {tuple(belief.h.shape)}, expected {(n_envs, self.n_particles, self.h_dim)}."
+                )
+        starts = (
+            th.zeros(n_envs, device=self.device)
+            if episode_start is None
+            else th.as_tensor(np.asarray(episode_start), dtype=th.float32, device=self.device).reshape(n_envs)
+        )
+        with th.no_grad():
+            actions, _, _, out = self.step(belief, obs_tensor, starts, self.sample_noise(n_envs), deterministic)
+            new_state = (
+                out.belief.h.cpu().numpy(),
+                out.belief.z.cpu().numpy(),
+                out.belief.log_weights.cpu().numpy(),
+                self.action_input(actions).cpu().numpy(),
+            )
+        np_actions = actions.cpu().numpy().reshape((-1, *(self.action_space.shape or ())))
+        if isinstance(self.action_space, spaces.Box):
+            np_actions = np.clip(np_actions, self.action_space.low, self.action_space.high)
+        if not vectorized_env:
+            np_actions = np_actions.squeeze(axis=0)
+        return np_actions, new_state
+
+
+class CnnPolicy(DVRLPolicy):
+    """
+    DVRL with the paper's Atari networks: the conv encoder with BatchNorm, the transposed-conv Bernoulli-style
+    emission, ``h_dim = z_dim = 256`` (see :class:`DVRLPolicy` for the arguments).
+    """
+
+    def __init__(  # noqa: C901
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        encoder: str = "cnn",
+        emission: str = "bernoulli",
+        batch_norm: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, lr_schedule, encoder=encoder, emission=emission, batch_norm=batch_norm, **kwargs
+        )
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """
+    Raise a one-line ``ValueError`` for spaces DVRL does not support.
+
+    :param observation_space: Box, Discrete, MultiDiscrete or MultiBinary.
+    :param action_space: Discrete or Box.
+    """
+    if not isinstance(observation_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise ValueError(
+            f"DVRL supports Box, Discrete, MultiDiscrete and MultiBinary observation spaces, got {observation_space}: "
+            "flatten it (e.g. gymnasium's FlattenObservation)."
+        )
+    if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
+        raise ValueError(f"DVRL supports Discrete and Box action spaces, got {action_space}.")
+
+
+MlpPolicy = DVRLPolicy
