@@ -1,0 +1,59 @@
+"""Learning curves of the DVRL benchmark (one panel per environment) -> benchmarks/dvrl/dvrl_learning.png.
+
+The curve of a run at step t is the mean return of its training episodes that ended in (t - 5000, t]; thick lines are
+the mean over seeds, thin lines single seeds.
+
+    python benchmarks/dvrl/plot.py
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from summarize import ENV_ORDER, METHODS, NAMES, load_runs, window_return  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLORS = {"dvrl": "tab:blue", "rnn": "tab:orange", "ppo_lstm": "tab:green"}
+
+
+def main() -> None:
+    runs = load_runs()
+    by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        by_env[run["env"]][run["method"]].append(run)
+    envs = [e for e in ENV_ORDER if e in by_env]
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.8), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        budget = min(r["steps"] for m in by_env[env].values() for r in m)
+        grid = np.arange(2500, budget + 1, 500)
+        for method in METHODS:
+            mine = by_env[env].get(method, [])
+            if not mine:
+                continue
+            curves = np.array([[window_return(r, t) for t in grid] for r in mine])
+            for c in curves:
+                ax.plot(grid, c, color=COLORS[method], lw=0.7, alpha=0.35)
+            ax.plot(
+                grid,
+                np.nanmean(curves, axis=0),
+                color=COLORS[method],
+                lw=2,
+                label=f"{NAMES[method].split(' (')[0]} ({len(mine)})",
+            )
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training return (last 5k steps)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(HERE, "dvrl_learning.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    main()

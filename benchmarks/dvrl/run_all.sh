@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The exact runs behind results/: one process at a time (the machine's 2 cores are shared), one torch thread each.
+# Usage (from the repository root): bash benchmarks/dvrl/run_all.sh [ppo_mh|mh|novel|speed|all]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-/work/venv/bin/python}
+R=benchmarks/dvrl/results
+mkdir -p $R/logs
+PHASE=${1:-all}
+MH_STEPS=${MH_STEPS:-25000}
+NOVEL_STEPS=${NOVEL_STEPS:-25000}
+MH_ENVS="MountainHikeNoise0p1-v0 MountainHikeNoise0p2-v0 MountainHikeNoise0p5-v0"
+
+run() {  # method env seed steps
+  local out=$R/$1_$2_s$3.json
+  if [ -f "$out" ]; then echo "skip $out"; return; fi
+  $PY benchmarks/dvrl/run_zoo.py --method "$1" --env "$2" --seed "$3" --steps "$4" --out "$out" > "$R/logs/$1_$2_s$3.log" 2>&1 \
+    || echo "FAILED $1 $2 $3 (see $R/logs/$1_$2_s$3.log)"
+}
+
+if [ "$PHASE" = ppo_mh ] || [ "$PHASE" = all ]; then
+  for s in 0 1 2; do for e in $MH_ENVS; do run ppo_lstm "$e" $s "$MH_STEPS"; done; done
+fi
+if [ "$PHASE" = mh ] || [ "$PHASE" = all ]; then
+  for s in 0 1 2; do for e in $MH_ENVS; do run dvrl "$e" $s "$MH_STEPS"; run rnn "$e" $s "$MH_STEPS"; done; done
+fi
+if [ "$PHASE" = speed ] || [ "$PHASE" = all ]; then
+  $PY benchmarks/dvrl/speed.py --out $R/speed.json > $R/logs/speed.log 2>&1
+fi
+if [ "$PHASE" = novel ] || [ "$PHASE" = all ]; then
+  for s in 0 1 2; do for e in CartPoleNoVel-v1 PendulumNoVel-v1; do
+    for m in ppo_lstm dvrl rnn; do run $m $e $s "$NOVEL_STEPS"; done
+  done; done
+fi
+if [ "$PHASE" = all ]; then
+  $PY benchmarks/dvrl/summarize.py
+  $PY benchmarks/dvrl/plot.py
+fi

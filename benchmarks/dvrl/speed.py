@@ -1,0 +1,158 @@
+"""Training speed (environment steps per second) of DVRL, its RNN baseline and sb3-contrib RecurrentPPO.
+
+Same environment (MountainHikeNoise0p2-v0), same number of environments (16), one torch thread, the learning settings
+of hyperparams/dvrl.yml (DVRL with 15 particles as in the paper's runs, and with the YAML's 10; the RNN baseline is
+``use_particle_filter=False``) and of benchmarks/dvrl/ppo_lstm_mountain_hike.yml (RecurrentPPO). Each method first
+trains for a warm-up, then ``learn`` is timed over a fixed number of steps; the methods are interleaved over several
+rounds and the median is reported. Steps per CPU second (process time of this single-threaded process) is the robust
+number on a shared machine; steps per wall second is reported as well.
+
+    python benchmarks/dvrl/speed.py --out benchmarks/dvrl/results/speed.json
+    python benchmarks/dvrl/speed.py --profile dvrl15     # cProfile of the timed DVRL updates (top functions)
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import time
+from typing import Any
+
+import torch
+
+torch.set_num_threads(1)
+
+import yaml  # noqa: E402
+from sb3_contrib import RecurrentPPO  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from torch import nn  # noqa: E402, F401  (policy_kwargs strings may name nn)
+
+import sb3_bayes.envs  # noqa: E402, F401
+from sb3_bayes.dvrl import DVRL  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+ENV_ID = "MountainHikeNoise0p2-v0"
+N_ENVS = 16
+
+
+def section(path: str, env_id: str) -> dict[str, Any]:
+    with open(path) as f:
+        hp = dict(yaml.load(f, Loader=yaml.UnsafeLoader)[env_id])
+    for key in ("n_timesteps", "n_envs", "normalize"):
+        hp.pop(key, None)
+    if isinstance(hp.get("policy_kwargs"), str):
+        hp["policy_kwargs"] = eval(hp["policy_kwargs"])
+    return hp
+
+
+def build(method: str, seed: int = 0) -> tuple[Any, int, int]:
+    """The model, its warm-up steps and its timed steps (whole rollouts/updates)."""
+    env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed)
+    if method == "ppo_lstm":
+        hp = section(os.path.join(HERE, "ppo_lstm_mountain_hike.yml"), ENV_ID)
+        policy = hp.pop("policy")
+        model = RecurrentPPO(policy, env, seed=seed, device="cpu", **hp)
+        rollout = model.n_steps * N_ENVS
+        return model, rollout, 2 * rollout
+    hp = section(os.path.join(REPO_ROOT, "hyperparams", "dvrl.yml"), ENV_ID)
+    policy = hp.pop("policy")
+    if method == "rnn":
+        hp["use_particle_filter"] = False
+    elif method.startswith("dvrl"):
+        hp["n_particles"] = int(method[4:])
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    model = DVRL(policy, env, seed=seed, device="cpu", **hp)
+    update = model.n_steps * N_ENVS
+    return model, 10 * update, 40 * update
+
+
+def cpu_time() -> float:
+    return time.process_time()
+
+
+def time_method(method: str, profile: bool = False) -> dict[str, Any]:
+    model, warmup, steps = build(method)
+    model.learn(warmup)
+    profiler = cProfile.Profile() if profile else None
+    t0, c0 = time.perf_counter(), cpu_time()
+    if profiler is not None:
+        profiler.enable()
+    model.learn(steps, reset_num_timesteps=False)
+    if profiler is not None:
+        profiler.disable()
+    wall, cpu = time.perf_counter() - t0, cpu_time() - c0
+    out = dict(method=method, steps=steps, wall_s=wall, cpu_s=cpu, steps_per_cpu_s=steps / cpu, steps_per_wall_s=steps / wall)
+    if profiler is not None:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+        out["profile"] = text.getvalue()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="*", default=["ppo_lstm", "dvrl15", "dvrl10", "rnn"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", default=None)
+    p.add_argument("--profile", default=None, help="profile one method once and print the top functions")
+    args = p.parse_args()
+
+    if args.profile:
+        result = time_method(args.profile, profile=True)
+        print(result.pop("profile"))
+        print(result)
+        return
+
+    runs: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        for method in args.methods:
+            result = time_method(method)
+            result["round"] = r
+            result["loadavg"] = os.getloadavg()
+            runs.append(result)
+            print(
+                f"round {r} {method:9s} {result['steps']:6d} steps  {result['steps_per_cpu_s']:7.1f} steps/CPU-s  "
+                f"{result['steps_per_wall_s']:7.1f} steps/wall-s  load {result['loadavg'][0]:.1f}",
+                flush=True,
+            )
+    summary = {}
+    for method in args.methods:
+        mine = [x for x in runs if x["method"] == method]
+        summary[method] = dict(
+            median_steps_per_cpu_s=statistics.median(x["steps_per_cpu_s"] for x in mine),
+            median_steps_per_wall_s=statistics.median(x["steps_per_wall_s"] for x in mine),
+        )
+    if "ppo_lstm" in summary:
+        base = summary["ppo_lstm"]["median_steps_per_cpu_s"]
+        for method in summary:
+            summary[method]["ratio_to_ppo_lstm_cpu"] = summary[method]["median_steps_per_cpu_s"] / base
+    for method, s in summary.items():
+        print(method, {k: round(v, 2) for k, v in s.items()})
+    if args.out:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        payload = dict(
+            env=ENV_ID,
+            n_envs=N_ENVS,
+            torch_threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            python=platform.python_version(),
+            git_commit=head,
+            command="python benchmarks/dvrl/speed.py --out " + os.path.relpath(args.out, REPO_ROOT),
+            summary=summary,
+            runs=runs,
+        )
+        with open(args.out, "w") as f:
+            json.dump(payload, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
