@@ -26,7 +26,7 @@ Variational continual learning (Nguyen et al., 2018) replaces the prior with the
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch as th
@@ -268,19 +268,25 @@ class BayesianLinear(nn.Module):
         )
 
 
-def bayesian_layers(module: nn.Module) -> list[BayesianLinear]:
+ModuleOrLayers = nn.Module | Sequence[BayesianLinear]
+
+
+def bayesian_layers(module: ModuleOrLayers) -> list[BayesianLinear]:
     """
-    :param module: Any module.
+    :param module: Any module, or a list of layers already collected by this function (hot loops pass the list to skip
+        walking the module tree on every call).
     :return: Every ``BayesianLinear`` inside it (itself included), in ``modules()`` order.
     """
+    if not isinstance(module, nn.Module):
+        return list(module)
     return [m for m in module.modules() if isinstance(m, BayesianLinear)]
 
 
-def set_weight_mode(module: nn.Module, mode: str) -> None:
+def set_weight_mode(module: ModuleOrLayers, mode: str) -> None:
     """
     Set the mode of every ``BayesianLinear`` inside ``module``.
 
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     :param mode: ``"sample"``, ``"fixed"`` or ``"mean"``.
     """
     for layer in bayesian_layers(module):
@@ -288,11 +294,11 @@ def set_weight_mode(module: nn.Module, mode: str) -> None:
 
 
 @contextlib.contextmanager
-def weight_mode(module: nn.Module, mode: str) -> Iterator[None]:
+def weight_mode(module: ModuleOrLayers, mode: str) -> Iterator[None]:
     """
     Context manager: run every ``BayesianLinear`` inside ``module`` in ``mode``, then restore each layer's previous mode.
 
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     :param mode: ``"sample"``, ``"fixed"`` or ``"mean"``.
     """
     layers = bayesian_layers(module)
@@ -306,11 +312,11 @@ def weight_mode(module: nn.Module, mode: str) -> Iterator[None]:
             layer.mode = old
 
 
-def resample_weights(module: nn.Module, n_samples: int | None = None, indices: th.Tensor | None = None) -> None:
+def resample_weights(module: ModuleOrLayers, n_samples: int | None = None, indices: th.Tensor | None = None) -> None:
     """
     Redraw the held samples of every ``BayesianLinear`` inside ``module`` (see ``BayesianLinear.resample``).
 
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     :param n_samples: New number of held samples, or ``None`` to keep it.
     :param indices: Only these rows, or ``None`` for all.
     """
@@ -318,45 +324,45 @@ def resample_weights(module: nn.Module, n_samples: int | None = None, indices: t
         layer.resample(n_samples=n_samples, indices=indices)
 
 
-def refresh_weights(module: nn.Module, indices: th.Tensor | None = None) -> None:
+def refresh_weights(module: ModuleOrLayers, indices: th.Tensor | None = None) -> None:
     """
     Recompute the held samples of every ``BayesianLinear`` inside ``module`` from their held noise and the current
     posterior (see ``BayesianLinear.refresh``).
 
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     :param indices: Only these rows, or ``None`` for all.
     """
     for layer in bayesian_layers(module):
         layer.refresh(indices)
 
 
-def kl_divergence(module: nn.Module) -> th.Tensor:
+def kl_divergence(module: ModuleOrLayers) -> th.Tensor:
     """
     Sum of the closed-form KL terms of every ``BayesianLinear`` inside ``module``.
 
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     :return: 0-dim tensor, 0 if the module has no Bayesian layer.
     """
     layers = bayesian_layers(module)
     if not layers:
-        param = next(module.parameters(), None)
+        param = next(module.parameters(), None) if isinstance(module, nn.Module) else None
         return th.zeros((), device=None if param is None else param.device)
     return th.stack([layer.kl_divergence() for layer in layers]).sum()
 
 
-def posterior_to_prior(module: nn.Module) -> None:
+def posterior_to_prior(module: ModuleOrLayers) -> None:
     """
     VCL: copy the current posterior of every ``BayesianLinear`` inside ``module`` into its prior (detached).
 
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     """
     for layer in bayesian_layers(module):
         layer.posterior_to_prior()
 
 
-def count_weights(module: nn.Module) -> int:
+def count_weights(module: ModuleOrLayers) -> int:
     """
-    :param module: Any module.
+    :param module: Any module (or the list of its Bayesian layers).
     :return: Number of Gaussian weights and biases in its Bayesian layers (the number of KL terms).
     """
     return sum(

@@ -1,0 +1,443 @@
+"""Bayesian DDPG: DDPG/TD3 with Bayes-by-backprop actor and critics, posterior-sampling exploration and EWC/VCL."""
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import polyak_update
+from stable_baselines3.td3.td3 import TD3
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from sb3_bayes.bayes_ddpg.policies import BayesianDDPGPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, posterior_to_prior, weight_mode
+from sb3_bayes.common.ewc import ElasticWeightConsolidation, gaussian_output_fisher
+from sb3_bayes.common.utils import check_flat_box
+
+SelfBayesianDDPG = TypeVar("SelfBayesianDDPG", bound="BayesianDDPG")
+
+CONSOLIDATIONS = ("none", "ewc", "vcl")
+EWC_MODULES = ("actor", "critic")
+_OBSERVATION_SPACES = (spaces.Box, spaces.Dict, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class BayesianDDPG(TD3):
+    """
+    Bayesian DDPG: SB3's DDPG/TD3 whose actor and critics are Bayes-by-backprop networks (mean-field Gaussian weights,
+    Blundell et al., 2015), trained on the per-data-set variational objective
+
+    ``critic: sum_j mean_batch (Q_j(s, a) - y)^2 + kl_weight * KL(q_critic || prior) / N``,
+    ``actor: -mean_batch Q_1(s, mu(s)) + kl_weight * KL(q_actor || prior) / N``,
+
+    with ``N`` the number of transitions in the replay buffer (Blundell et al., eq. 8-9: the KL is charged once per data
+    set, so per minibatch it is divided by the data set size, not by the batch size). ``Q(s, a)`` is evaluated with
+    the action ``a`` actually taken (stored in the buffer) and fresh weight noise (local reparameterisation).
+
+    Exploration is posterior sampling: the actor acts with a held weight sample, one per environment, redrawn at the
+    start of each episode (and every ``resample_every`` steps if set) and mapped through the current posterior after
+    every gradient step (same draw, the posterior moves); ``action_noise`` stays available on top. Targets use the
+    target networks (Polyak copies of the variational parameters) with their posterior mean weights, or the critic
+    average over ``n_target_samples`` weight samples.
+
+    Defaults are DDPG's (one critic, no policy delay, no target smoothing), as SB3's DDPG is TD3 with those switched
+    off; ``policy_kwargs=dict(n_critics=2), policy_delay=2, target_policy_noise=0.2, target_noise_clip=0.5`` is TD3's.
+
+    Continual learning: ``consolidation="ewc"`` adds ``ewc_lambda * sum_i F_i (theta_i - theta*_i)^2`` (Kirkpatrick et
+    al., 2017) on the posterior means of ``ewc_modules`` after every ``consolidate()``; ``"vcl"`` makes the posterior
+    the prior of the next task (variational continual learning, Nguyen et al., 2018).
+
+    :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``).
+    :param env: The environment to learn from (if registered in Gym, can be str).
+    :param learning_rate: Adam learning rate of actor and critics (a schedule is accepted).
+    :param buffer_size: Size of the replay buffer.
+    :param learning_starts: Steps of uniformly random actions before learning starts.
+    :param batch_size: Minibatch size.
+    :param tau: Polyak coefficient of the target networks.
+    :param gamma: Discount factor.
+    :param train_freq: Update the model every ``train_freq`` steps (or a tuple such as ``(1, "episode")``).
+    :param gradient_steps: Gradient steps per update (-1: as many as environment steps).
+    :param action_noise: Optional action noise on top of posterior sampling.
+    :param replay_buffer_class: Replay buffer class (None: SB3's choice).
+    :param replay_buffer_kwargs: Its keyword arguments.
+    :param optimize_memory_usage: SB3's memory-efficient replay buffer.
+    :param n_steps: n-step returns (SB3's ``NStepReplayBuffer``).
+    :param policy_delay: Actor and targets are updated every ``policy_delay`` critic updates (DDPG: 1, TD3: 2).
+    :param target_policy_noise: Std of the Gaussian noise of target policy smoothing (DDPG: 0, TD3: 0.2).
+    :param target_noise_clip: Clip of that noise (TD3: 0.5).
+    :param kl_weight: Weight of the KL terms (1 is the evidence lower bound; smaller values tempers the posterior).
+    :param resample_every: Also redraw the held actor samples every this many environment steps (None: once per
+        episode only).
+    :param n_target_samples: 0: target critics with the posterior mean weights; k > 0: mean of k sampled target
+        Q-values per transition.
+    :param consolidation: ``"none"``, ``"ewc"`` or ``"vcl"`` (what ``consolidate()`` does at a task switch).
+    :param ewc_lambda: Weight of the EWC penalty.
+    :param ewc_online: Online EWC (decaying old Fisher terms, Schwarz et al., 2018) instead of their sum.
+    :param ewc_decay: Decay of the old Fisher in online EWC.
+    :param ewc_modules: Which networks EWC regularises: ``("actor",)`` (Continual World's default) and/or ``"critic"``.
+    :param stats_window_size: Window size for the rollout logging.
+    :param tensorboard_log: The log location for tensorboard (if None, no logging).
+    :param policy_kwargs: Additional arguments to the policy (``net_arch``, ``n_critics``, ``bayesian_actor``,
+        ``prior_std``, ``posterior_init_log_var``, ...).
+    :param verbose: Verbosity level.
+    :param seed: Seed for the pseudo random generators.
+    :param device: Device on which the code should run.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: BayesianDDPGPolicy
+
+    def __init__(
+        self,
+        policy: str | type[BayesianDDPGPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        policy_delay: int = 1,
+        target_policy_noise: float = 0.0,
+        target_noise_clip: float = 0.0,
+        kl_weight: float = 1.0,
+        resample_every: int | None = None,
+        n_target_samples: int = 0,
+        consolidation: str = "none",
+        ewc_lambda: float = 1e4,
+        ewc_online: bool = False,
+        ewc_decay: float = 1.0,
+        ewc_modules: Sequence[str] = ("actor",),
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        # Check the spaces before SB3 wraps the env, so that an unsupported one is a ValueError naming it.
+        env = maybe_make_env(env, verbose) if env is not None else None
+        if env is not None:
+            self._check_spaces(env.observation_space, env.action_space)
+        if consolidation not in CONSOLIDATIONS:
+            raise ValueError(f"consolidation must be one of {CONSOLIDATIONS}, got {consolidation!r}.")
+        ewc_modules = (ewc_modules,) if isinstance(ewc_modules, str) else tuple(ewc_modules)
+        if not ewc_modules or any(m not in EWC_MODULES for m in ewc_modules):
+            raise ValueError(f"ewc_modules must be a non-empty subset of {EWC_MODULES}, got {ewc_modules}.")
+        if kl_weight < 0 or ewc_lambda < 0:
+            raise ValueError(f"kl_weight and ewc_lambda must be >= 0, got {kl_weight} and {ewc_lambda}.")
+        if resample_every is not None and resample_every < 1:
+            raise ValueError(f"resample_every must be None or >= 1, got {resample_every}.")
+        if n_target_samples < 0:
+            raise ValueError(f"n_target_samples must be >= 0, got {n_target_samples}.")
+        if policy_delay < 1 or target_policy_noise < 0 or target_noise_clip < 0:
+            raise ValueError("policy_delay must be >= 1 and the target smoothing noise and clip >= 0.")
+        self.kl_weight = kl_weight
+        self.resample_every = resample_every
+        self.n_target_samples = n_target_samples
+        self.consolidation = consolidation
+        self.ewc_lambda = ewc_lambda
+        self.ewc_online = ewc_online
+        self.ewc_decay = ewc_decay
+        self.ewc_modules = ewc_modules
+        self.ewc: nn.ModuleDict | None = None
+        super().__init__(
+            policy,
+            env,  # type: ignore[arg-type]
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_delay=policy_delay,
+            target_policy_noise=target_policy_noise,
+            target_noise_clip=target_noise_clip,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        if not isinstance(observation_space, _OBSERVATION_SPACES):
+            raise ValueError(
+                f"BayesianDDPG does not support the observation space {observation_space}: use Box, Dict, Discrete, "
+                "MultiDiscrete or MultiBinary observations."
+            )
+        check_flat_box(action_space, "action", "BayesianDDPG", finite=True)
+
+    def _setup_model(self) -> None:
+        self._check_spaces(self.observation_space, self.action_space)
+        super()._setup_model()
+        # Collected once; the training loop switches their modes several times per gradient step.
+        self._layers = {
+            name: bayesian_layers(getattr(self, name)) for name in ("actor", "critic", "actor_target", "critic_target")
+        }
+        if self.policy.n_thompson_samples > 0 and self.n_envs > 1:
+            self.policy.thompson_resample(n_samples=self.n_envs)  # one held actor sample per environment
+        if self.consolidation == "vcl" and not (bayesian_layers(self.actor) or bayesian_layers(self.critic)):
+            raise ValueError("consolidation='vcl' needs Bayesian layers: keep bayesian_actor or bayesian_critic True.")
+        if self.consolidation == "ewc":
+            self.ewc = nn.ModuleDict(
+                {
+                    name: ElasticWeightConsolidation(
+                        getattr(self, name),
+                        self.ewc_lambda,
+                        online=self.ewc_online,
+                        decay=self.ewc_decay,
+                        parameter_names=self._ewc_parameter_names(getattr(self, name)),
+                    )
+                    for name in self.ewc_modules
+                }
+            ).to(self.device)
+
+    @staticmethod
+    def _ewc_parameter_names(module: nn.Module) -> list[str]:
+        # EWC anchors the weights the network computes with: the posterior means of Bayesian layers (their Fisher
+        # w.r.t. the log variances is zero at the mean) and every parameter of deterministic layers.
+        return [name for name, p in module.named_parameters() if p.requires_grad and not name.endswith("log_var")]
+
+    def _n_data(self) -> int:
+        assert self.replay_buffer is not None
+        return max(self.replay_buffer.size() * self.n_envs, 1)
+
+    def _ewc_penalty(self, name: str) -> th.Tensor | None:
+        if self.ewc is None or name not in self.ewc:
+            return None
+        ewc = self.ewc[name]
+        assert isinstance(ewc, ElasticWeightConsolidation)
+        return ewc.penalty(getattr(self, name))
+
+    def _target_q_values(self, next_obs: th.Tensor | dict[str, th.Tensor], next_actions: th.Tensor) -> th.Tensor:
+        """Target critics' ``[B, n_critics]`` values: posterior mean weights, or the mean of ``n_target_samples`` samples."""
+        if self.n_target_samples == 0:
+            with weight_mode(self._layers["critic_target"], "mean"):
+                return th.cat(self.critic_target(next_obs, next_actions), dim=1)
+        k, batch = self.n_target_samples, next_actions.shape[0]
+        if isinstance(next_obs, dict):
+            obs_k: th.Tensor | dict[str, th.Tensor] = {key: v.repeat(k, *([1] * (v.dim() - 1))) for key, v in next_obs.items()}
+        else:
+            obs_k = next_obs.repeat(k, *([1] * (next_obs.dim() - 1)))
+        with weight_mode(self._layers["critic_target"], "sample"):
+            q = th.cat(self.critic_target(obs_k, next_actions.repeat(k, 1)), dim=1)  # type: ignore[arg-type]
+        return q.view(k, batch, -1).mean(dim=0)
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
+        assert self.replay_buffer is not None
+        n_data = self._n_data()
+
+        actor_losses, critic_losses, td_losses, kl_critic_values, kl_actor_values = [], [], [], [], []
+        for _ in range(gradient_steps):
+            self._n_updates += 1
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+
+            with th.no_grad():
+                with weight_mode(self._layers["actor_target"], "mean"):
+                    next_actions = self.actor_target(replay_data.next_observations)
+                if self.target_policy_noise > 0:
+                    noise = th.randn_like(next_actions) * self.target_policy_noise
+                    noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
+                    next_actions = (next_actions + noise).clamp(-1, 1)
+                next_q_values, _ = th.min(
+                    self._target_q_values(replay_data.next_observations, next_actions), dim=1, keepdim=True
+                )
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+            # The critics see the action actually taken (buffer actions are scaled to [-1, 1], as the actor's output).
+            current_q_values = self.critic(replay_data.observations, replay_data.actions)
+            td_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            assert isinstance(td_loss, th.Tensor)
+            kl_critic = kl_divergence(self._layers["critic"]) / n_data
+            critic_loss = td_loss + self.kl_weight * kl_critic
+            ewc_critic = self._ewc_penalty("critic")
+            if ewc_critic is not None:
+                critic_loss = critic_loss + ewc_critic
+            critic_losses.append(self._checked(critic_loss, "critic loss"))
+            td_losses.append(td_loss.item())
+            kl_critic_values.append(kl_critic.item())
+
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+
+            if self._n_updates % self.policy_delay == 0:
+                # Deterministic policy gradient through the posterior-mean critic; the actor's own weights are
+                # sampled (local reparameterisation), so the actor posterior is fit to the same objective.
+                with weight_mode(self._layers["critic"], "mean"):
+                    q_pi = self.critic.q1_forward(replay_data.observations, self.actor(replay_data.observations))
+                kl_actor = kl_divergence(self._layers["actor"]) / n_data
+                actor_loss = -q_pi.mean() + self.kl_weight * kl_actor
+                ewc_actor = self._ewc_penalty("actor")
+                if ewc_actor is not None:
+                    actor_loss = actor_loss + ewc_actor
+                actor_losses.append(self._checked(actor_loss, "actor loss"))
+                kl_actor_values.append(kl_actor.item())
+
+                self.actor.optimizer.zero_grad()
+                actor_loss.backward()
+                self.actor.optimizer.step()
+
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+                polyak_update(self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0)
+                polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        self.logger.record("train/td_loss", np.mean(td_losses))
+        self.logger.record("train/kl_critic", np.mean(kl_critic_values))
+        if actor_losses:
+            self.logger.record("train/actor_loss", np.mean(actor_losses))
+            self.logger.record("train/kl_actor", np.mean(kl_actor_values))
+        with th.no_grad():
+            for name in ("actor", "critic"):
+                layers = self._layers[name]
+                if layers:
+                    std_sum = sum(float(th.exp(0.5 * layer.weight_log_var).sum()) for layer in layers)
+                    n_weights = sum(layer.weight_log_var.numel() for layer in layers)
+                    self.logger.record(f"train/{name}_posterior_std", std_sum / n_weights)
+
+    @staticmethod
+    def _checked(loss: th.Tensor, what: str) -> float:
+        value = loss.item()
+        if not math.isfinite(value):
+            raise ValueError(f"BayesianDDPG {what} is {value}: lower the learning rate or kl_weight, or check the data.")
+        return value
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        # Posterior sampling: a new actor sample for every environment whose episode just ended.
+        if np.any(dones) and self.policy.n_thompson_samples == len(dones):
+            self.policy.thompson_resample(np.flatnonzero(dones))
+
+    def _on_step(self) -> None:
+        super()._on_step()
+        if self.resample_every is not None and (self.num_timesteps // self.n_envs) % self.resample_every == 0:
+            if self.policy.n_thompson_samples > 0:
+                self.policy.thompson_resample()
+
+    def consolidate(self, n_samples: int = 10_000) -> None:
+        """
+        Task switch: with ``consolidation="ewc"`` estimate the diagonal Fisher of ``ewc_modules`` on up to
+        ``n_samples`` transitions of the current replay buffer (the task just learned) and anchor the current
+        posterior means; with ``"vcl"`` make the current posterior of actor and critics their prior; with ``"none"``
+        do nothing.
+
+        The Fisher is that of a unit-variance Gaussian around each network's output (the actor's action, each
+        critic's Q-value), computed exactly from per-sample Jacobians (``gaussian_output_fisher``), with the posterior
+        mean weights.
+
+        :param n_samples: Number of transitions the Fisher is estimated on.
+        """
+        if self.consolidation == "none":
+            return
+        if self.consolidation == "vcl":
+            posterior_to_prior(self.actor)
+            posterior_to_prior(self.critic)
+            return
+        if self.replay_buffer is None or self.replay_buffer.size() == 0:
+            raise ValueError("consolidate() needs the data of the task just learned: call learn() first.")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        data = self.replay_buffer.sample(min(n_samples, self._n_data()), env=self._vec_normalize_env)
+        obs = data.observations
+        keys: list[str] = sorted(obs) if isinstance(obs, dict) else []
+        obs_inputs = tuple(obs[k] for k in keys) if isinstance(obs, dict) else (obs,)
+
+        def as_obs(xs: tuple[th.Tensor, ...]) -> th.Tensor | dict[str, th.Tensor]:
+            batched = tuple(x.unsqueeze(0) for x in xs)
+            return dict(zip(keys, batched)) if keys else batched[0]
+
+        def actor_output(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
+            return functional_call(self.actor, params, (as_obs(sample),)).squeeze(0)
+
+        def critic_output(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
+            *xs, action = sample
+            q_values = functional_call(self.critic, params, (as_obs(tuple(xs)), action.unsqueeze(0)))
+            return th.cat(q_values, dim=1).squeeze(0)
+
+        assert self.ewc is not None
+        self.policy.set_training_mode(False)
+        for name in self.ewc_modules:
+            module = getattr(self, name)
+            ewc = self.ewc[name]
+            assert isinstance(ewc, ElasticWeightConsolidation)
+            inputs = obs_inputs if name == "actor" else (*obs_inputs, data.actions)
+            with weight_mode(module, "mean"):
+                fisher = gaussian_output_fisher(
+                    module, actor_output if name == "actor" else critic_output, inputs, ewc.parameter_names
+                )
+            ewc.consolidate(module, fisher)
+
+    def learn(
+        self: SelfBayesianDDPG,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "BayesianDDPG",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfBayesianDDPG:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "ewc"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, tensors = super()._get_torch_save_params()
+        if self.ewc is not None:
+            state_dicts = [*state_dicts, "ewc"]
+        return state_dicts, tensors

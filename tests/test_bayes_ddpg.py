@@ -1,0 +1,223 @@
+"""BayesianDDPG: the critic sees the action taken, KL per data set, posterior-sampling exploration, EWC/VCL, learning."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_bayes.bayes_ddpg import BayesianDDPG
+from sb3_bayes.bayes_ddpg.policies import BayesianActor, BayesianContinuousCritic
+from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, weight_mode
+
+TINY = dict(learning_starts=20, batch_size=16, policy_kwargs=dict(net_arch=[16, 16]))
+
+
+def short_env(n_envs: int = 1, max_episode_steps: int = 20, **kwargs):
+    return make_vec_env("Pendulum-v1", n_envs=n_envs, seed=0, env_kwargs=dict(max_episode_steps=max_episode_steps, **kwargs))
+
+
+def test_networks_are_bayesian_and_ddpg_defaults():
+    model = BayesianDDPG("MlpPolicy", short_env(), seed=0, **TINY)
+    assert isinstance(model.actor, BayesianActor) and isinstance(model.critic, BayesianContinuousCritic)
+    assert model.critic.n_critics == 1 and model.policy_delay == 1 and model.target_policy_noise == 0.0
+    assert len(bayesian_layers(model.actor)) == 3 and len(bayesian_layers(model.critic)) == 3
+    twin = BayesianDDPG("MlpPolicy", short_env(), policy_kwargs=dict(net_arch=[8], n_critics=2, bayesian_actor=False))
+    assert twin.critic.n_critics == 2 and len(bayesian_layers(twin.critic)) == 4
+    assert not bayesian_layers(twin.actor) and twin.policy.n_thompson_samples == 0
+
+
+def test_critic_receives_the_action_taken():
+    model = BayesianDDPG("MlpPolicy", short_env(), seed=0, **TINY)
+    model.learn(40)
+    assert model.replay_buffer is not None
+    batch = model.replay_buffer.sample(16)
+    model.replay_buffer.sample = lambda *args, **kwargs: batch  # type: ignore[method-assign]
+    seen = []
+    forward = model.critic.forward
+
+    def recording_forward(obs, actions):
+        seen.append(actions.detach().clone())
+        return forward(obs, actions)
+
+    model.critic.forward = recording_forward  # type: ignore[method-assign]
+    model.train(gradient_steps=1, batch_size=16)
+    # The critic is called once with grad (the TD regression), with exactly the stored (scaled) actions.
+    assert len(seen) == 1
+    assert th.equal(seen[0], batch.actions)
+    # The actions are the actions taken: scaled back, they are what the environment received (within [-2, 2]).
+    assert th.all(batch.actions.abs() <= 1.0) and batch.actions.std() > 0
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_kl_is_scaled_by_the_number_of_transitions(n_envs: int):
+    model = BayesianDDPG("MlpPolicy", short_env(n_envs), seed=0, learning_rate=0.0, kl_weight=2.5, **TINY)
+    model.learn(30 * n_envs)
+    assert model.replay_buffer is not None
+    n_transitions = model.replay_buffer.size() * n_envs
+    assert n_transitions == 30 * n_envs
+    model.train(gradient_steps=1, batch_size=16)  # learning rate 0: parameters unchanged
+    logged = model.logger.name_to_value
+    with th.no_grad():
+        expected_critic = float(kl_divergence(model.critic)) / n_transitions
+        expected_actor = float(kl_divergence(model.actor)) / n_transitions
+    assert logged["train/kl_critic"] == pytest.approx(expected_critic, rel=1e-5)
+    assert logged["train/kl_actor"] == pytest.approx(expected_actor, rel=1e-5)
+    assert logged["train/critic_loss"] == pytest.approx(logged["train/td_loss"] + 2.5 * expected_critic, rel=1e-5)
+
+
+def test_thompson_sample_fixed_within_episode_and_redrawn_at_episode_start():
+    model = BayesianDDPG("MlpPolicy", short_env(2), seed=0, policy_kwargs=dict(net_arch=[16], posterior_init_log_var=-2.0))
+    obs = model.env.reset()
+    a0, _ = model.predict(obs, episode_start=np.array([True, True]))
+    assert model.policy.n_thompson_samples == 2  # one held sample per environment
+    a1, _ = model.predict(obs, episode_start=np.array([False, False]))
+    np.testing.assert_array_equal(a0, a1)  # same sample within the episode
+    a2, _ = model.predict(obs, episode_start=np.array([True, False]))
+    assert not np.allclose(a2[0], a1[0]) and np.array_equal(a2[1], a1[1])  # only env 0 started a new episode
+    # deterministic: posterior mean weights, independent of the held samples
+    d1, _ = model.predict(obs, deterministic=True)
+    model.predict(obs, episode_start=np.array([True, True]))
+    d2, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(d1, d2)
+    with th.no_grad(), weight_mode(model.actor, "mean"):
+        mean_action = model.actor(th.as_tensor(obs)).numpy()
+    np.testing.assert_allclose(d1, model.policy.unscale_action(mean_action), rtol=1e-6)
+
+
+class _NoiseRecorder(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.noise: list[th.Tensor] = []
+        self.dones: list[np.ndarray] = []
+
+    def _on_step(self) -> bool:
+        self.noise.append(bayesian_layers(self.model.actor)[0].weight_noise.clone())
+        self.dones.append(self.locals["dones"].copy())
+        return True
+
+
+def test_thompson_samples_in_training_change_exactly_at_episode_ends():
+    # Episodes of different lengths per env (10 and 15 steps) so the redraws are per environment.
+    env = DummyVecEnv([lambda n=n: Monitor(gym.make("Pendulum-v1", max_episode_steps=n)) for n in (10, 15)])
+    model = BayesianDDPG("MlpPolicy", env, seed=0, **TINY)
+    recorder = _NoiseRecorder()
+    model.learn(2 * 60, callback=recorder)
+    # The callback sees step t before its transition is stored; the redraw after step t shows at step t + 1.
+    n_changed = 0
+    for t in range(1, len(recorder.noise)):
+        for env_idx in range(2):
+            changed = not th.equal(recorder.noise[t][env_idx], recorder.noise[t - 1][env_idx])
+            assert changed == bool(recorder.dones[t - 1][env_idx]), (t, env_idx)
+            n_changed += changed
+    assert n_changed == 5 + 3  # 60 steps: env 0 ends 5 episodes (+1 at the last step), env 1 ends 3 (+1 at the last)
+
+
+def test_resample_every_k_steps():
+    model = BayesianDDPG("MlpPolicy", short_env(max_episode_steps=200), seed=0, resample_every=7, **TINY)
+    recorder = _NoiseRecorder()
+    model.learn(30, callback=recorder)
+    changes = [t for t in range(1, 30) if not th.equal(recorder.noise[t], recorder.noise[t - 1])]
+    assert changes == [7, 14, 21, 28]
+
+
+def test_target_options_twin_critics_and_action_noise_run():
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    model = BayesianDDPG(
+        "MlpPolicy",
+        short_env(),
+        seed=0,
+        n_target_samples=3,
+        policy_delay=2,
+        target_policy_noise=0.2,
+        target_noise_clip=0.5,
+        action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)),
+        learning_starts=20,
+        batch_size=16,
+        policy_kwargs=dict(net_arch=[16], n_critics=2),
+    )
+    model.learn(50)
+    assert model._n_updates == 30
+    q = model._target_q_values(th.zeros(4, 3), th.zeros(4, 1))
+    assert q.shape == (4, 2)
+
+
+def test_unsupported_spaces_and_arguments():
+    with pytest.raises(ValueError, match="flat Box action"):
+        BayesianDDPG("MlpPolicy", "CartPole-v1")
+    tuple_env = gym.make("Pendulum-v1")
+    tuple_env.observation_space = gym.spaces.Tuple([tuple_env.observation_space])
+    with pytest.raises(ValueError, match="observation space Tuple"):
+        BayesianDDPG("MlpPolicy", tuple_env)
+    with pytest.raises(ValueError, match="consolidation"):
+        BayesianDDPG("MlpPolicy", "Pendulum-v1", consolidation="si")
+    with pytest.raises(ValueError, match="ewc_modules"):
+        BayesianDDPG("MlpPolicy", "Pendulum-v1", ewc_modules=("q_net",))
+    with pytest.raises(ValueError, match="vcl"):
+        BayesianDDPG(
+            "MlpPolicy", "Pendulum-v1", consolidation="vcl", policy_kwargs=dict(bayesian_actor=False, bayesian_critic=False)
+        )
+
+
+def test_nan_loss_raises_value_error():
+    model = BayesianDDPG("MlpPolicy", short_env(), seed=0, **TINY)
+    model.learn(30)
+    with th.no_grad():
+        bayesian_layers(model.critic)[0].weight_mean.fill_(float("nan"))
+    with pytest.raises(ValueError, match="critic loss is nan"):
+        model.train(gradient_steps=1, batch_size=16)
+
+
+def test_consolidate_ewc_vcl_and_none():
+    env = short_env()
+    ewc_model = BayesianDDPG("MlpPolicy", env, seed=0, consolidation="ewc", ewc_modules=("actor", "critic"), **TINY)
+    with pytest.raises(ValueError, match="learn"):
+        ewc_model.consolidate()
+    ewc_model.learn(40)
+    ewc_model.consolidate(n_samples=32)
+    assert ewc_model.ewc is not None
+    for name in ("actor", "critic"):
+        ewc = ewc_model.ewc[name]
+        assert int(ewc.n_consolidations) == 1
+        module = getattr(ewc_model, name)
+        assert all(not n.endswith("log_var") for n in ewc.parameter_names)
+        for param_name in ewc.parameter_names:
+            assert th.equal(ewc.anchor_of(param_name), dict(module.named_parameters())[param_name].detach())
+        assert float(sum(ewc.fisher_of(n).sum() for n in ewc.parameter_names)) > 0
+        assert float(ewc.penalty(module).detach()) == 0.0
+    ewc_model.learn(20, reset_num_timesteps=False)
+    assert float(ewc_model.ewc["actor"].penalty(ewc_model.actor).detach()) > 0
+
+    vcl_model = BayesianDDPG("MlpPolicy", env, seed=0, consolidation="vcl", **TINY)
+    vcl_model.learn(40)
+    vcl_model.consolidate()
+    for layer in bayesian_layers(vcl_model.actor) + bayesian_layers(vcl_model.critic):
+        assert th.equal(layer.prior_weight_mean, layer.weight_mean.detach())
+        assert th.equal(layer.prior_weight_log_var, layer.weight_log_var.detach())
+
+    none_model = BayesianDDPG("MlpPolicy", env, seed=0, **TINY)
+    none_model.learn(30)
+    before = {k: v.clone() for k, v in none_model.policy.state_dict().items()}
+    none_model.consolidate()
+    assert all(th.equal(v, before[k]) for k, v in none_model.policy.state_dict().items())
+
+
+def test_learns_pendulum():
+    # Seeded learning test: random policies score about -1200 on Pendulum-v1; a swing-up policy better than -400.
+    th.set_num_threads(1)
+    model = BayesianDDPG(
+        "MlpPolicy",
+        "Pendulum-v1",
+        seed=1,
+        learning_starts=500,
+        gamma=0.98,
+        policy_kwargs=dict(net_arch=[64, 64]),
+    )
+    model.learn(3000)
+    mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
+    assert mean_return > -400
