@@ -594,3 +594,120 @@ def test_psdrl_train_enjoy_optimize_and_trial_id(tmp_path):
     expected = samplers.convert_psdrl_params(study.trials[0].params)
     assert config["resample_schedule"] == expected["resample_schedule"]
     assert config["policy_kwargs"]["ridge"] == expected["policy_kwargs"]["ridge"]
+
+
+# ---------------------------------------------------------------------------------------------------------- DVRL
+# Tiny DVRL (2 envs, 2 particles, 8-unit networks) so that each command runs in seconds
+DVRL_TINY_PARAMS = [
+    "n_envs:2",
+    "n_particles:2",
+    "multiplier_backprop_length:2",
+    "policy_kwargs:dict(h_dim=8, z_dim=8, encoder_sizes=[8], action_encoding=4)",
+]
+# Imported by the -optimize run through --gym-packages: a tiny search space (sampled values override -params)
+DVRL_TINY_SPACE_MODULE = """
+import sb3_bayes.envs  # noqa: F401  (Mountain Hike ids)
+from zoo_plugins import samplers
+
+samplers.DVRL_SEARCH_SPACE.update(n_particles=[2, 3], h_dim=[8], z_dim=[8], multiplier_backprop_length=[1, 2], n_steps=[5])
+"""
+
+
+def test_dvrl_converter_and_sampler():
+    raw = {"learning_rate": 1e-4, "n_steps": 8, "n_particles": 15.0, "multiplier_backprop_length": 10, "h_dim": 64,
+           "z_dim": 128, "optimizer": "adam", "elbo_coef": 0.5}  # fmt: skip
+    kwargs = samplers.convert_dvrl_params(raw)
+    assert kwargs == {"learning_rate": 1e-4, "n_steps": 8, "n_particles": 15, "multiplier_backprop_length": 10,
+                      "optimizer": "adam", "elbo_coef": 0.5, "policy_kwargs": {"h_dim": 64, "z_dim": 128}}  # fmt: skip
+    assert isinstance(kwargs["n_particles"], int)
+    assert samplers.convert_dvrl_params({"gamma": 0.9}) == {"gamma": 0.9}
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    sampled = samplers.sample_dvrl_params(trial, 2, 16, {})
+    assert set(trial.params) == set(samplers.DVRL_SEARCH_SPACE)
+    assert sampled == samplers.convert_dvrl_params(trial.params)
+    entry = registry.REGISTRY["dvrl"]
+    from sb3_bayes.dvrl import DVRL
+
+    assert registry.resolve(entry.algo_class) is DVRL
+    assert registry.resolve(entry.sampler) is samplers.sample_dvrl_params
+    assert registry.resolve(entry.converter) is samplers.convert_dvrl_params
+    path = registry.find_yaml("dvrl")
+    assert path is not None and path.name == "dvrl.yml"
+    sections = yaml.load(path.read_text(), Loader=yaml.UnsafeLoader)
+    for name in ("default", "atari", "MountainHike-v0", "MountainHikeNoise0p2-v0", "CartPoleNoVel-v1", "PendulumNoVel-v1"):
+        assert "n_timesteps" in sections[name] and "policy" in sections[name], name
+
+
+@pytest.mark.slow
+def test_dvrl_train_enjoy_optimize_and_trial_id(tmp_path):
+    """The DVRL registry entry end to end on Mountain Hike: default YAML, enjoy, the belief as recurrent state of the
+    saved model, -optimize and --trial-id."""
+    import gymnasium as gym
+    import numpy as np
+    import torch as th
+
+    from sb3_bayes.dvrl import DVRL
+
+    env_id = "MountainHikeNoise0p2-v0"
+    common = ["--env", env_id, "--gym-packages", "sb3_bayes.envs", "--num-threads", "1"]
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "dvrl", *common, "-n", "100", "-f", "logs", "--eval-freq", "-1",
+         "-params", *DVRL_TINY_PARAMS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert f"Loading hyperparameters from: {registry.find_yaml('dvrl')}" in proc.stdout
+    model_path = tmp_path / f"logs/dvrl/{env_id}_1/{env_id}.zip"
+    assert model_path.is_file()
+    config = dict(yaml.load((tmp_path / f"logs/dvrl/{env_id}_1/{env_id}/config.yml").read_text(), yaml.UnsafeLoader))
+    assert config["n_particles"] == 2 and config["elbo_coef"] == 0.1  # -params over the Mountain Hike section
+    run_python(["-m", "rl_zoo3.enjoy", "--algo", "dvrl", *common, "-f", "logs", "-n", "80", "--no-render"], cwd=tmp_path)
+
+    # The saved model carries its belief like RecurrentPPO carries LSTM states (what enjoy and evaluate_policy use)
+    model = DVRL.load(model_path, device="cpu")
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=0)
+    state, start = None, np.array([True])
+    for _ in range(5):
+        action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
+        obs, *_ = env.step(action[0])
+        start = np.array([False])
+    h, z, log_weights, prev_action = state
+    assert h.shape == (1, 2, 8) and z.shape == (1, 2, 8) and log_weights.shape == (1, 2)
+    np.testing.assert_allclose(prev_action, action)  # Box actions inside the bounds are fed back unchanged
+    th.manual_seed(3)
+    reset_action, reset_state = model.predict(obs[None], state=state, episode_start=np.array([True]), deterministic=True)
+    th.manual_seed(3)
+    fresh_action, fresh_state = model.predict(obs[None], state=None, episode_start=np.array([True]), deterministic=True)
+    np.testing.assert_allclose(reset_action, fresh_action)  # episode_start resets the belief
+    for reset_part, fresh_part in zip(reset_state, fresh_state):
+        np.testing.assert_allclose(reset_part, fresh_part)
+
+    (tmp_path / "sb3_bayes_dvrl_tiny_space.py").write_text(DVRL_TINY_SPACE_MODULE)
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    tune_common = ["--env", env_id, "--gym-packages", "sb3_bayes_dvrl_tiny_space", "--num-threads", "1"]
+    run_python(
+        ["-m", "rl_zoo3.train", "--algo", "dvrl", *tune_common, "-n", "100", "-f", "tune_logs", "-optimize",
+         "--n-trials", "2", "--storage", storage, "--study-name", "d", "--sampler", "random", "--pruner", "none",
+         "--n-evaluations", "1", "--eval-episodes", "1", "--no-optim-plots", "-params", *DVRL_TINY_PARAMS],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    study = optuna.load_study(study_name="d", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and set(complete[0].params) == set(samplers.DVRL_SEARCH_SPACE)
+
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "dvrl", *tune_common, "-n", "50", "-f", "trial_logs", "--eval-freq", "-1",
+         "--storage", storage, "--study-name", "d", "--trial-id", "1", "-params", "n_envs:2"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert "Loading from Optuna study" in proc.stdout
+    config = dict(yaml.load((tmp_path / f"trial_logs/dvrl/{env_id}_1/{env_id}/config.yml").read_text(), yaml.UnsafeLoader))
+    expected = samplers.convert_dvrl_params(study.trials[1].params)
+    for key in ("n_particles", "multiplier_backprop_length", "optimizer", "gamma", "n_steps"):
+        assert config[key] == expected[key], key
+    # the trial's h_dim / z_dim are merged onto the Mountain Hike section's policy_kwargs (encoder sizes survive)
+    assert config["policy_kwargs"]["h_dim"] == 8 and config["policy_kwargs"]["encoder_sizes"] == [64, 64]

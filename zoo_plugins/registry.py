@@ -47,6 +47,12 @@ REGISTRY: dict[str, AlgoEntry] = {
         converter="zoo_plugins.samplers.convert_psdrl_params",
         yaml="psdrl.yml",
     ),
+    "dvrl": AlgoEntry(
+        algo_class="sb3_bayes.dvrl.DVRL",
+        sampler="zoo_plugins.samplers.sample_dvrl_params",
+        converter="zoo_plugins.samplers.convert_dvrl_params",
+        yaml="dvrl.yml",
+    ),
 }
 
 

@@ -170,3 +170,46 @@ def convert_psdrl_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
 def sample_psdrl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
     """Sampler for PSDRL hyperparameters over :data:`PSDRL_SEARCH_SPACE`; returns constructor kwargs."""
     return convert_psdrl_params(_suggest_all(trial, PSDRL_SEARCH_SPACE, PSDRL_LOG_SCALE))
+
+
+#: Search space of :func:`sample_dvrl_params`, in the same format as :data:`PETS_SEARCH_SPACE`: the A2C settings, the
+#: ELBO weight, the belief (particles, backprop window) and the size of the recurrent state. ``h_dim`` and ``z_dim``
+#: go to ``policy_kwargs`` (merged onto the YAML's, so encoder sizes and the emission survive tuning).
+DVRL_SEARCH_SPACE: dict[str, Any] = {
+    "learning_rate": (1e-5, 2e-3),
+    "n_steps": [5, 8, 16],
+    "gamma": [0.9, 0.95, 0.98, 0.99, 0.995],
+    "ent_coef": (1e-5, 0.1),
+    "elbo_coef": (0.01, 1.0),
+    "max_grad_norm": [0.3, 0.5, 1.0, 2.0, 5.0],
+    "n_particles": [5, 10, 15],
+    "multiplier_backprop_length": [1, 2, 5, 10],
+    "optimizer": ["rmsprop", "adam"],
+    "h_dim": [64, 128, 256],
+    "z_dim": [64, 128, 256],
+}
+
+#: DVRL parameters sampled log-uniformly.
+DVRL_LOG_SCALE = frozenset({"learning_rate", "ent_coef", "elbo_coef"})
+#: DVRL parameters that belong to the policy (and so to ``policy_kwargs``).
+DVRL_POLICY_PARAMS = ("h_dim", "z_dim")
+#: DVRL parameters that are integers (Optuna may hand categorical values back as other types through storage).
+DVRL_INT_PARAMS = ("n_steps", "n_particles", "multiplier_backprop_length")
+
+
+def convert_dvrl_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Map raw Optuna parameters (``trial.params``) to DVRL constructor kwargs: ``h_dim`` and ``z_dim`` go to
+    ``policy_kwargs``, integer settings are cast, the rest is passed through. Any subset of the parameters is accepted."""
+    hyperparams = dict(sampled_params)
+    policy_kwargs = {key: int(hyperparams.pop(key)) for key in DVRL_POLICY_PARAMS if key in hyperparams}
+    for key in DVRL_INT_PARAMS:
+        if key in hyperparams:
+            hyperparams[key] = int(hyperparams[key])
+    if policy_kwargs:
+        hyperparams["policy_kwargs"] = policy_kwargs
+    return hyperparams
+
+
+def sample_dvrl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Sampler for DVRL hyperparameters over :data:`DVRL_SEARCH_SPACE`; returns constructor kwargs."""
+    return convert_dvrl_params(_suggest_all(trial, DVRL_SEARCH_SPACE, DVRL_LOG_SCALE))
