@@ -57,3 +57,19 @@ def test_fifo_eviction_by_whole_episodes_and_uint8_frames() -> None:
     assert frames.episodes[0].observations.dtype == np.uint8
     with pytest.raises(ValueError, match="one step per environment"):
         frames.add(np.zeros((2, 64, 64)), np.array([1, 1]), np.zeros(2), np.zeros((2, 64, 64)), np.zeros(2), np.zeros(2))
+
+
+def test_frame_ids_identify_equal_frames() -> None:
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=1000)
+    fill(buffer, [7, 30, 12])
+    batch = buffer.sample(200, 10, np.random.default_rng(1))
+    real = batch.frame_ids >= 0
+    np.testing.assert_array_equal(real[:, 1:], batch.mask > 0)
+    assert real[:, 0].all()
+    ids, frames = batch.frame_ids[real], batch.observations[real]
+    for frame_id in np.unique(ids):
+        same = frames[ids == frame_id]
+        assert (same == same[0]).all()  # one id, one frame
+    # Different frames have different ids (frame values are unique per episode and step in `fill`).
+    assert len(np.unique(ids)) == len(np.unique(frames[:, 0]))
+    assert len(np.unique(ids)) < ids.size  # overlapping windows share frames

@@ -167,3 +167,104 @@ def test_bfloat16_lookahead_keeps_the_greedy_actions(trained: PSDRL) -> None:
     clear = gap > 0.05 * gap.max()  # decisions that are not near-ties
     agree = q_values["float32"].argmax(1) == q_values["bfloat16"].argmax(1)
     assert float(agree[clear].float().mean()) > 0.95
+
+
+def _reference_round_parts(model: PSDRL, batch_ae: dict, batch_model: dict) -> tuple[dict, dict]:
+    """The full-batch losses, written step by step without de-duplication, and one Adam step on copies."""
+    import copy
+
+    import torch.nn.functional as F
+
+    policy = copy.deepcopy(model.policy)
+    frames = policy.preprocess(batch_ae["observations"][:, :-1].flatten(0, 1))
+    per_sample = F.mse_loss(policy.autoencoder.decode(policy.autoencoder.encode(frames)), frames, reduction="none")
+    mask = batch_ae["mask"].flatten()
+    ae_loss = (per_sample.flatten(1).mean(dim=1) * mask).sum() / mask.sum()
+    policy.autoencoder_optimizer.zero_grad()
+    ae_loss.backward()
+    policy.autoencoder_optimizer.step()
+    n, length = batch_model["actions"].shape
+    with th.no_grad():
+        latents = policy.encode(batch_model["observations"].flatten(0, 1)).view(n, length + 1, -1)
+    hidden, actions, mask = policy.initial_hidden(n), policy.one_hot(batch_model["actions"]), batch_model["mask"]
+    for start in range(0, length, model.tbptt_window):
+        hidden, loss = hidden.detach(), th.zeros(())
+        for t in range(start, min(start + model.tbptt_window, length)):
+            step = policy.transition.step(latents[:, t], actions[:, t], hidden)
+            hidden = step.hidden
+            target = th.cat([latents[:, t + 1], batch_model["rewards"][:, t, None]], dim=-1)
+            error = (policy.transition.output_layer(step.features) - target).pow(2).mean(dim=-1)
+            loss = loss + (error * mask[:, t]).sum()
+        policy.model_optimizer.zero_grad()
+        (loss / mask.sum()).backward()
+        policy.model_optimizer.step()
+    terminal = policy.terminal(latents[:, 1:]).squeeze(-1)
+    terminal_loss = ((terminal - batch_model["terminations"]).pow(2) * mask).sum() / mask.sum()
+    policy.model_optimizer.zero_grad()
+    terminal_loss.backward()
+    policy.model_optimizer.step()
+    return dict(policy.autoencoder.state_dict()), {**policy.transition.state_dict(), **policy.terminal.state_dict()}
+
+
+def test_deduplicated_training_equals_the_full_batch() -> None:
+    """Distinct frames weighted by their counts and the head batched over TBPTT windows give the full batch's update."""
+    import copy
+
+    model = PSDRL(
+        "MlpPolicy",
+        "CartPole-v1",
+        batch_size=16,
+        sequence_length=12,
+        tbptt_window=5,
+        warmup_freq=10**6,
+        autoencoder_iterations=1,
+        model_iterations=1,
+        seed=3,
+        policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16),
+    )
+    model.learn(80)  # fills the replay (about 4 episodes: the 16 windows overlap)
+    to_tensors = model._sample
+    rng = copy.deepcopy(model._rng)
+    batch_ae = to_tensors()
+    batch_model = to_tensors()
+    assert len(th.unique(batch_ae["frame_ids"][batch_ae["frame_ids"] >= 0])) < (batch_ae["frame_ids"] >= 0).sum()
+    model._rng = rng  # the method draws the same two batches
+    expected_ae, expected_model = _reference_round_parts(model, batch_ae, batch_model)
+    model._train_autoencoder()
+    model._train_transition_and_terminal()
+    for name, value in model.policy.autoencoder.state_dict().items():
+        th.testing.assert_close(value, expected_ae[name], rtol=1e-5, atol=1e-6)
+    actual_model = {**model.policy.transition.state_dict(), **model.policy.terminal.state_dict()}
+    for name, value in actual_model.items():
+        th.testing.assert_close(value, expected_model[name], rtol=1e-5, atol=1e-6)
+
+
+def test_replay_features_follow_each_episode_from_its_start(trained: PSDRL) -> None:
+    """Chunked features, targets and start states equal a step-by-step pass over every episode."""
+    policy = trained.policy
+    assert trained.replay_buffer is not None
+    with th.no_grad():
+        got = [th.cat(parts) for parts in zip(*trained._replay_features(chunk_transitions=7))]
+        expected: list[list[th.Tensor]] = [[], [], []]
+        for episode in sorted(trained.replay_buffer.all_episodes(), key=len):
+            latents = policy.encode(th.as_tensor(episode.observations))
+            hidden = policy.initial_hidden(1)
+            for t, action in enumerate(episode.actions):
+                expected[2].append(th.cat([latents[t : t + 1], hidden], dim=1))
+                step = policy.transition.step(latents[t : t + 1], policy.one_hot(th.tensor([action])), hidden)
+                hidden = step.hidden
+                expected[0].append(policy.with_bias(step.features))
+                expected[1].append(th.cat([latents[t + 1 : t + 2], th.tensor([[episode.rewards[t]]])], dim=1))
+    for actual, reference in zip(got, expected):
+        th.testing.assert_close(actual, th.cat(reference), rtol=1e-5, atol=1e-5)
+
+
+def test_value_fit_on_a_bounded_subset_of_start_states() -> None:
+    with pytest.raises(ValueError, match="value_max_states"):
+        PSDRL("MlpPolicy", "CartPole-v1", value_max_states=0)
+    model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, value_max_states=20, value_iterations=2, **TINY)
+    model.learn(60)
+    updates = model.n_value_updates
+    model._fit_value(th.randn(500, 16))
+    # 20 states in minibatches of at most 64: one update per pass, whatever the number of start states.
+    assert model.n_value_updates - updates == 2

@@ -47,6 +47,9 @@ class SequenceBatch(NamedTuple):
     rewards: np.ndarray  # [B, L]
     terminations: np.ndarray  # [B, L], 1 where actions[:, t] ended the episode in a terminal state
     mask: np.ndarray  # [B, L], 1 for real steps
+    # [B, L + 1], an id per stored frame (equal ids: the same frame of the same episode), -1 for padding. Windows drawn
+    # from a small replay overlap heavily; the ids let a learner run a network once per distinct frame.
+    frame_ids: np.ndarray
 
 
 class EpisodeReplayBuffer:
@@ -160,6 +163,8 @@ class EpisodeReplayBuffer:
         rewards = np.zeros((batch_size, length), dtype=np.float32)
         terminations = np.zeros((batch_size, length), dtype=np.float32)
         mask = np.zeros((batch_size, length), dtype=np.float32)
+        frame_ids = np.full((batch_size, length + 1), -1, dtype=np.int64)
+        first_frame = np.concatenate([[0], np.cumsum(lengths + 1)]).astype(np.int64)
         for row, index in enumerate(chosen):
             episode = episodes[index]
             steps = min(length, len(episode))
@@ -168,6 +173,7 @@ class EpisodeReplayBuffer:
             actions[row, :steps] = episode.actions[start : start + steps]
             rewards[row, :steps] = episode.rewards[start : start + steps]
             mask[row, :steps] = 1.0
+            frame_ids[row, : steps + 1] = first_frame[index] + start + np.arange(steps + 1)
             if episode.terminated and start + steps == len(episode):
                 terminations[row, steps - 1] = 1.0
-        return SequenceBatch(observations, actions, rewards, terminations, mask)
+        return SequenceBatch(observations, actions, rewards, terminations, mask, frame_ids)

@@ -111,15 +111,29 @@ class TransitionModel(nn.Module):
         )
         self.output_layer = nn.Linear(hidden_dim, latent_dim + 1)
 
+    def recur(self, latent: th.Tensor, action_one_hot: th.Tensor, hidden: th.Tensor) -> th.Tensor:
+        """
+        ``h' = GRU([z, a], h)``, the only recurrent part (the head does not feed back), so callers can run the head
+        once over many steps.
+
+        :param latent: ``z`` ``[batch, latent_dim]``.
+        :param action_one_hot: ``[batch, n_actions]``.
+        :param hidden: ``h`` ``[batch, gru_dim]``.
+        """
+        return self.gru(th.cat([latent, action_one_hot], dim=-1), hidden)
+
+    def features(self, next_hidden: th.Tensor, latent: th.Tensor, action_one_hot: th.Tensor) -> th.Tensor:
+        """``phi = MLP([h', z, a])`` for inputs with any leading dimensions."""
+        return self.head(th.cat([next_hidden, latent, action_one_hot], dim=-1))
+
     def step(self, latent: th.Tensor, action_one_hot: th.Tensor, hidden: th.Tensor) -> TransitionStep:
         """
         :param latent: ``z`` ``[batch, latent_dim]``.
         :param action_one_hot: ``[batch, n_actions]``.
         :param hidden: ``h`` ``[batch, gru_dim]``.
         """
-        inputs = th.cat([latent, action_one_hot], dim=-1)
-        next_hidden = self.gru(inputs, hidden)
-        return TransitionStep(next_hidden, self.head(th.cat([next_hidden, inputs], dim=-1)))
+        next_hidden = self.recur(latent, action_one_hot, hidden)
+        return TransitionStep(next_hidden, self.features(next_hidden, latent, action_one_hot))
 
 
 class PSDRLPolicy(BasePolicy):

@@ -21,6 +21,22 @@ RESAMPLE_SCHEDULES = ("round", "episode")
 REWARD_TRANSFORMS = ("tanh", "none")
 
 
+def distinct(ids: th.Tensor, weights: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """
+    Distinct values of a flat id tensor.
+
+    :param ids: ``[n]`` integer ids.
+    :param weights: ``[n]`` weight of every entry.
+    :return: ``(first [u], inverse [n], summed weights [u])``: the position of one entry per distinct id,
+        ``ids == ids[first][inverse]``, and the weights summed per distinct id.
+    """
+    unique, inverse = th.unique(ids, return_inverse=True)
+    positions = th.arange(ids.numel(), device=ids.device)
+    first = th.full_like(unique, ids.numel()).scatter_reduce(0, inverse, positions, reduce="amin")
+    summed = th.zeros(len(unique), dtype=weights.dtype, device=weights.device).index_add(0, inverse, weights)
+    return first, inverse, summed
+
+
 class PSDRL(BaseAlgorithm):
     """
     Posterior Sampling for Deep Reinforcement Learning (PSDRL).
@@ -44,6 +60,9 @@ class PSDRL(BaseAlgorithm):
     :param model_iterations: Transition and terminal model updates per round, each on ``batch_size`` sequences (3).
     :param value_iterations: Passes of value fitting over the replay's start states per round (3).
     :param value_batch_size: Start states per value-fitting minibatch.
+    :param value_max_states: Start states per value fit: a uniformly drawn subset of this many of the replay's start
+        states, fresh at every fit, which bounds the cost of a round as the replay grows. None (the original): all of
+        them.
     :param target_update_interval: Value updates between hard copies to the target network (4).
     :param warmup_steps: Steps during which rounds run every ``warmup_freq`` steps (100k).
     :param warmup_freq: Round interval during the warm-up (250).
@@ -78,6 +97,7 @@ class PSDRL(BaseAlgorithm):
         model_iterations: int = 3,
         value_iterations: int = 3,
         value_batch_size: int = 1024,
+        value_max_states: int | None = None,
         target_update_interval: int = 4,
         warmup_steps: int = 100_000,
         warmup_freq: int = 250,
@@ -123,6 +143,9 @@ class PSDRL(BaseAlgorithm):
         self.model_iterations = model_iterations
         self.value_iterations = value_iterations
         self.value_batch_size = value_batch_size
+        if value_max_states is not None and value_max_states < 1:
+            raise ValueError(f"value_max_states must be >= 1 or None, got {value_max_states}.")
+        self.value_max_states = value_max_states
         self.target_update_interval = target_update_interval
         self.warmup_steps = warmup_steps
         self.warmup_freq = warmup_freq
@@ -177,16 +200,20 @@ class PSDRL(BaseAlgorithm):
         return {name: th.as_tensor(value, device=self.device) for name, value in batch._asdict().items()}
 
     def _train_autoencoder(self) -> float:
-        """Pixel (or vector) reconstruction error, trained on its own (section 3.1)."""
+        """
+        Pixel (or vector) reconstruction error, trained on its own (section 3.1). Windows drawn from the replay overlap
+        (125 x 250 frames from a replay that may hold fewer), so every distinct frame is encoded once and weighted by
+        how often it was drawn: the loss and its gradient are those of the full batch.
+        """
         policy, losses = self.policy, []
         for _ in range(self.autoencoder_iterations):
             batch = self._sample()
-            frames = batch["observations"][:, :-1].flatten(0, 1)
-            mask = batch["mask"].flatten()
-            inputs = policy.preprocess(frames)
+            first, _, weight = distinct(batch["frame_ids"][:, :-1].flatten(), batch["mask"].flatten())
+            drawn = weight > 0  # padding has weight 0
+            inputs = policy.preprocess(batch["observations"][:, :-1].flatten(0, 1)[first[drawn]])
             reconstruction = policy.autoencoder.decode(policy.autoencoder.encode(inputs))  # type: ignore[operator]
-            per_sample = F.mse_loss(reconstruction, inputs, reduction="none").flatten(1).mean(dim=1)
-            loss = (per_sample * mask).sum() / mask.sum()
+            per_frame = F.mse_loss(reconstruction, inputs, reduction="none").flatten(1).mean(dim=1)
+            loss = (per_frame * weight[drawn]).sum() / weight.sum()
             policy.autoencoder_optimizer.zero_grad()
             loss.backward()
             policy.autoencoder_optimizer.step()
@@ -199,33 +226,43 @@ class PSDRL(BaseAlgorithm):
         """
         Transition model: MSE to ``[z', r]`` with truncated back-propagation through time over ``tbptt_window``-step
         windows; terminal model: MSE of its prediction on the true next latent to the termination flag.
+
+        Only the GRU is recurrent, so within a window it runs step by step and the head then runs once over all the
+        window's steps. Latents are computed once per distinct frame, the terminal loss once per distinct next frame
+        (its target is a property of the frame) weighted by its count: the same losses as the full batch.
         """
         policy, transition_losses, terminal_losses = self.policy, [], []
         for _ in range(self.model_iterations):
             batch = self._sample()
+            n, length = batch["actions"].shape
+            frame_ids, mask = batch["frame_ids"], batch["mask"]
+            first, inverse, _ = distinct(frame_ids.flatten(), th.ones_like(frame_ids.flatten(), dtype=th.float32))
             with th.no_grad():
-                n, length = batch["actions"].shape
-                latents = policy.encode(batch["observations"].flatten(0, 1)).view(n, length + 1, -1)
+                latents = policy.encode(batch["observations"].flatten(0, 1)[first])[inverse].view(n, length + 1, -1)
             hidden = policy.initial_hidden(n)
             actions = policy.one_hot(batch["actions"])
-            mask = batch["mask"]
+            targets = th.cat([latents[:, 1:], batch["rewards"][..., None]], dim=-1)
             transition_loss = th.zeros((), device=self.device)
             for start in range(0, length, self.tbptt_window):
+                end = min(start + self.tbptt_window, length)
                 hidden = hidden.detach()
-                window_loss = th.zeros((), device=self.device)
-                for t in range(start, min(start + self.tbptt_window, length)):
-                    step = policy.transition.step(latents[:, t], actions[:, t], hidden)
-                    hidden = step.hidden
-                    prediction = policy.transition.output_layer(step.features)
-                    target = th.cat([latents[:, t + 1], batch["rewards"][:, t, None]], dim=-1)
-                    window_loss = window_loss + ((prediction - target).pow(2).mean(dim=-1) * mask[:, t]).sum()
-                window_loss = window_loss / mask.sum()
+                hiddens = []
+                for t in range(start, end):
+                    hidden = policy.transition.recur(latents[:, t], actions[:, t], hidden)
+                    hiddens.append(hidden)
+                features = policy.transition.features(th.stack(hiddens, dim=1), latents[:, start:end], actions[:, start:end])
+                prediction = policy.transition.output_layer(features)
+                squared_error = (prediction - targets[:, start:end]).pow(2).mean(dim=-1)
+                window_loss = (squared_error * mask[:, start:end]).sum() / mask.sum()
                 policy.model_optimizer.zero_grad()
                 window_loss.backward()
                 policy.model_optimizer.step()
                 transition_loss = transition_loss + window_loss.detach()
-            terminal_prediction = policy.terminal(latents[:, 1:]).squeeze(-1)
-            terminal_loss = ((terminal_prediction - batch["terminations"]).pow(2) * mask).sum() / mask.sum()
+            first_next, _, weight = distinct(frame_ids[:, 1:].flatten(), mask.flatten())
+            drawn = first_next[weight > 0]
+            terminal_prediction = policy.terminal(latents[:, 1:].flatten(0, 1)[drawn]).squeeze(-1)
+            terminal_error = (terminal_prediction - batch["terminations"].flatten()[drawn]).pow(2)
+            terminal_loss = (terminal_error * weight[weight > 0]).sum() / mask.sum()
             policy.model_optimizer.zero_grad()
             terminal_loss.backward()
             policy.model_optimizer.step()
@@ -236,18 +273,24 @@ class PSDRL(BaseAlgorithm):
         check_finite(terminal_mean, "The PSDRL terminal model loss", "lower learning_rate")
         return float(transition_mean), float(terminal_mean)
 
-    def _replay_features(self, episodes_per_chunk: int = 32) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor]]:
+    def _replay_features(self, chunk_transitions: int = 8192) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor]]:
         """
         Run the encoder and the recurrent model over every stored episode from its start (``h`` follows the data).
 
+        :param chunk_transitions: Episodes are processed together up to about this many (padded) steps; the GRU runs
+            step by step over a chunk, the head once over all its steps.
         :return: Chunks of ``(features [m, d], targets [m, latent + 1], start states [m, latent + gru])`` where the
             start state of a transition is ``[z_t, h_t]`` before it.
         """
         assert self.replay_buffer is not None
         policy = self.policy
-        episodes = list(self.replay_buffer.all_episodes())
-        for first in range(0, len(episodes), episodes_per_chunk):
-            chunk = episodes[first : first + episodes_per_chunk]
+        episodes = sorted(self.replay_buffer.all_episodes(), key=len)  # similar lengths together: little padding
+        first = 0
+        while first < len(episodes):
+            last = first + 1
+            while last < len(episodes) and (last + 1 - first) * len(episodes[last]) <= chunk_transitions:
+                last += 1
+            chunk, first = episodes[first:last], last
             length = max(len(e) for e in chunk)
             obs = np.zeros((len(chunk), length + 1, *self.replay_buffer.obs_shape), dtype=self.replay_buffer.obs_dtype)
             actions = np.zeros((len(chunk), length), dtype=np.int64)
@@ -258,19 +301,23 @@ class PSDRL(BaseAlgorithm):
                 actions[row, : len(episode)] = episode.actions
                 rewards[row, : len(episode)] = episode.rewards
                 mask[row, : len(episode)] = True
+            valid = th.as_tensor(mask, device=self.device)
             obs_t = th.as_tensor(obs, device=self.device)
-            latents = policy.encode(obs_t.flatten(0, 1)).view(len(chunk), length + 1, -1)
+            # Padding frames are not encoded.
+            frame_valid = th.cat([valid[:, :1], valid], dim=1)
+            latents = th.zeros(len(chunk), length + 1, policy.transition.latent_dim, device=self.device)
+            latents[frame_valid] = policy.encode(obs_t[frame_valid])
             one_hot = policy.one_hot(th.as_tensor(actions, device=self.device))
             hidden = policy.initial_hidden(len(chunk))
-            features, starts = [], []
+            hiddens = [hidden]
             for t in range(length):
-                starts.append(th.cat([latents[:, t], hidden], dim=-1))
-                step = policy.transition.step(latents[:, t], one_hot[:, t], hidden)
-                hidden = step.hidden
-                features.append(step.features)
-            valid = th.as_tensor(mask, device=self.device)
+                hidden = policy.transition.recur(latents[:, t], one_hot[:, t], hidden)
+                hiddens.append(hidden)
+            stacked = th.stack(hiddens, dim=1)  # h_0 ... h_T
+            features = policy.transition.features(stacked[:, 1:][valid], latents[:, :-1][valid], one_hot[valid])
             targets = th.cat([latents[:, 1:], th.as_tensor(rewards, device=self.device)[..., None]], dim=-1)[valid]
-            yield policy.with_bias(th.stack(features, dim=1)[valid]), targets, th.stack(starts, dim=1)[valid]
+            starts = th.cat([latents[:, :-1], stacked[:, :-1]], dim=-1)[valid]
+            yield policy.with_bias(features), targets, starts
 
     def _fit_posterior(self) -> th.Tensor:
         """
@@ -297,6 +344,11 @@ class PSDRL(BaseAlgorithm):
         and reused by every pass (when they fit in ``lookahead_cache_bytes``).
         """
         policy = self.policy
+        if self.value_max_states is not None and start_states.shape[0] > self.value_max_states:
+            subset = th.as_tensor(
+                self._rng.choice(start_states.shape[0], self.value_max_states, replace=False), device=self.device
+            )
+            start_states = start_states[subset]
         latent_dim = policy.transition.latent_dim
         n_states, n_actions = start_states.shape[0], policy.transition.n_actions
         batch_size = min(self.value_batch_size, n_states)
