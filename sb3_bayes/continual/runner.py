@@ -278,8 +278,10 @@ def run_sequence(
         if on_task_end is not None:
             on_task_end(i, model)
         for j, eval_env in enumerate(eval_envs):
-            mean, std = evaluate_policy(model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=deterministic)
-            returns[i, j], returns_std[i, j] = float(mean), float(std)
+            episode_returns, _ = evaluate_policy(
+                model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
+            )
+            returns[i, j], returns_std[i, j] = np.mean(episode_returns), np.std(episode_returns)
         wall_time.append(time.perf_counter() - start_wall)
         cpu_time.append(time.process_time() - start_cpu)
     for eval_env in eval_envs:
