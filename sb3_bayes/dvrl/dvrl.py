@@ -237,6 +237,9 @@ class DVRL(OnPolicyAlgorithm):
         n_envs = env.num_envs
         rollout_buffer.start_rollout(self._belief)
         callback.on_rollout_start()
+        # The weights do not change during a rollout: regroup them for the filter step once.
+        with th.no_grad():
+            weights = self.policy.fused_weights() if self.policy.use_particle_filter else None
 
         for _ in range(n_rollout_steps):
             noise = self._pending_noise if self._pending_noise is not None else self.policy.sample_noise(n_envs)
@@ -244,7 +247,7 @@ class DVRL(OnPolicyAlgorithm):
             obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
             starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
             with th.no_grad():
-                actions, values, _, out = self.policy.step(self._belief, obs_tensor, starts, noise)  # type: ignore[arg-type]
+                actions, values, _, out = self.policy.step(self._belief, obs_tensor, starts, noise, weights=weights)  # type: ignore[arg-type]
             np_actions = actions.cpu().numpy()
             clipped_actions = np_actions
             if isinstance(self.action_space, spaces.Box):
@@ -282,6 +285,7 @@ class DVRL(OnPolicyAlgorithm):
                         terminal_obs,  # type: ignore[arg-type]
                         th.zeros(len(truncated), device=self.device),
                         self.policy.sample_noise(len(truncated)),
+                        weights=weights,
                     )
                 rewards[truncated] += self.gamma * terminal_values.cpu().numpy()
 
@@ -294,7 +298,11 @@ class DVRL(OnPolicyAlgorithm):
             self._pending_noise = self.policy.sample_noise(n_envs)
             dones_tensor = th.as_tensor(dones, dtype=th.float32, device=self.device)
             _, last_values, _, _ = self.policy.step(
-                self._belief, obs_as_tensor(new_obs, self.device), dones_tensor, self._pending_noise  # type: ignore[arg-type]
+                self._belief,
+                obs_as_tensor(new_obs, self.device),  # type: ignore[arg-type]
+                dones_tensor,
+                self._pending_noise,
+                weights=weights,
             )
         rollout_buffer.compute_returns(last_values, dones)
 
@@ -315,10 +323,11 @@ class DVRL(OnPolicyAlgorithm):
         beliefs: list[Belief] = []
         phi_zs: list[th.Tensor] = []
         elbos: list[th.Tensor] = []
+        weights = self.policy.fused_weights() if self.policy.use_particle_filter else None
         for is_newest, inputs in buffer.window():
             for t in range(self.n_steps):
                 noise = FilterNoise(inputs.uniforms[t], inputs.normals[t])
-                out = self.policy.filter_step(belief, inputs.observations[t], inputs.episode_starts[t], noise)
+                out = self.policy.filter_step(belief, inputs.observations[t], inputs.episode_starts[t], noise, weights)
                 if is_newest:
                     beliefs.append(out.belief)
                     phi_zs.append(out.phi_z)

@@ -104,12 +104,12 @@ class GaussianHead(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int) -> None:
         super().__init__()
-        self.hidden = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU())
+        self.hidden = nn.Linear(input_dim, hidden_dim)
         self.mean = nn.Linear(hidden_dim, output_dim)
         self.variance = nn.Linear(hidden_dim, output_dim)
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        hidden = self.hidden(x)
+        hidden = F.relu(self.hidden(x))
         return self.mean(hidden), F.softplus(self.variance(hidden)) + MIN_VARIANCE
 
 
@@ -174,21 +174,18 @@ class MlpEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """
-    The Atari emission decoder: ``Linear -> ReLU`` to the encoder's conv shape, then transposed convolutions mirroring
-    the encoder (3x3/1, 4x4/2, 8x8/4; BatchNorm and ReLU between them) and a sigmoid, giving pixel probabilities.
-    ``output_size`` makes each transposed convolution return exactly the size its mirrored convolution consumed, so
-    any image size the encoder accepts is reconstructed at full size.
+    The Atari emission decoder after the emission's hidden layer: ``Linear -> ReLU`` to the encoder's conv shape, then
+    transposed convolutions mirroring the encoder (3x3/1, 4x4/2, 8x8/4; BatchNorm and ReLU between them) and a
+    sigmoid, giving pixel probabilities. ``output_size`` makes each transposed convolution return exactly the size
+    its mirrored convolution consumed, so any image size the encoder accepts is reconstructed at full size.
 
-    :param input_dim: Size of ``[h_{t-1}, phi(z_t), enc(a_{t-1})]``.
-    :param hidden_dim: Hidden size of the first layer.
+    :param hidden_dim: Size of the emission's hidden layer.
     :param observation_space: Image space, channel-first.
     :param channels: The encoder's channels.
     :param batch_norm: Whether to put BatchNorm between the transposed convolutions.
     """
 
-    def __init__(  # noqa: C901
-        self, input_dim: int, hidden_dim: int, observation_space: spaces.Box, channels: Sequence[int], batch_norm: bool
-    ) -> None:
+    def __init__(self, hidden_dim: int, observation_space: spaces.Box, channels: Sequence[int], batch_norm: bool) -> None:
         super().__init__()
         c, height, width = observation_space.shape
         self.sizes: list[tuple[int, int]] = [(height, width)]
@@ -196,9 +193,7 @@ class ConvDecoder(nn.Module):
             height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
             self.sizes.append((height, width))
         self.start_shape = (channels[2], height, width)
-        self.linear = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, int(np.prod(self.start_shape)))
-        )
+        self.linear = nn.Linear(hidden_dim, int(np.prod(self.start_shape)))
         self.deconvs = nn.ModuleList(
             [
                 nn.ConvTranspose2d(channels[2], channels[1], 3, stride=1),
@@ -207,19 +202,36 @@ class ConvDecoder(nn.Module):
             ]
         )
         self.norms = nn.ModuleList(
-            [
-                nn.BatchNorm2d(channels[1]) if batch_norm else nn.Identity(),
-                nn.BatchNorm2d(channels[0]) if batch_norm else nn.Identity(),
-            ]
+            [nn.BatchNorm2d(n) if batch_norm else nn.Identity() for n in (channels[1], channels[0])]  # type: ignore[misc]
         )
 
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        out = F.relu(self.linear(x)).view(-1, *self.start_shape)
+    def forward(self, hidden: th.Tensor) -> th.Tensor:
+        out = F.relu(self.linear(hidden)).view(-1, *self.start_shape)
         for i, deconv in enumerate(self.deconvs):
             out = deconv(out, output_size=list(self.sizes[2 - i]))
             if i < 2:
                 out = F.relu(self.norms[i](out))
         return th.sigmoid(out)
+
+
+class FusedWeights(NamedTuple):
+    """
+    The weights of one filter step regrouped by input, built once per rollout or update (see
+    :meth:`DVRLPolicy.fused_weights`): ``W x`` of a layer over concatenated inputs is the sum of its column blocks
+    times each input, so the inputs shared by the particles of an env (``phi(o_t)``, ``enc(a_{t-1})``) are multiplied
+    once per env, and every matrix that reads ``h_{t-1}`` (or ``phi(z_t)``) is one stacked product.
+    """
+
+    w_h: th.Tensor  # [6H, H]: prior, proposal and emission hidden layers, GRU hidden gates (r, u, n)
+    b_h: th.Tensor  # [6H] their biases (the GRU's bias_hh)
+    w_a: th.Tensor  # [6H, A]: the same four from enc(a_{t-1}) (prior, proposal, emission, GRU input gates)
+    w_x: th.Tensor  # [4H, X]: proposal hidden layer and GRU input gates from phi(o_t)
+    b_x: th.Tensor  # [4H]: zeros for the proposal (its bias is in b_h), the GRU's bias_ih
+    w_z: th.Tensor  # [4H, H]: emission hidden layer and GRU input gates from phi(z_t)
+    w_prior: th.Tensor  # [2Z, H] prior mean and variance heads
+    b_prior: th.Tensor
+    w_proposal: th.Tensor  # [2Z, H] proposal mean and variance heads
+    b_proposal: th.Tensor
 
 
 class DVRLPolicy(BasePolicy):
@@ -256,7 +268,7 @@ class DVRLPolicy(BasePolicy):
     :param optimizer_kwargs: Its keyword arguments.
     """
 
-    def __init__(  # noqa: C901
+    def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Space,
@@ -302,50 +314,64 @@ class DVRLPolicy(BasePolicy):
         self.emission = emission
         self.batch_norm = batch_norm
 
-        if encoder == "cnn":
+        self._build_networks(observation_space, action_space)
+        self._init_weights()
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _build_encoders(self, observation_space: spaces.Space) -> int:
+        """Build the observation encoder (MLP or the paper's conv net); return its output size."""
+        if self.encoder == "cnn":
             if not (isinstance(observation_space, spaces.Box) and is_image_space(observation_space, check_channels=False)):
                 raise ValueError(f"The CNN encoder of DVRL needs image observations, got {observation_space}: use MlpPolicy.")
             if len(self.cnn_channels) != 3:
                 raise ValueError(f"cnn_channels must have three entries, got {self.cnn_channels}.")
-            if use_particle_filter and emission != "bernoulli":
+            if self.use_particle_filter and self.emission != "bernoulli":
                 raise ValueError("The CNN emission of DVRL is Bernoulli-style: use emission='bernoulli' with CnnPolicy.")
-            self.obs_encoder: nn.Module = ConvEncoder(observation_space, self.cnn_channels, batch_norm)  # type: ignore[arg-type]
+            encoder = ConvEncoder(observation_space, self.cnn_channels, self.batch_norm)
         else:
-            self.obs_encoder = MlpEncoder(get_flattened_obs_dim(observation_space), self.encoder_sizes)
-        obs_dim = self.obs_encoder.output_dim  # type: ignore[operator]
-        self.obs_flat_dim = get_flattened_obs_dim(observation_space)
+            encoder = MlpEncoder(get_flattened_obs_dim(observation_space), self.encoder_sizes)  # type: ignore[assignment]
+        self.obs_encoder: nn.Module = encoder
+        return encoder.output_dim
 
+    def _build_networks(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        """Build every network (the layer layout of the original code; see :class:`FusedWeights` for the step)."""
+        h_dim, z_dim, a_dim = self.h_dim, self.z_dim, self.action_encoding
+        x_dim = self.obs_x_dim = self._build_encoders(observation_space)
+        self.obs_flat_dim = get_flattened_obs_dim(observation_space)
         if isinstance(action_space, spaces.Discrete):
             self.action_input_dim = int(action_space.n)
         else:
             self.action_input_dim = get_action_dim(action_space)
-        self.action_encoder = nn.Sequential(nn.Linear(self.action_input_dim, action_encoding), nn.ReLU())
+        self.action_encoder = nn.Sequential(nn.Linear(self.action_input_dim, a_dim), nn.ReLU())
 
-        if use_particle_filter:
-            # Prior p(z_t | h_{t-1}, a_{t-1}) and proposal q(z_t | h_{t-1}, a_{t-1}, o_t) (paper eq. 5-6).
-            self.prior = GaussianHead(h_dim + action_encoding, h_dim, z_dim)
-            self.proposal = GaussianHead(h_dim + obs_dim + action_encoding, h_dim, z_dim)
+        if self.use_particle_filter:
+            # Prior p(z_t | h_{t-1}, a_{t-1}) on [h, enc(a)] and proposal q(z_t | h_{t-1}, a_{t-1}, o_t) on
+            # [h, phi(o), enc(a)] (paper section 3, "Model"): Linear -> ReLU, mean head and softplus variance head.
+            self.prior = GaussianHead(h_dim + a_dim, h_dim, z_dim)
+            self.proposal = GaussianHead(h_dim + x_dim + a_dim, h_dim, z_dim)
             self.phi_z = nn.Sequential(nn.Linear(z_dim, h_dim), nn.ReLU())
-            # Emission p(o_t | h_{t-1}, z_t, a_{t-1}), conditioned on the previous h as in the original code.
-            emission_input = h_dim + h_dim + action_encoding
-            if encoder == "cnn":
-                self.decoder: nn.Module = ConvDecoder(
-                    emission_input, h_dim, observation_space, self.cnn_channels, batch_norm  # type: ignore[arg-type]
+            # Emission p(o_t | h_{t-1}, z_t, a_{t-1}) on [h_{t-1}, phi(z_t), enc(a)] (conditioned on the previous h as
+            # in the original code): hidden layer, then the output head.
+            self.emission_hidden = nn.Linear(2 * h_dim + a_dim, h_dim)
+            if self.encoder == "cnn":
+                self.emission_head: nn.Module = ConvDecoder(
+                    h_dim, observation_space, self.cnn_channels, self.batch_norm  # type: ignore[arg-type]
                 )
-            elif emission == "gaussian":
-                self.decoder = GaussianHead(emission_input, h_dim, self.obs_flat_dim)
+            elif self.emission == "gaussian":
+                self.emission_head = nn.ModuleDict(
+                    dict(mean=nn.Linear(h_dim, self.obs_flat_dim), variance=nn.Linear(h_dim, self.obs_flat_dim))
+                )
             else:
-                self.decoder = nn.Sequential(
-                    nn.Linear(emission_input, h_dim), nn.ReLU(), nn.Linear(h_dim, self.obs_flat_dim), nn.Sigmoid()
-                )
-            self.transition = nn.GRUCell(obs_dim + h_dim + action_encoding, h_dim)
+                self.emission_head = nn.Sequential(nn.Linear(h_dim, self.obs_flat_dim), nn.Sigmoid())
+            # Deterministic transition h_t = GRUCell([phi(o_t), phi(z_t), enc(a_{t-1})], h_{t-1}).
+            self.transition = nn.GRUCell(x_dim + h_dim + a_dim, h_dim)
             # Particle aggregation: the particles as a sequence of [h_k, phi(z_k), wbar_k] through a GRU.
             if self.n_particles > 1:
                 self.particle_gru: nn.Module = nn.GRU(2 * h_dim + 1, h_dim, batch_first=True)
             else:
                 self.particle_gru = nn.Linear(2 * h_dim + 1, h_dim)
         else:
-            self.transition = nn.GRUCell(obs_dim + action_encoding, h_dim)
+            self.transition = nn.GRUCell(x_dim + a_dim, h_dim)
 
         self.action_dist = make_proba_distribution(action_space)
         if isinstance(self.action_dist, DiagGaussianDistribution):
@@ -355,8 +381,12 @@ class DVRLPolicy(BasePolicy):
             self.action_net = self.action_dist.proba_distribution_net(latent_dim=h_dim)
         self.value_net = nn.Linear(h_dim, 1)
 
-        # Orthogonal initialisation with the ReLU gain and zero biases for every Linear and (transposed) convolution,
-        # as the original's weight init; GRUs keep PyTorch's initialisation. The Gaussian actor's mean starts near zero.
+    def _init_weights(self) -> None:
+        """
+        Orthogonal initialisation with the ReLU gain and zero biases for every Linear and (transposed) convolution,
+        as the original's weight init; GRUs keep PyTorch's initialisation. The Gaussian actor's mean weights are
+        scaled by 0.01, so that the first actions are close to zero.
+        """
         relu_gain = nn.init.calculate_gain("relu")
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
@@ -367,8 +397,6 @@ class DVRLPolicy(BasePolicy):
             assert isinstance(self.action_net, nn.Linear)
             with th.no_grad():
                 self.action_net.weight.mul_(0.01)
-
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -429,7 +457,53 @@ class DVRLPolicy(BasePolicy):
             return F.one_hot(actions.long().reshape(-1), self.action_input_dim).float()
         return actions.float().reshape(-1, self.action_input_dim)
 
-    def filter_step(self, belief: Belief, obs: th.Tensor, episode_starts: th.Tensor, noise: FilterNoise) -> FilterStep:
+    def fused_weights(self) -> FusedWeights:
+        """
+        Regroup the weights of the prior, proposal and emission hidden layers and of the GRU by input (see
+        :class:`FusedWeights`). Cheap (concatenations), differentiable; build it once per rollout or update.
+
+        :return: The regrouped weights.
+        """
+        h, x = self.h_dim, self.obs_x_dim
+        w_prior, w_prop, w_em = self.prior.hidden.weight, self.proposal.hidden.weight, self.emission_hidden.weight
+        w_ih = self.transition.weight_ih
+        assert self.transition.bias_ih is not None and self.transition.bias_hh is not None
+        return FusedWeights(
+            w_h=th.cat([w_prior[:, :h], w_prop[:, :h], w_em[:, :h], self.transition.weight_hh]),
+            b_h=th.cat(
+                [self.prior.hidden.bias, self.proposal.hidden.bias, self.emission_hidden.bias, self.transition.bias_hh]
+            ),
+            w_a=th.cat([w_prior[:, h:], w_prop[:, h + x :], w_em[:, 2 * h :], w_ih[:, x + h :]]),
+            w_x=th.cat([w_prop[:, h : h + x], w_ih[:, :x]]),
+            b_x=th.cat([th.zeros_like(self.transition.bias_ih[:h]), self.transition.bias_ih]),
+            w_z=th.cat([w_em[:, h : 2 * h], w_ih[:, x : x + h]]),
+            w_prior=th.cat([self.prior.mean.weight, self.prior.variance.weight]),
+            b_prior=th.cat([self.prior.mean.bias, self.prior.variance.bias]),
+            w_proposal=th.cat([self.proposal.mean.weight, self.proposal.variance.weight]),
+            b_proposal=th.cat([self.proposal.mean.bias, self.proposal.variance.bias]),
+        )
+
+    def _emission_log_likelihood(self, hidden: th.Tensor, obs_float: th.Tensor, n_envs: int) -> th.Tensor:
+        """``log p(o_t | h_{t-1}, z_t, a_{t-1})`` ``[B, K]`` from the emission's hidden layer ``[B * K, H]``."""
+        k = self.n_particles
+        if self.emission == "gaussian":
+            assert isinstance(self.emission_head, nn.ModuleDict)
+            mean = self.emission_head["mean"](hidden).view(n_envs, k, -1)
+            variance = F.softplus(self.emission_head["variance"](hidden)).view(n_envs, k, -1) + MIN_VARIANCE
+            return gaussian_log_density(obs_float.reshape(n_envs, 1, -1), mean, variance)
+        probability = self.emission_head(hidden)
+        if self.encoder == "cnn":
+            return bernoulli_log_density(obs_float.unsqueeze(1), probability.view(n_envs, k, *obs_float.shape[1:]))
+        return bernoulli_log_density(obs_float.reshape(n_envs, 1, -1), probability.view(n_envs, k, -1))
+
+    def filter_step(
+        self,
+        belief: Belief,
+        obs: th.Tensor,
+        episode_starts: th.Tensor,
+        noise: FilterNoise,
+        weights: FusedWeights | None = None,
+    ) -> FilterStep:
         """
         One step of the belief update (paper algorithm 1), for every env and particle at once.
 
@@ -445,6 +519,7 @@ class DVRLPolicy(BasePolicy):
         :param obs: Observations ``o_t`` as given by the env (uint8 images are scaled here).
         :param episode_starts: ``[B]`` 1.0 where ``o_t`` is the first observation of an episode.
         :param noise: Random numbers of this step.
+        :param weights: :meth:`fused_weights` (built here when None).
         :return: The new belief (its ``prev_action`` unchanged: the caller sets the action chosen next), ``phi(z_t)``
             and the ELBO term.
         """
@@ -452,7 +527,7 @@ class DVRLPolicy(BasePolicy):
         h = belief.h * keep.view(-1, 1, 1)
         log_weights = belief.log_weights * keep.view(-1, 1)
         prev_action = belief.prev_action * keep.view(-1, 1)
-        n_envs, k = h.shape[0], self.n_particles
+        n_envs, k, h_dim = h.shape[0], self.n_particles, self.h_dim
 
         obs_float = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         assert isinstance(obs_float, th.Tensor)
@@ -462,8 +537,7 @@ class DVRLPolicy(BasePolicy):
         if not self.use_particle_filter:
             h_new = self.transition(th.cat([phi_x, enc_a], dim=1), h[:, 0])
             empty = h_new.new_zeros(n_envs, 1, 0)
-            new_belief = Belief(h_new.unsqueeze(1), empty, log_weights, prev_action)
-            return FilterStep(new_belief, empty, h_new.new_zeros(n_envs))
+            return FilterStep(Belief(h_new.unsqueeze(1), empty, log_weights, prev_action), empty, h_new.new_zeros(n_envs))
 
         if self.resample:
             ancestors = systematic_resample(log_weights, noise.uniforms)
@@ -472,38 +546,44 @@ class DVRLPolicy(BasePolicy):
         else:
             log_prev = normalize_log_weights(log_weights)
 
-        # Flatten envs x particles into one batch; env-level inputs are repeated over the particles.
-        h_flat = h.reshape(n_envs * k, self.h_dim)
-        phi_x_k = phi_x.unsqueeze(1).expand(n_envs, k, phi_x.shape[-1]).reshape(n_envs * k, -1)
-        enc_a_k = enc_a.unsqueeze(1).expand(n_envs, k, enc_a.shape[-1]).reshape(n_envs * k, -1)
+        w = self.fused_weights() if weights is None else weights
+        # Inputs shared by an env's particles, once per env: [prior | proposal | emission | GRU input gates].
+        # Inputs shared by an env's particles, once per env, split as [prior, proposal, emission, GRU input gates]
+        # (split rather than slices: its backward is one concatenation instead of a zero-filled copy per slice).
+        a_prior, a_proposal, a_emission, a_gates = (
+            F.linear(enc_a, w.w_a).unsqueeze(1).split([h_dim, h_dim, h_dim, 3 * h_dim], -1)
+        )
+        x_proposal, x_gates = F.linear(phi_x, w.w_x, w.b_x).unsqueeze(1).split([h_dim, 3 * h_dim], -1)
+        # Everything that reads h_{t-1}, in one product over the B * K particles.
+        h_prior, h_proposal, h_emission, gates_h = F.linear(h, w.w_h, w.b_h).split([h_dim, h_dim, h_dim, 3 * h_dim], -1)
 
-        prior_mean, prior_var = self.prior(th.cat([h_flat, enc_a_k], dim=1))
-        prop_mean, prop_var = self.proposal(th.cat([h_flat, phi_x_k, enc_a_k], dim=1))
-        z = prop_mean + prop_var.sqrt() * noise.normals.reshape(n_envs * k, self.z_dim)
-        phi_z = self.phi_z(z)
+        prior_mean, prior_var = F.linear(F.relu(h_prior + a_prior), w.w_prior, w.b_prior).chunk(2, dim=-1)
+        prior_var = F.softplus(prior_var) + MIN_VARIANCE
+        proposal_mean, proposal_var = F.linear(F.relu(h_proposal + a_proposal + x_proposal), w.w_proposal, w.b_proposal).chunk(
+            2, dim=-1
+        )
+        proposal_std = (F.softplus(proposal_var) + MIN_VARIANCE).sqrt()
+        z = proposal_mean + proposal_std * noise.normals
+        phi_z = self.phi_z(z)  # [B, K, H]
+        z_emission, z_gates = F.linear(phi_z, w.w_z).split([h_dim, 3 * h_dim], -1)
 
-        emission_input = th.cat([h_flat, phi_z, enc_a_k], dim=1)
-        if self.emission == "gaussian":
-            em_mean, em_var = self.decoder(emission_input)
-            target = obs_float.reshape(n_envs, 1, -1)
-            log_emission = gaussian_log_density(target, em_mean.view(n_envs, k, -1), em_var.view(n_envs, k, -1))
-        else:
-            probability = self.decoder(emission_input)
-            probability = (
-                probability.view(n_envs, k, *obs_float.shape[1:]) if self.encoder == "cnn" else probability.view(n_envs, k, -1)
-            )
-            target = obs_float.unsqueeze(1) if self.encoder == "cnn" else obs_float.reshape(n_envs, 1, -1)
-            log_emission = bernoulli_log_density(target, probability)
-
-        log_prior = gaussian_log_density(z, prior_mean, prior_var).view(n_envs, k)
-        log_proposal = gaussian_log_density(z, prop_mean, prop_var).view(n_envs, k)
-        increment = log_prior + log_emission - log_proposal
+        emission_hidden = F.relu(h_emission + a_emission + z_emission)
+        log_emission = self._emission_log_likelihood(emission_hidden.reshape(n_envs * k, h_dim), obs_float, n_envs)
+        log_prior = gaussian_log_density(z, prior_mean, prior_var)
+        # log q(z) with z = mu + sigma * eps: the squared standardised residual is eps^2.
+        log_proposal = -0.5 * (LOG_2PI + 2.0 * proposal_std.log() + noise.normals.pow(2)).sum(dim=-1)
+        increment = log_prior + log_emission - log_proposal  # [B, K]
         new_log_weights = increment if self.resample else log_weights + increment
         elbo = th.logsumexp(log_prev + increment, dim=1)
 
-        h_new = self.transition(th.cat([phi_x_k, phi_z, enc_a_k], dim=1), h_flat)
-        new_belief = Belief(h_new.view(n_envs, k, self.h_dim), z.view(n_envs, k, self.z_dim), new_log_weights, prev_action)
-        return FilterStep(new_belief, phi_z.view(n_envs, k, self.h_dim), elbo)
+        # GRUCell (PyTorch's gate order r, u, n): the input gates from phi(o), phi(z), enc(a); the hidden gates from h.
+        i_reset, i_update, i_candidate = (a_gates + x_gates + z_gates).chunk(3, dim=-1)
+        h_reset, h_update, h_candidate = gates_h.chunk(3, dim=-1)
+        reset = th.sigmoid(i_reset + h_reset)
+        update = th.sigmoid(i_update + h_update)
+        candidate = th.tanh(i_candidate + reset * h_candidate)
+        h_new = candidate + update * (h - candidate)
+        return FilterStep(Belief(h_new, z, new_log_weights, prev_action), phi_z, elbo)
 
     def belief_features(self, h: th.Tensor, phi_z: th.Tensor, log_weights: th.Tensor) -> th.Tensor:
         """
@@ -536,7 +616,13 @@ class DVRLPolicy(BasePolicy):
         return self.action_dist.proba_distribution(action_logits=mean_actions)  # type: ignore[call-arg]
 
     def step(
-        self, belief: Belief, obs: th.Tensor, episode_starts: th.Tensor, noise: FilterNoise, deterministic: bool = False
+        self,
+        belief: Belief,
+        obs: th.Tensor,
+        episode_starts: th.Tensor,
+        noise: FilterNoise,
+        deterministic: bool = False,
+        weights: FusedWeights | None = None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, FilterStep]:
         """
         Update the belief with ``obs`` and act on it.
@@ -546,10 +632,11 @@ class DVRLPolicy(BasePolicy):
         :param episode_starts: ``[B]`` episode-start flags.
         :param noise: Random numbers of the filter step.
         :param deterministic: Mode of the action distribution instead of a sample.
+        :param weights: :meth:`fused_weights` (built when None).
         :return: actions, values ``[B]``, log-probabilities ``[B]``, and the filter step (new belief with
             ``prev_action`` still the consumed one).
         """
-        out = self.filter_step(belief, obs, episode_starts, noise)
+        out = self.filter_step(belief, obs, episode_starts, noise, weights)
         features = self.belief_features(out.belief.h, out.phi_z, out.belief.log_weights)
         distribution = self.distribution(features)
         actions = distribution.get_actions(deterministic=deterministic)
@@ -631,7 +718,7 @@ class CnnPolicy(DVRLPolicy):
     emission, ``h_dim = z_dim = 256`` (see :class:`DVRLPolicy` for the arguments).
     """
 
-    def __init__(  # noqa: C901
+    def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Space,

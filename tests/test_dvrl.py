@@ -1,0 +1,342 @@
+"""DVRL: the filter step against a module-by-module reference, the windowed replay, the belief as recurrent state,
+input checks, and a seeded learning test on a memory task."""
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from torch.distributions import Normal
+
+from sb3_bayes.dvrl import DVRL, CnnPolicy, DVRLPolicy
+from sb3_bayes.dvrl.policies import MIN_VARIANCE, Belief, FilterNoise, bernoulli_log_density
+
+SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
+
+
+class CueMemory(gym.Env):
+    """
+    A memory task: the first observation shows a cue (-1 or +1), the next ``delay`` ones are blank; the action at the
+    last step earns 1 if it names the cue. A memoryless policy earns 0.5 on average.
+    """
+
+    def __init__(self, delay: int = 2) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.delay = delay
+        self.cue = 0
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.cue = int(self.np_random.integers(2))
+        self.t = 0
+        return np.array([2 * self.cue - 1, 1], dtype=np.float32), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        done = self.t > self.delay
+        reward = float(int(action) == self.cue) if done else 0.0
+        return np.zeros(2, dtype=np.float32), reward, done, False, {}
+
+
+class SpaceEnv(gym.Env):
+    """An environment with given spaces (for the space checks)."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def brute_force_ancestors(log_weights: th.Tensor, u: float) -> list[int]:
+    """Systematic resampling written out: point (u + j) / K goes to the first particle whose CDF exceeds it."""
+    weights = (log_weights.double() - log_weights.double().max()).exp()
+    cdf = np.cumsum((weights / weights.sum()).numpy())
+    k = len(cdf)
+    return [min(int(np.searchsorted(cdf, (u + j) / k, side="right")), k - 1) for j in range(k)]
+
+
+def reference_step(policy: DVRLPolicy, belief: Belief, obs: th.Tensor, starts: th.Tensor, noise: FilterNoise) -> dict:
+    """
+    One filter step written particle by particle with the policy's own modules, as the paper and the original code
+    write it (concatenated inputs, nn.GRUCell, torch.distributions), without any of the fused products.
+    """
+    n_envs, k, _ = belief.h.shape
+    out: dict[str, list] = {"h": [], "z": [], "log_w": [], "phi_z": [], "elbo": []}
+    for b in range(n_envs):
+        keep = 1.0 - float(starts[b])
+        h, log_w, prev_a = belief.h[b] * keep, belief.log_weights[b] * keep, belief.prev_action[b] * keep
+        ancestors = brute_force_ancestors(log_w, float(noise.uniforms[b])) if policy.resample else list(range(k))
+        x = policy.obs_encoder(obs[b : b + 1].float())[0]
+        a = policy.action_encoder(prev_a[None])[0]
+        increments = []
+        for j in range(k):
+            h_prev = h[ancestors[j]]
+            prior_mean, prior_var = policy.prior(th.cat([h_prev, a]))
+            q_mean, q_var = policy.proposal(th.cat([h_prev, x, a]))
+            z = q_mean + q_var.sqrt() * noise.normals[b, j]
+            phi_z = policy.phi_z(z)
+            hidden = F.relu(policy.emission_hidden(th.cat([h_prev, phi_z, a])))
+            em_mean = policy.emission_head["mean"](hidden)
+            em_var = F.softplus(policy.emission_head["variance"](hidden)) + MIN_VARIANCE
+            increment = (
+                Normal(prior_mean, prior_var.sqrt()).log_prob(z).sum()
+                + Normal(em_mean, em_var.sqrt()).log_prob(obs[b].float()).sum()
+                - Normal(q_mean, q_var.sqrt()).log_prob(z).sum()
+            )
+            increments.append(increment)
+            out["h"].append(policy.transition(th.cat([x, phi_z, a])[None], h_prev[None])[0])
+            out["z"].append(z)
+            out["phi_z"].append(phi_z)
+        inc = th.stack(increments)
+        if policy.resample:
+            out["log_w"].append(inc)
+            # log mean_k w_k, brute force in float64
+            out["elbo"].append(math.log(sum(math.exp(v) for v in inc.double().tolist()) / k))
+        else:
+            out["log_w"].append(log_w + inc)
+            prev = th.softmax(log_w.double(), 0).tolist()
+            out["elbo"].append(math.log(sum(p * math.exp(v) for p, v in zip(prev, inc.double().tolist(), strict=True))))
+    return {
+        "h": th.stack(out["h"]).view(n_envs, k, -1),
+        "z": th.stack(out["z"]).view(n_envs, k, -1),
+        "phi_z": th.stack(out["phi_z"]).view(n_envs, k, -1),
+        "log_w": th.stack(out["log_w"]),
+        "elbo": th.tensor(out["elbo"]),
+    }
+
+
+@pytest.mark.parametrize("resample", [True, False])
+def test_filter_step_matches_reference_and_elbo_is_log_mean_exp(resample: bool) -> None:
+    th.manual_seed(0)
+    obs_space = spaces.Box(-5.0, 5.0, (3,), np.float32)
+    policy = DVRLPolicy(obs_space, spaces.Box(-1.0, 1.0, (2,)), lambda _: 1e-3, n_particles=5, resample=resample, **SMALL)
+    n_envs = 3
+    belief = Belief(
+        h=th.randn(n_envs, 5, 16),
+        z=th.randn(n_envs, 5, 4),
+        log_weights=th.randn(n_envs, 5) * 2,
+        prev_action=th.randn(n_envs, 2),
+    )
+    obs = th.randn(n_envs, 3)
+    starts = th.tensor([0.0, 1.0, 0.0])
+    noise = policy.sample_noise(n_envs)
+    with th.no_grad():
+        out = policy.filter_step(belief, obs, starts, noise)
+        ref = reference_step(policy, belief, obs, starts, noise)
+    assert th.allclose(out.belief.h, ref["h"], atol=1e-5)
+    assert th.allclose(out.belief.z, ref["z"], atol=1e-5)
+    assert th.allclose(out.phi_z, ref["phi_z"], atol=1e-5)
+    assert th.allclose(out.belief.log_weights, ref["log_w"], atol=1e-3, rtol=1e-5)
+    assert th.allclose(out.elbo.double(), ref["elbo"].double(), atol=1e-3, rtol=1e-5)
+    # The episode start reset the previous action that the step consumed.
+    assert th.equal(out.belief.prev_action[1], th.zeros(2))
+
+
+def test_bernoulli_emission_log_likelihood() -> None:
+    value = th.tensor([[[0.0, 1.0, 0.25]]])
+    probability = th.tensor([[[0.2, 0.7, 0.5], [0.9, 0.9, 0.1]]])  # [B=1, K=2, 3]
+    expected = [
+        sum(v * math.log(p) + (1 - v) * math.log(1 - p) for v, p in zip([0.0, 1.0, 0.25], row, strict=True))
+        for row in probability[0].tolist()
+    ]
+    assert th.allclose(bernoulli_log_density(value, probability), th.tensor([expected]), atol=1e-6)
+
+
+class StepRecorder(BaseCallback):
+    """Keeps the filter step of every vectorised step of the rollouts (a local of ``collect_rollouts``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list = []
+
+    def _on_step(self) -> bool:
+        self.steps.append(self.locals["out"])
+        return True
+
+
+@pytest.mark.parametrize("action_env", ["CartPole-v1", "Pendulum-v1"])
+def test_window_replay_reproduces_rollout_beliefs_exactly(action_env: str) -> None:
+    # Episodes of 4 steps so that the window (3 rollouts x 3 steps) contains episode starts.
+    env = make_vec_env(action_env, n_envs=2, seed=0, env_kwargs=dict(max_episode_steps=4))
+    model = DVRL("MlpPolicy", env, n_steps=3, multiplier_backprop_length=3, n_particles=4, seed=0, policy_kwargs=SMALL)
+    recorder = StepRecorder()
+    _, callback = model._setup_learn(1000, recorder)
+    callback.on_training_start(locals(), globals())
+    for _ in range(5):  # more rollouts than the window holds: the ring wraps around
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    buffer = model.rollout_buffer
+    assert buffer.n_stored == 3
+    assert sum(float(inputs.episode_starts.sum()) for _, inputs in buffer.window()) > 0
+    beliefs, phi_zs, elbos = model.replay_window()
+    recorded = recorder.steps[-3:]
+    assert len(beliefs) == len(recorded) == 3
+    for belief, phi_z, elbo, step in zip(beliefs, phi_zs, elbos, recorded, strict=True):
+        assert th.equal(belief.h, step.belief.h)
+        assert th.equal(belief.z, step.belief.z)
+        assert th.equal(belief.log_weights, step.belief.log_weights)
+        assert th.equal(phi_z, step.phi_z)
+        assert th.equal(elbo, step.elbo)
+    # The replay carries the graph back to the window start (gradients reach the oldest step's inputs)...
+    assert beliefs[-1].h.requires_grad
+    # ... and one update keeps no graph: the stored belief and the buffer are detached.
+    model.train()
+    assert model._belief is not None and not model._belief.h.requires_grad
+    assert not buffer.start_h.requires_grad and not buffer.normals.requires_grad
+
+
+def test_gradient_flows_through_the_whole_window() -> None:
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = DVRL("MlpPolicy", env, n_steps=2, multiplier_backprop_length=3, n_particles=3, seed=0, policy_kwargs=SMALL)
+    _, callback = model._setup_learn(1000, None)
+    for _ in range(3):
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    # Make the oldest stored observations leaves: a loss on the newest rollout must reach them.
+    model.rollout_buffer.observations.requires_grad_(True)
+    beliefs, _, _ = model.replay_window()
+    beliefs[-1].h.sum().backward()
+    grad = model.rollout_buffer.observations.grad
+    assert grad is not None
+    oldest = (model.rollout_buffer.newest + 1) % 3
+    assert float(grad[oldest, 0].abs().sum()) > 0
+
+
+def test_episode_start_resets_the_belief() -> None:
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = DVRL("MlpPolicy", env, n_particles=3, seed=0, policy_kwargs=SMALL)
+    obs = env.reset()
+    _, state = model.predict(obs)
+    for _ in range(3):
+        _, state = model.predict(obs, state=state, episode_start=np.zeros(2, dtype=bool))
+    th.manual_seed(5)
+    action_reset, state_reset = model.predict(obs, state=state, episode_start=np.array([True, True]), deterministic=True)
+    th.manual_seed(5)
+    action_fresh, state_fresh = model.predict(obs, state=None, deterministic=True)
+    assert np.array_equal(action_reset, action_fresh)
+    for a, b in zip(state_reset, state_fresh, strict=True):
+        assert np.array_equal(a, b)
+    # Only the flagged env is reset.
+    th.manual_seed(5)
+    _, state_half = model.predict(obs, state=state, episode_start=np.array([True, False]), deterministic=True)
+    assert np.array_equal(state_half[0][0], state_fresh[0][0]) and not np.array_equal(state_half[0][1], state_fresh[0][1])
+    h, z, log_w, prev_action = state_fresh
+    assert h.shape == (2, 3, 16) and z.shape == (2, 3, 4) and log_w.shape == (2, 3) and prev_action.shape == (2, 2)
+    # Wrong state shapes are rejected.
+    with pytest.raises(ValueError, match="expected"):
+        model.predict(obs, state=(h[:, :2], z, log_w, prev_action))
+
+
+@pytest.mark.parametrize(
+    ("observation_space", "action_space", "name"),
+    [
+        (spaces.Box(-1, 1, (2,)), spaces.MultiDiscrete([2, 3]), "MultiDiscrete"),
+        (spaces.Box(-1, 1, (2,)), spaces.MultiBinary(2), "MultiBinary"),
+        (spaces.Dict({"a": spaces.Box(-1, 1, (2,))}), spaces.Discrete(2), "Dict"),
+    ],
+)
+def test_unsupported_spaces(observation_space: spaces.Space, action_space: spaces.Space, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        DVRL("MlpPolicy", SpaceEnv(observation_space, action_space))
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="optimizer"):
+        DVRL("MlpPolicy", "CartPole-v1", optimizer="sgd")
+    with pytest.raises(ValueError, match="emission"):
+        DVRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(emission="poisson"))
+    with pytest.raises(ValueError, match="image observations"):
+        DVRL("CnnPolicy", "CartPole-v1")
+
+
+def test_nan_loss_raises_value_error() -> None:
+    env = make_vec_env(
+        "CartPole-v1",
+        n_envs=2,
+        seed=0,
+        wrapper_class=gym.wrappers.TransformReward,
+        wrapper_kwargs=dict(func=lambda r: math.nan),
+    )
+    model = DVRL("MlpPolicy", env, n_particles=2, seed=0, policy_kwargs=SMALL)
+    with pytest.raises(ValueError, match="DVRL loss is NaN or inf"):
+        model.learn(20)
+
+
+def test_initialisation() -> None:
+    policy = DVRLPolicy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), lambda _: 1e-3, **SMALL)
+    relu_gain = math.sqrt(2.0)
+    w = policy.prior.hidden.weight.detach()
+    # Orthogonal rows (the layer is wider than tall) scaled by the ReLU gain, zero bias.
+    assert th.allclose(w @ w.T, relu_gain**2 * th.eye(w.shape[0]), atol=1e-4)
+    assert th.equal(policy.prior.hidden.bias, th.zeros_like(policy.prior.hidden.bias))
+    assert float(policy.action_net.weight.detach().abs().max()) < 0.02 * relu_gain  # type: ignore[operator]
+    assert th.equal(policy.log_std, th.zeros(2))
+    assert isinstance(policy.particle_gru, th.nn.GRU)
+    single = DVRLPolicy(spaces.Box(-1, 1, (3,)), spaces.Discrete(2), lambda _: 1e-3, n_particles=1, **SMALL)
+    assert isinstance(single.particle_gru, th.nn.Linear)
+
+
+@pytest.mark.parametrize("size", [(36, 36), (84, 84), (50, 61)])
+def test_conv_decoder_reconstructs_full_size(size: tuple[int, int]) -> None:
+    obs_space = spaces.Box(0, 255, (1, *size), np.uint8)
+    policy = CnnPolicy(obs_space, spaces.Discrete(3), lambda _: 1e-3, n_particles=2, h_dim=8, z_dim=4, action_encoding=4)
+    obs = th.randint(0, 256, (2, 1, *size), dtype=th.uint8)
+    probability = policy.emission_head(th.randn(4, 8))
+    assert probability.shape == (4, 1, *size)
+    out = policy.filter_step(policy.initial_belief(2), obs, th.ones(2), policy.sample_noise(2))
+    assert out.elbo.shape == (2,) and bool(th.isfinite(out.elbo).all())
+
+
+def test_rnn_baseline_and_no_resampling() -> None:
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    model = DVRL("MlpPolicy", env, use_particle_filter=False, n_steps=4, seed=0, policy_kwargs=SMALL)
+    assert not hasattr(model.policy, "prior") and model.policy.n_particles == 1
+    model.learn(40)
+    action, (h, z, log_w, prev_action) = model.predict(env.reset())
+    assert action.shape == (2, 1) and h.shape == (2, 1, 16) and z.shape == (2, 1, 0) and log_w.shape == (2, 1)
+    assert model.logger.name_to_value["train/elbo"] == 0.0
+    # With no ELBO weight the particles are not resampled and the log-weights accumulate.
+    model = DVRL("MlpPolicy", "CartPole-v1", elbo_coef=0.0, n_particles=3, seed=0, policy_kwargs=SMALL)
+    assert model.policy.resample is False
+    model.learn(20)
+
+
+def test_optimizers() -> None:
+    model = DVRL("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs=SMALL)
+    assert isinstance(model.policy.optimizer, th.optim.RMSprop)
+    assert model.policy.optimizer.defaults["alpha"] == 0.99 and model.policy.optimizer.defaults["eps"] == 1e-5
+    model = DVRL("MlpPolicy", "CartPole-v1", optimizer="adam", learning_rate=1e-3, seed=0, policy_kwargs=SMALL)
+    assert isinstance(model.policy.optimizer, th.optim.Adam) and model.policy.optimizer.defaults["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("use_particle_filter", [True, False])
+def test_learns_cue_memory(use_particle_filter: bool) -> None:
+    """A seeded learning test on a POMDP that needs memory (the cue is seen two steps before it must be named)."""
+    env = make_vec_env(CueMemory, n_envs=8, seed=0)
+    model = DVRL(
+        "MlpPolicy",
+        env,
+        learning_rate=3e-3,
+        n_steps=5,
+        multiplier_backprop_length=2,
+        n_particles=4,
+        use_particle_filter=use_particle_filter,
+        seed=0,
+        policy_kwargs=dict(h_dim=32, z_dim=8, encoder_sizes=[16], action_encoding=8),
+    )
+    model.learn(4000)
+    mean_reward, _ = evaluate_policy(model, make_vec_env(CueMemory, n_envs=8, seed=1), n_eval_episodes=200, deterministic=True)
+    assert mean_reward >= 0.95
