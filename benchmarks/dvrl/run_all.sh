@@ -18,14 +18,21 @@ run() {  # method env seed steps
     || echo "FAILED $1 $2 $3 (see $R/logs/$1_$2_s$3.log)"
 }
 
-if [ "$PHASE" = ppo_mh ] || [ "$PHASE" = all ]; then
+if [ "$PHASE" = all ]; then
+  # Priority order on the shared machine: DVRL and its RNN baseline seed by seed on every Mountain Hike level, the
+  # speed measurement, RecurrentPPO on Mountain Hike, then the *NoVel anchors.
+  for s in 0 1 2; do for e in $MH_ENVS; do run dvrl "$e" $s "$MH_STEPS"; run rnn "$e" $s "$MH_STEPS"; done; done
+  if [ ! -f $R/speed.json ]; then $PY benchmarks/dvrl/speed.py --rounds 2 --out $R/speed.json > $R/logs/speed.log 2>&1; fi
   for s in 0 1 2; do for e in $MH_ENVS; do run ppo_lstm "$e" $s "$MH_STEPS"; done; done
 fi
-if [ "$PHASE" = mh ] || [ "$PHASE" = all ]; then
+if [ "$PHASE" = ppo_mh ]; then
+  for s in 0 1 2; do for e in $MH_ENVS; do run ppo_lstm "$e" $s "$MH_STEPS"; done; done
+fi
+if [ "$PHASE" = mh ]; then
   for s in 0 1 2; do for e in $MH_ENVS; do run dvrl "$e" $s "$MH_STEPS"; run rnn "$e" $s "$MH_STEPS"; done; done
 fi
-if [ "$PHASE" = speed ] || [ "$PHASE" = all ]; then
-  $PY benchmarks/dvrl/speed.py --out $R/speed.json > $R/logs/speed.log 2>&1
+if [ "$PHASE" = speed ]; then
+  $PY benchmarks/dvrl/speed.py --rounds 2 --out $R/speed.json > $R/logs/speed.log 2>&1
 fi
 if [ "$PHASE" = novel ] || [ "$PHASE" = all ]; then
   for s in 0 1 2; do for e in CartPoleNoVel-v1 PendulumNoVel-v1; do
