@@ -711,3 +711,87 @@ def test_dvrl_train_enjoy_optimize_and_trial_id(tmp_path):
         assert config[key] == expected[key], key
     # the trial's h_dim / z_dim are merged onto the Mountain Hike section's policy_kwargs (encoder sizes survive)
     assert config["policy_kwargs"]["h_dim"] == 8 and config["policy_kwargs"]["encoder_sizes"] == [64, 64]
+
+
+# ---------------------------------------------------------------------------------------------------- BayesianDDPG
+# Tiny BayesianDDPG (8-unit networks, small buffer) so that each command runs in seconds
+BAYES_DDPG_TINY_PARAMS = ["learning_starts:20", "batch_size:16", "buffer_size:1000", "policy_kwargs:dict(net_arch=[8])"]
+# Imported by the -optimize run through --gym-packages: a tiny search space (sampled values override -params)
+BAYES_DDPG_TINY_SPACE_MODULE = """
+from zoo_plugins import samplers
+
+samplers.BAYES_DDPG_NET_ARCHS["small"] = [8]
+samplers.BAYES_DDPG_SEARCH_SPACE.update(net_arch=["small"], batch_size=[16], resample_every=[0, 10])
+"""
+
+
+def test_bayes_ddpg_converter_and_sampler():
+    raw = {"learning_rate": 1e-4, "batch_size": 64.0, "kl_weight": 0.1, "prior_std": 0.2, "posterior_init_log_var": -9,
+           "resample_every": 0, "net_arch": "medium", "tau": 0.01}  # fmt: skip
+    kwargs = samplers.convert_bayes_ddpg_params(raw)
+    assert kwargs == {"learning_rate": 1e-4, "batch_size": 64, "kl_weight": 0.1, "resample_every": None, "tau": 0.01,
+                      "policy_kwargs": {"prior_std": 0.2, "posterior_init_log_var": -9.0, "net_arch": [256, 256]}}  # fmt: skip
+    assert samplers.convert_bayes_ddpg_params({"resample_every": 10}) == {"resample_every": 10}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    sampled = samplers.sample_bayes_ddpg_params(trial, 1, 1, {})
+    assert set(trial.params) == set(samplers.BAYES_DDPG_SEARCH_SPACE)
+    assert sampled == samplers.convert_bayes_ddpg_params(trial.params)
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+
+    entry = registry.REGISTRY["bayes_ddpg"]
+    assert registry.resolve(entry.algo_class) is BayesianDDPG
+    assert registry.resolve(entry.sampler) is samplers.sample_bayes_ddpg_params
+    assert registry.resolve(entry.converter) is samplers.convert_bayes_ddpg_params
+    path = registry.find_yaml("bayes_ddpg")
+    assert path is not None and path.name == "bayes_ddpg.yml"
+    sections = yaml.load(path.read_text(), Loader=yaml.UnsafeLoader)
+    for name in ("default", "Pendulum-v1", "HalfCheetah-v5", "Hopper-v5", "InvertedPendulum-v5"):
+        assert "n_timesteps" in sections[name] and "policy" in sections[name], name
+    # the sampled kwargs build a model
+    BayesianDDPG("MlpPolicy", "Pendulum-v1", buffer_size=100, **sampled)
+
+
+@pytest.mark.slow
+def test_bayes_ddpg_train_enjoy_optimize_and_trial_id(tmp_path):
+    """The BayesianDDPG registry entry end to end on Pendulum: default YAML, enjoy (posterior sampling through
+    predict's episode_start), -optimize and --trial-id."""
+    common = ["--env", "Pendulum-v1", "--num-threads", "1"]
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_ddpg", *common, "-n", "60", "-f", "logs", "--eval-freq", "-1",
+         "-params", *BAYES_DDPG_TINY_PARAMS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert f"Loading hyperparameters from: {registry.find_yaml('bayes_ddpg')}" in proc.stdout
+    run_dir = tmp_path / "logs/bayes_ddpg/Pendulum-v1_1"
+    assert (run_dir / "Pendulum-v1.zip").is_file()
+    config = dict(yaml.load((run_dir / "Pendulum-v1/config.yml").read_text(), yaml.UnsafeLoader))
+    assert config["gamma"] == 0.98 and config["learning_starts"] == 20  # YAML section, -params on top
+    run_python(["-m", "rl_zoo3.enjoy", "--algo", "bayes_ddpg", *common, "-f", "logs", "-n", "50", "--no-render"], cwd=tmp_path)
+
+    (tmp_path / "sb3_bayes_ddpg_tiny_space.py").write_text(BAYES_DDPG_TINY_SPACE_MODULE)
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    tune_common = ["--env", "Pendulum-v1", "--gym-packages", "sb3_bayes_ddpg_tiny_space", "--num-threads", "1"]
+    run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_ddpg", *tune_common, "-n", "60", "-f", "tune_logs", "-optimize",
+         "--n-trials", "2", "--storage", storage, "--study-name", "b", "--sampler", "random", "--pruner", "none",
+         "--n-evaluations", "1", "--eval-episodes", "1", "--no-optim-plots", "-params", *BAYES_DDPG_TINY_PARAMS],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    study = optuna.load_study(study_name="b", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and set(complete[0].params) == set(samplers.BAYES_DDPG_SEARCH_SPACE)
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_ddpg", *tune_common, "-n", "30", "-f", "trial_logs", "--eval-freq", "-1",
+         "--storage", storage, "--study-name", "b", "--trial-id", "1", "-params", "buffer_size:1000"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert "Loading from Optuna study" in proc.stdout
+    config = dict(yaml.load((tmp_path / "trial_logs/bayes_ddpg/Pendulum-v1_1/Pendulum-v1/config.yml").read_text(),
+                            yaml.UnsafeLoader))  # fmt: skip
+    expected = samplers.convert_bayes_ddpg_params(study.trials[1].params)
+    for key in ("learning_rate", "kl_weight", "resample_every", "gamma", "tau"):
+        assert config[key] == expected[key], key
+    assert config["policy_kwargs"]["prior_std"] == expected["policy_kwargs"]["prior_std"]

@@ -53,6 +53,12 @@ REGISTRY: dict[str, AlgoEntry] = {
         converter="zoo_plugins.samplers.convert_dvrl_params",
         yaml="dvrl.yml",
     ),
+    "bayes_ddpg": AlgoEntry(
+        algo_class="sb3_bayes.bayes_ddpg.BayesianDDPG",
+        sampler="zoo_plugins.samplers.sample_bayes_ddpg_params",
+        converter="zoo_plugins.samplers.convert_bayes_ddpg_params",
+        yaml="bayes_ddpg.yml",
+    ),
 }
 
 

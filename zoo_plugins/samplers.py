@@ -213,3 +213,52 @@ def convert_dvrl_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
 def sample_dvrl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
     """Sampler for DVRL hyperparameters over :data:`DVRL_SEARCH_SPACE`; returns constructor kwargs."""
     return convert_dvrl_params(_suggest_all(trial, DVRL_SEARCH_SPACE, DVRL_LOG_SCALE))
+
+
+#: Named network sizes of :func:`sample_bayes_ddpg_params` (actor and critic hidden layers).
+BAYES_DDPG_NET_ARCHS: dict[str, list[int]] = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
+
+#: Search space of :func:`sample_bayes_ddpg_params`, in the same format as :data:`PETS_SEARCH_SPACE`: the DDPG settings,
+#: the variational objective (KL weight, prior scale, initial posterior variance) and how often the Thompson sample is
+#: redrawn (``resample_every`` 0 = once per episode).
+BAYES_DDPG_SEARCH_SPACE: dict[str, Any] = {
+    "learning_rate": (1e-5, 3e-3),
+    "gamma": [0.95, 0.98, 0.99, 0.995],
+    "batch_size": [64, 128, 256],
+    "tau": [0.001, 0.005, 0.01, 0.02],
+    "kl_weight": (1e-3, 1.0),
+    "prior_std": (0.01, 1.0),
+    "posterior_init_log_var": [-12.0, -9.0, -6.0],
+    "resample_every": [0, 1, 10, 100],
+    "net_arch": ["small", "medium", "big"],
+}
+
+#: BayesianDDPG parameters sampled log-uniformly.
+BAYES_DDPG_LOG_SCALE = frozenset({"learning_rate", "kl_weight", "prior_std"})
+#: BayesianDDPG parameters that belong to the policy (and so to ``policy_kwargs``).
+BAYES_DDPG_POLICY_PARAMS = ("prior_std", "posterior_init_log_var")
+
+
+def convert_bayes_ddpg_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Map raw Optuna parameters (``trial.params``) to BayesianDDPG constructor kwargs: the prior and initial posterior
+    and the named ``net_arch`` go to ``policy_kwargs``, ``resample_every`` 0 means once per episode (None). Any subset of
+    the parameters is accepted."""
+    hyperparams = dict(sampled_params)
+    policy_kwargs: dict[str, Any] = {k: float(hyperparams.pop(k)) for k in BAYES_DDPG_POLICY_PARAMS if k in hyperparams}
+    if "net_arch" in hyperparams:
+        policy_kwargs["net_arch"] = list(BAYES_DDPG_NET_ARCHS[hyperparams.pop("net_arch")])
+    if "resample_every" in hyperparams:
+        resample_every = int(hyperparams["resample_every"])
+        hyperparams["resample_every"] = resample_every if resample_every > 0 else None
+    if "batch_size" in hyperparams:
+        hyperparams["batch_size"] = int(hyperparams["batch_size"])
+    if policy_kwargs:
+        hyperparams["policy_kwargs"] = policy_kwargs
+    return hyperparams
+
+
+def sample_bayes_ddpg_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
+) -> dict[str, Any]:  # fmt: skip
+    """Sampler for BayesianDDPG hyperparameters over :data:`BAYES_DDPG_SEARCH_SPACE`; returns constructor kwargs."""
+    return convert_bayes_ddpg_params(_suggest_all(trial, BAYES_DDPG_SEARCH_SPACE, BAYES_DDPG_LOG_SCALE))
