@@ -100,3 +100,59 @@ def test_psdrl_mlp_policy_n_envs_and_progress_bar(n_envs: int, tmp_path) -> None
     )
     model.learn(40, callback=eval_callback, reset_num_timesteps=False)
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
+
+
+DVRL_TINY = dict(n_particles=3, n_steps=4, multiplier_backprop_length=2, policy_kwargs=dict(h_dim=16, z_dim=8, action_encoding=8))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_dvrl_mlp_policy_n_envs_and_progress_bar(env_id: str, n_envs: int, tmp_path) -> None:
+    import torch as th
+
+    from sb3_bayes.dvrl import DVRL
+
+    th.set_num_threads(1)  # small networks: one thread is fastest (as the PETS and PSDRL tests do)
+    model = DVRL("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), seed=0, **DVRL_TINY)
+    model.learn(48, progress_bar=True)
+    assert model.num_timesteps == 48 and model._n_updates == 48 // (4 * n_envs)
+    # EvalCallback passes the belief and episode starts through predict, as enjoy and evaluate_policy do.
+    eval_callback = EvalCallback(make_vec_env(env_id, seed=1), n_eval_episodes=1, eval_freq=8, log_path=str(tmp_path), warn=False)
+    model.learn(16 * n_envs, callback=eval_callback, reset_num_timesteps=False)
+    assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_dvrl_cnn_policy(discrete: bool) -> None:
+    import torch as th
+    from stable_baselines3.common.envs import FakeImageEnv
+
+    from sb3_bayes.dvrl import DVRL
+
+    th.set_num_threads(1)
+    env = make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=dict(screen_height=36, screen_width=36, discrete=discrete))
+    model = DVRL("CnnPolicy", env, seed=0, **{**DVRL_TINY, "policy_kwargs": dict(h_dim=16, z_dim=8, cnn_channels=[4, 8, 4])})
+    model.learn(16)
+    assert model._n_updates == 2
+    # uint8 frames stay uint8 in the buffer (scaled inside the network).
+    assert model.rollout_buffer.observations.dtype == th.uint8
+    action, state = model.predict(env.reset())
+    assert action.shape == (2, *env.action_space.shape) and state[0].shape == (2, 3, 16)
+
+
+def test_dvrl_rnn_baseline_adam_and_env_instance() -> None:
+    from sb3_bayes.dvrl import DVRL
+
+    model = DVRL(
+        "MlpPolicy",
+        gym.make("CartPole-v1"),
+        use_particle_filter=False,
+        optimizer="adam",
+        normalize_advantage=True,
+        seed=0,
+        **DVRL_TINY,
+    )
+    model.learn(16)
+    action, state = model.predict(np.zeros(4, dtype=np.float32))
+    assert action.shape == () and state[0].shape == (1, 1, 16)
+

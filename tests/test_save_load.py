@@ -131,3 +131,49 @@ def test_psdrl_save_load_exact(tmp_path) -> None:
     np.testing.assert_array_equal(expected, actual)
     np.testing.assert_array_equal(expected_state[0], actual_state[0])
     loaded.learn(40, reset_num_timesteps=False)
+
+
+@pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])
+def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
+    from stable_baselines3.common.envs import FakeImageEnv
+
+    from sb3_bayes.dvrl import DVRL
+
+    th.set_num_threads(1)  # small networks: one thread is fastest (as the PETS and PSDRL tests do)
+
+    def env():
+        if policy == "CnnPolicy":
+            return make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=dict(screen_height=36, screen_width=36))
+        return make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+
+    policy_kwargs = dict(h_dim=16, z_dim=8, action_encoding=8, **({"cnn_channels": [4, 8, 4]} if policy == "CnnPolicy" else {}))
+    model = DVRL(policy, env(), n_steps=4, n_particles=3, elbo_coef=0.5, seed=0, policy_kwargs=policy_kwargs)
+    model.learn(32)
+    model.save(tmp_path / "dvrl")
+    loaded = DVRL.load(tmp_path / "dvrl", env=env())
+    # Every network (BatchNorm running statistics included) and the RMSprop state.
+    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
+    ours, theirs = model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict()
+    assert len(ours["state"]) == len(theirs["state"]) > 0
+    for key in ours["state"]:
+        assert_same_tensors(ours["state"][key], theirs["state"][key])
+    assert loaded.elbo_coef == 0.5 and loaded.policy.n_particles == 3 and loaded._n_updates == model._n_updates
+    # The same belief (recurrent state) and seed give the same action and next belief.
+    obs = model.env.reset()
+    _, state = model.predict(obs)
+    _, state = model.predict(obs, state=state, episode_start=np.zeros(2, dtype=bool))
+    for deterministic in (False, True):
+        th.manual_seed(7)
+        expected, expected_state = model.predict(obs, state=state, deterministic=deterministic)
+        th.manual_seed(7)
+        actual, actual_state = loaded.predict(obs, state=state, deterministic=deterministic)
+        np.testing.assert_array_equal(expected, actual)
+        for a, b in zip(expected_state, actual_state, strict=True):
+            np.testing.assert_array_equal(a, b)
+    loaded.learn(16, reset_num_timesteps=False)
+    # Loading without an environment still predicts.
+    without_env = DVRL.load(tmp_path / "dvrl")
+    th.manual_seed(7)
+    action, _ = without_env.predict(obs, state=state)
+    th.manual_seed(7)
+    np.testing.assert_array_equal(action, model.predict(obs, state=state)[0])
