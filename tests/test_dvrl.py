@@ -21,6 +21,15 @@ from sb3_bayes.dvrl.policies import MIN_VARIANCE, Belief, FilterNoise, bernoulli
 SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks run fastest on one thread (and the CI machine's cores are shared)."""
+    n_threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(n_threads)
+
+
 class CueMemory(gym.Env):
     """
     A memory task: the first observation shows a cue (-1 or +1), the next ``delay`` ones are blank; the action at the
