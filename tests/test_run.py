@@ -102,7 +102,9 @@ def test_psdrl_mlp_policy_n_envs_and_progress_bar(n_envs: int, tmp_path) -> None
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
 
 
-DVRL_TINY = dict(n_particles=3, n_steps=4, multiplier_backprop_length=2, policy_kwargs=dict(h_dim=16, z_dim=8, action_encoding=8))
+DVRL_TINY = dict(
+    n_particles=3, n_steps=4, multiplier_backprop_length=2, policy_kwargs=dict(h_dim=16, z_dim=8, action_encoding=8)
+)
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -117,7 +119,8 @@ def test_dvrl_mlp_policy_n_envs_and_progress_bar(env_id: str, n_envs: int, tmp_p
     model.learn(48, progress_bar=True)
     assert model.num_timesteps == 48 and model._n_updates == 48 // (4 * n_envs)
     # EvalCallback passes the belief and episode starts through predict, as enjoy and evaluate_policy do.
-    eval_callback = EvalCallback(make_vec_env(env_id, seed=1), n_eval_episodes=1, eval_freq=8, log_path=str(tmp_path), warn=False)
+    eval_env = make_vec_env(env_id, seed=1)
+    eval_callback = EvalCallback(eval_env, n_eval_episodes=1, eval_freq=8, log_path=str(tmp_path), warn=False)
     model.learn(16 * n_envs, callback=eval_callback, reset_num_timesteps=False)
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
 
@@ -155,4 +158,3 @@ def test_dvrl_rnn_baseline_adam_and_env_instance() -> None:
     model.learn(16)
     action, state = model.predict(np.zeros(4, dtype=np.float32))
     assert action.shape == () and state[0].shape == (1, 1, 16)
-

@@ -146,7 +146,8 @@ def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
             return make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=dict(screen_height=36, screen_width=36))
         return make_vec_env("Pendulum-v1", n_envs=2, seed=0)
 
-    policy_kwargs = dict(h_dim=16, z_dim=8, action_encoding=8, **({"cnn_channels": [4, 8, 4]} if policy == "CnnPolicy" else {}))
+    cnn_kwargs = {"cnn_channels": [4, 8, 4]} if policy == "CnnPolicy" else {}
+    policy_kwargs = dict(h_dim=16, z_dim=8, action_encoding=8, **cnn_kwargs)
     model = DVRL(policy, env(), n_steps=4, n_particles=3, elbo_coef=0.5, seed=0, policy_kwargs=policy_kwargs)
     model.learn(32)
     model.save(tmp_path / "dvrl")
