@@ -158,3 +158,51 @@ def test_dvrl_rnn_baseline_adam_and_env_instance() -> None:
     model.learn(16)
     action, state = model.predict(np.zeros(4, dtype=np.float32))
     assert action.shape == () and state[0].shape == (1, 1, 16)
+
+
+BAYES_DDPG_TINY = dict(learning_starts=20, batch_size=16, buffer_size=1000)
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+@pytest.mark.parametrize("policy_kwargs", [dict(net_arch=[16]), dict(net_arch=[16], n_critics=2, bayesian_actor=False)])
+def test_bayes_ddpg_mlp_policy_n_envs_and_progress_bar(n_envs: int, policy_kwargs: dict, tmp_path) -> None:
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+
+    model = BayesianDDPG("MlpPolicy", short_env(n_envs=n_envs), seed=0, policy_kwargs=policy_kwargs, **BAYES_DDPG_TINY)
+    model.learn(60, progress_bar=True)
+    assert model.num_timesteps == 60
+    eval_callback = EvalCallback(short_env(), n_eval_episodes=2, eval_freq=20, log_path=str(tmp_path), warn=False)
+    model.learn(40, callback=eval_callback, reset_num_timesteps=False)
+    assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
+
+
+def test_bayes_ddpg_cnn_and_multi_input_policies() -> None:
+    from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
+
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+
+    image_env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=False)
+    model = BayesianDDPG("CnnPolicy", image_env, seed=0, policy_kwargs=dict(net_arch=[8]), **BAYES_DDPG_TINY)
+    model.learn(30)
+    action, _ = model.predict(image_env.observation_space.sample())
+    assert action.shape == image_env.action_space.shape
+
+    dict_env = SimpleMultiObsEnv(random_start=False, discrete_actions=False)
+    model = BayesianDDPG("MultiInputPolicy", dict_env, seed=0, consolidation="ewc", policy_kwargs=dict(net_arch=[8]),
+                         **BAYES_DDPG_TINY)  # fmt: skip
+    model.learn(30)
+    model.consolidate(n_samples=16)  # EWC on dict observations
+    assert model.ewc is not None and int(model.ewc["actor"].n_consolidations) == 1
+
+
+def test_bayes_ddpg_gymnasium_env_instance_and_set_env() -> None:
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+
+    env = gym.make("Pendulum-v1", max_episode_steps=20)
+    model = BayesianDDPG("MlpPolicy", env, seed=0, policy_kwargs=dict(net_arch=[16]), **BAYES_DDPG_TINY)
+    model.learn(30)
+    action, _ = model.predict(np.zeros(3, dtype=np.float32))
+    assert action.shape == (1,)
+    model.set_env(short_env(g=4.0))
+    model.learn(20, reset_num_timesteps=False)
+    assert model.num_timesteps == 50

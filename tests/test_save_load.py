@@ -133,6 +133,59 @@ def test_psdrl_save_load_exact(tmp_path) -> None:
     loaded.learn(40, reset_num_timesteps=False)
 
 
+@pytest.mark.parametrize("consolidation", ["ewc", "vcl"])
+def test_bayes_ddpg_save_load_exact(consolidation: str, tmp_path) -> None:
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+    from sb3_bayes.common.bayesian_layers import bayesian_layers
+
+    model = BayesianDDPG(
+        "MlpPolicy",
+        make_env(n_envs=2),
+        learning_starts=20,
+        batch_size=16,
+        buffer_size=1000,
+        consolidation=consolidation,
+        ewc_modules=("actor", "critic"),
+        seed=0,
+        policy_kwargs=dict(net_arch=[16], n_critics=2, prior_std=0.2, posterior_init_log_var=-4.0),
+    )
+    model.learn(60)
+    model.consolidate(n_samples=50)  # EWC Fisher + anchors, or the posterior as the new prior
+    model.learn(40, reset_num_timesteps=False)  # moves away from the anchors / prior; held samples per env
+    model.save(tmp_path / "bayes_ddpg")
+    loaded = BayesianDDPG.load(tmp_path / "bayes_ddpg", env=make_env(n_envs=2))
+    # Every variational parameter (means, log variances), prior, held sample and its noise, of actor, critics and
+    # their targets.
+    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
+    assert loaded.policy.n_thompson_samples == 2
+    layer, loaded_layer = bayesian_layers(model.actor)[0], bayesian_layers(loaded.actor)[0]
+    assert th.equal(layer.weight_noise, loaded_layer.weight_noise) and layer.weight_noise.shape[0] == 2
+    if consolidation == "vcl":
+        assert th.equal(layer.prior_weight_log_var, loaded_layer.prior_weight_log_var)
+        assert not th.allclose(layer.prior_weight_log_var, th.full_like(layer.prior_weight_log_var, 2 * np.log(0.2)))
+    else:
+        assert model.ewc is not None and loaded.ewc is not None
+        assert_same_tensors(model.ewc.state_dict(), loaded.ewc.state_dict())
+        assert int(loaded.ewc["critic"].n_consolidations) == 1
+        assert float(loaded.ewc["actor"].penalty(loaded.actor).detach()) == pytest.approx(
+            float(model.ewc["actor"].penalty(model.actor).detach())
+        )
+        assert float(model.ewc["actor"].penalty(model.actor).detach()) > 0
+    for name in ("actor", "critic"):
+        ours, theirs = getattr(model, name).optimizer.state.values(), getattr(loaded, name).optimizer.state.values()
+        for state, loaded_state in zip(ours, theirs):
+            assert_same_tensors(state, loaded_state)
+    assert loaded.kl_weight == model.kl_weight and loaded.consolidation == consolidation
+    assert loaded._n_updates == model._n_updates
+    # Predictions: mean weights and held Thompson samples alike.
+    obs = model.env.reset()
+    for deterministic in (True, False):
+        expected, _ = model.predict(obs, episode_start=np.array([False, False]), deterministic=deterministic)
+        actual, _ = loaded.predict(obs, episode_start=np.array([False, False]), deterministic=deterministic)
+        np.testing.assert_array_equal(expected, actual)
+    loaded.learn(20, reset_num_timesteps=False)
+
+
 @pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])
 def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
     from stable_baselines3.common.envs import FakeImageEnv
