@@ -327,7 +327,15 @@ class DVRL(OnPolicyAlgorithm):
         for is_newest, inputs in buffer.window():
             for t in range(self.n_steps):
                 noise = FilterNoise(inputs.uniforms[t], inputs.normals[t])
-                out = self.policy.filter_step(belief, inputs.observations[t], inputs.episode_starts[t], noise, weights)
+                out = self.policy.filter_step(
+                    belief,
+                    inputs.observations[t],
+                    inputs.episode_starts[t],
+                    noise,
+                    weights,
+                    # Before the newest rollout, resampled weights only pick ancestors: no graph needed for them.
+                    weight_gradients=is_newest or not self.policy.resample,
+                )
                 if is_newest:
                     beliefs.append(out.belief)
                     phi_zs.append(out.phi_z)

@@ -80,12 +80,11 @@ def gaussian_log_density(value: th.Tensor, mean: th.Tensor, variance: th.Tensor)
 def bernoulli_log_density(value: th.Tensor, probability: th.Tensor) -> th.Tensor:
     """
     The original's "pseudo-Bernoulli" log-likelihood of values in ``[0, 1]`` (pixels divided by 255):
-    ``sum_i x_i log p_i + (1 - x_i) log(1 - p_i)``, summed over every dimension after the first ``probability.ndim -
-    value_feature_ndim``; here over all trailing dimensions beyond the batch shape of ``probability[..., 0]``.
+    ``sum_i x_i log p_i + (1 - x_i) log(1 - p_i)``, with ``p`` clamped to ``[1e-6, 1 - 1e-6]``.
 
-    :param value: Values in ``[0, 1]``, broadcastable to ``probability``.
-    :param probability: Probabilities ``[..., *event_shape]``.
-    :return: Log-likelihood summed over the event (all dimensions after the first two, ``[B, K]``).
+    :param value: Values in ``[0, 1]``, ``[B, 1, *event_shape]`` (broadcast over the particles).
+    :param probability: Probabilities ``[B, K, *event_shape]``.
+    :return: Log-likelihood summed over the event, ``[B, K]``.
     """
     p = probability.clamp(BERNOULLI_EPS, 1.0 - BERNOULLI_EPS)
     log_lik = value * p.log() + (1.0 - value) * (-p).log1p()
@@ -94,8 +93,8 @@ def bernoulli_log_density(value: th.Tensor, probability: th.Tensor) -> th.Tensor
 
 class GaussianHead(nn.Module):
     """
-    ``Linear -> ReLU`` followed by a mean head and a softplus variance head: the prior, proposal and (vector) emission
-    networks of the original code.
+    ``Linear -> ReLU`` followed by a mean head and a softplus variance head: the prior and proposal networks of the
+    original code (the filter step uses their weights through :class:`FusedWeights`).
 
     :param input_dim: Input size.
     :param hidden_dim: Hidden size.
@@ -503,6 +502,7 @@ class DVRLPolicy(BasePolicy):
         episode_starts: th.Tensor,
         noise: FilterNoise,
         weights: FusedWeights | None = None,
+        weight_gradients: bool = True,
     ) -> FilterStep:
         """
         One step of the belief update (paper algorithm 1), for every env and particle at once.
@@ -520,6 +520,10 @@ class DVRLPolicy(BasePolicy):
         :param episode_starts: ``[B]`` 1.0 where ``o_t`` is the first observation of an episode.
         :param noise: Random numbers of this step.
         :param weights: :meth:`fused_weights` (built here when None).
+        :param weight_gradients: False computes the log-weights and the ELBO term without autograd graph (same
+            values). The window replay uses it for the steps before the newest rollout when resampling: there the
+            weights only choose ancestors (not differentiable) and their ELBO terms are not in the loss, so only
+            ``h`` and ``z`` need a graph, which saves the backward pass of the prior and the emission.
         :return: The new belief (its ``prev_action`` unchanged: the caller sets the action chosen next), ``phi(z_t)``
             and the ELBO term.
         """
@@ -557,8 +561,6 @@ class DVRLPolicy(BasePolicy):
         # Everything that reads h_{t-1}, in one product over the B * K particles.
         h_prior, h_proposal, h_emission, gates_h = F.linear(h, w.w_h, w.b_h).split([h_dim, h_dim, h_dim, 3 * h_dim], -1)
 
-        prior_mean, prior_var = F.linear(F.relu(h_prior + a_prior), w.w_prior, w.b_prior).chunk(2, dim=-1)
-        prior_var = F.softplus(prior_var) + MIN_VARIANCE
         proposal_mean, proposal_var = F.linear(F.relu(h_proposal + a_proposal + x_proposal), w.w_proposal, w.b_proposal).chunk(
             2, dim=-1
         )
@@ -567,14 +569,16 @@ class DVRLPolicy(BasePolicy):
         phi_z = self.phi_z(z)  # [B, K, H]
         z_emission, z_gates = F.linear(phi_z, w.w_z).split([h_dim, 3 * h_dim], -1)
 
-        emission_hidden = F.relu(h_emission + a_emission + z_emission)
-        log_emission = self._emission_log_likelihood(emission_hidden.reshape(n_envs * k, h_dim), obs_float, n_envs)
-        log_prior = gaussian_log_density(z, prior_mean, prior_var)
-        # log q(z) with z = mu + sigma * eps: the squared standardised residual is eps^2.
-        log_proposal = -0.5 * (LOG_2PI + 2.0 * proposal_std.log() + noise.normals.pow(2)).sum(dim=-1)
-        increment = log_prior + log_emission - log_proposal  # [B, K]
-        new_log_weights = increment if self.resample else log_weights + increment
-        elbo = th.logsumexp(log_prev + increment, dim=1)
+        with th.set_grad_enabled(th.is_grad_enabled() and weight_gradients):
+            prior_mean, prior_var = F.linear(F.relu(h_prior + a_prior), w.w_prior, w.b_prior).chunk(2, dim=-1)
+            log_prior = gaussian_log_density(z, prior_mean, F.softplus(prior_var) + MIN_VARIANCE)
+            emission_hidden = F.relu(h_emission + a_emission + z_emission)
+            log_emission = self._emission_log_likelihood(emission_hidden.reshape(n_envs * k, h_dim), obs_float, n_envs)
+            # log q(z) with z = mu + sigma * eps: the squared standardised residual is eps^2.
+            log_proposal = -0.5 * (LOG_2PI + 2.0 * proposal_std.log() + noise.normals.pow(2)).sum(dim=-1)
+            increment = log_prior + log_emission - log_proposal  # [B, K]
+            new_log_weights = increment if self.resample else log_weights + increment
+            elbo = th.logsumexp(log_prev + increment, dim=1)
 
         # GRUCell (PyTorch's gate order r, u, n): the input gates from phi(o), phi(z), enc(a); the hidden gates from h.
         i_reset, i_update, i_candidate = (a_gates + x_gates + z_gates).chunk(3, dim=-1)
