@@ -100,8 +100,9 @@ def reference_step(policy: DVRLPolicy, belief: Belief, obs: th.Tensor, starts: t
             z = q_mean + q_var.sqrt() * noise.normals[b, j]
             phi_z = policy.phi_z(z)
             hidden = F.relu(policy.emission_hidden(th.cat([h_prev, phi_z, a])))
-            em_mean = policy.emission_head["mean"](hidden)
-            em_var = F.softplus(policy.emission_head["variance"](hidden)) + MIN_VARIANCE
+            decoded = policy.emission_head.net(hidden)
+            em_mean = policy.emission_head.mean(decoded)
+            em_var = F.softplus(policy.emission_head.variance(decoded)) + MIN_VARIANCE
             increment = (
                 Normal(prior_mean, prior_var.sqrt()).log_prob(z).sum()
                 + Normal(em_mean, em_var.sqrt()).log_prob(obs[b].float()).sum()
@@ -112,14 +113,10 @@ def reference_step(policy: DVRLPolicy, belief: Belief, obs: th.Tensor, starts: t
             out["z"].append(z)
             out["phi_z"].append(phi_z)
         inc = th.stack(increments)
-        if policy.resample:
-            out["log_w"].append(inc)
-            # log mean_k w_k, brute force in float64
-            out["elbo"].append(math.log(sum(math.exp(v) for v in inc.double().tolist()) / k))
-        else:
-            out["log_w"].append(log_w + inc)
-            prev = th.softmax(log_w.double(), 0).tolist()
-            out["elbo"].append(math.log(sum(p * math.exp(v) for p, v in zip(prev, inc.double().tolist(), strict=True))))
+        # The new log-weights are the increments (with or without resampling); the ELBO term is log mean_k w_k,
+        # brute force in float64.
+        out["log_w"].append(inc)
+        out["elbo"].append(math.log(sum(math.exp(v) for v in inc.double().tolist()) / k))
     return {
         "h": th.stack(out["h"]).view(n_envs, k, -1),
         "z": th.stack(out["z"]).view(n_envs, k, -1),
@@ -294,6 +291,10 @@ def test_initialisation() -> None:
     assert float(policy.action_net.weight.detach().abs().max()) < 0.02 * relu_gain  # type: ignore[operator]
     assert th.equal(policy.log_std, th.zeros(2))
     assert isinstance(policy.particle_gru, th.nn.GRU)
+    # The transition GRUCell: orthogonal (gain 1) weights and zero biases, as the original.
+    w_hh = policy.transition.weight_hh.detach()
+    assert th.allclose(w_hh.T @ w_hh, th.eye(16), atol=1e-4)
+    assert th.equal(policy.transition.bias_ih.detach(), th.zeros(48))
     single = DVRLPolicy(spaces.Box(-1, 1, (3,)), spaces.Discrete(2), lambda _: 1e-3, n_particles=1, **SMALL)
     assert isinstance(single.particle_gru, th.nn.Linear)
 
@@ -303,7 +304,9 @@ def test_conv_decoder_reconstructs_full_size(size: tuple[int, int]) -> None:
     obs_space = spaces.Box(0, 255, (1, *size), np.uint8)
     policy = CnnPolicy(obs_space, spaces.Discrete(3), lambda _: 1e-3, n_particles=2, h_dim=8, z_dim=4, action_encoding=4)
     obs = th.randint(0, 256, (2, 1, *size), dtype=th.uint8)
-    probability = policy.emission_head(th.randn(4, 8))
+    # The emission's hidden layer is as wide as the encoding (the conv output), as in the original.
+    assert policy.emission_hidden.out_features == policy.obs_x_dim == int(np.prod(policy.obs_encoder.conv_shape))
+    probability = policy.emission_head(th.randn(4, policy.obs_x_dim))
     assert probability.shape == (4, 1, *size)
     out = policy.filter_step(policy.initial_belief(2), obs, th.ones(2), policy.sample_noise(2))
     assert out.elbo.shape == (2,) and bool(th.isfinite(out.elbo).all())
@@ -317,10 +320,16 @@ def test_rnn_baseline_and_no_resampling() -> None:
     action, (h, z, log_w, prev_action) = model.predict(env.reset())
     assert action.shape == (2, 1) and h.shape == (2, 1, 16) and z.shape == (2, 1, 0) and log_w.shape == (2, 1)
     assert model.logger.name_to_value["train/elbo"] == 0.0
-    # With no ELBO weight the particles are not resampled and the log-weights accumulate.
+    # With no ELBO weight the particles are not resampled (the step keeps particle k's h as particle k).
     model = DVRL("MlpPolicy", "CartPole-v1", elbo_coef=0.0, n_particles=3, seed=0, policy_kwargs=SMALL)
     assert model.policy.resample is False
     model.learn(20)
+    policy = model.policy
+    belief = Belief(th.randn(1, 3, 16), th.zeros(1, 3, 4), th.tensor([[0.0, -50.0, -50.0]]), th.zeros(1, 2))
+    with th.no_grad():
+        out = policy.filter_step(belief, th.zeros(1, 4), th.zeros(1), policy.sample_noise(1))
+        # Without resampling the three particles keep distinct histories (with resampling particle 0 would be copied).
+        assert len({tuple(row.tolist()) for row in out.belief.h[0]}) == 3
 
 
 def test_optimizers() -> None:
@@ -349,3 +358,18 @@ def test_learns_cue_memory(use_particle_filter: bool) -> None:
     model.learn(4000)
     mean_reward, _ = evaluate_policy(model, make_vec_env(CueMemory, n_envs=8, seed=1), n_eval_episodes=200, deterministic=True)
     assert mean_reward >= 0.95
+
+
+def test_batch_norm_variant_runs() -> None:
+    # The original's encoder_batch_norm: BatchNorm in the encoder, the action encoder, the proposal and emission hidden
+    # layers and the decoder; running statistics are updated by the replay (training mode), not by acting.
+    kwargs = dict(n_particles=3, seed=0, policy_kwargs={**SMALL, "batch_norm": True})
+    with pytest.raises(ValueError, match="n_envs >= 2"):
+        DVRL("MlpPolicy", "CartPole-v1", **kwargs).learn(20)
+    model = DVRL("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), **kwargs)
+    norms = [m for m in model.policy.modules() if isinstance(m, th.nn.BatchNorm1d)]
+    assert len(norms) == 4  # encoder (1 layer), action encoder, proposal, emission (the decoder has no hidden layer)
+    model.learn(20)
+    assert all(int(m.num_batches_tracked) > 0 for m in norms)
+    action, _ = model.predict(np.zeros(4, dtype=np.float32))
+    assert action.shape == ()

@@ -61,7 +61,8 @@ class DVRL(OnPolicyAlgorithm):
     :param vf_coef: Value-loss coefficient.
     :param policy_coef: Policy-loss coefficient.
     :param elbo_coef: Weight of the negative ELBO (the original's ``encoding_loss_coef``). With 0 the model is not
-        trained by its ELBO and resampling is switched off (importance weights then accumulate).
+        trained by its ELBO and resampling is switched off (as in the original; the weights stay those of the last
+        step).
     :param max_grad_norm: Global gradient-norm clip.
     :param multiplier_backprop_length: Number ``M`` of rollouts the gradient flows back through (``n_steps * M``
         steps of the belief chain).
@@ -206,6 +207,11 @@ class DVRL(OnPolicyAlgorithm):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
+        if self.n_envs < 2 and any(isinstance(m, th.nn.BatchNorm1d) for m in self.policy.modules()):
+            raise ValueError(
+                "batch_norm=True normalises the action (and vector observation) encodings over the environments in "
+                "training mode: learn with n_envs >= 2 (the original used 16)."
+            )
         fresh_obs = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if fresh_obs or self._belief is None or self._belief.h.shape[0] != self.n_envs:
@@ -333,8 +339,8 @@ class DVRL(OnPolicyAlgorithm):
                     inputs.episode_starts[t],
                     noise,
                     weights,
-                    # Before the newest rollout, resampled weights only pick ancestors: no graph needed for them.
-                    weight_gradients=is_newest or not self.policy.resample,
+                    # Before the newest rollout the weights only pick ancestors: no graph needed for them.
+                    weight_gradients=is_newest,
                 )
                 if is_newest:
                     beliefs.append(out.belief)

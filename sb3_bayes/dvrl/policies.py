@@ -26,12 +26,7 @@ from stable_baselines3.common.preprocessing import get_action_dim, get_flattened
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_bayes.common.particle_filter import (
-    gather_particles,
-    normalize_log_weights,
-    normalized_weights,
-    systematic_resample,
-)
+from sb3_bayes.common.particle_filter import gather_particles, log_mean_exp, normalized_weights, systematic_resample
 
 EMISSIONS = ("gaussian", "bernoulli")
 # Lower bound added to every softplus variance: keeps the Gaussian log-densities finite when a head saturates.
@@ -150,41 +145,75 @@ class ConvEncoder(nn.Module):
         return self.convs(obs).flatten(start_dim=1)
 
 
+def mlp_layers(sizes: Sequence[int], batch_norm: bool) -> list[nn.Module]:
+    """``Linear [-> BatchNorm1d] -> ReLU`` between consecutive ``sizes``."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(n_in, n_out), *([nn.BatchNorm1d(n_out)] if batch_norm else []), nn.ReLU()]
+    return layers
+
+
 class MlpEncoder(nn.Module):
     """
-    Observation encoder for vectors: ``Linear -> ReLU`` per entry of ``sizes`` (Mountain Hike: 2 -> 64 -> 64).
+    Observation encoder for vectors: ``Linear [-> BatchNorm] -> ReLU`` per entry of ``sizes`` (Mountain Hike:
+    2 -> 64 -> 64, no BatchNorm).
 
     :param input_dim: Flattened observation size.
     :param sizes: Hidden sizes (the last is the encoding size).
+    :param batch_norm: Whether to put BatchNorm after each Linear.
     """
 
-    def __init__(self, input_dim: int, sizes: Sequence[int]) -> None:
+    def __init__(self, input_dim: int, sizes: Sequence[int], batch_norm: bool) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for size in sizes:
-            layers += [nn.Linear(input_dim, size), nn.ReLU()]
-            input_dim = size
-        self.net = nn.Sequential(*layers)
-        self.output_dim = input_dim
+        if len(sizes) == 0:
+            raise ValueError("encoder_sizes needs at least one entry.")
+        self.net = nn.Sequential(*mlp_layers([input_dim, *sizes], batch_norm))
+        self.output_dim = sizes[-1]
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         return self.net(obs.flatten(start_dim=1))
 
 
+class MlpDecoder(nn.Module):
+    """
+    The vector emission after its hidden layer (the original's ``fc`` decoder): the encoder's layers in reverse
+    (``sizes[-1] -> ... -> sizes[0]``, Mountain Hike 64 -> 64), then a mean head and a softplus variance head
+    (Gaussian), or one sigmoid head of probabilities (Bernoulli-style).
+
+    :param sizes: The encoder's hidden sizes.
+    :param output_dim: Flattened observation size.
+    :param emission: ``"gaussian"`` or ``"bernoulli"``.
+    :param batch_norm: Whether to put BatchNorm after each hidden Linear.
+    """
+
+    def __init__(self, sizes: Sequence[int], output_dim: int, emission: str, batch_norm: bool) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*mlp_layers(list(reversed(sizes)), batch_norm))
+        self.mean = nn.Linear(sizes[0], output_dim)
+        self.variance = nn.Linear(sizes[0], output_dim) if emission == "gaussian" else None
+
+    def forward(self, hidden: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
+        """:return: (mean, variance) of the Gaussian, or (probabilities, None)."""
+        out = self.net(hidden)
+        if self.variance is None:
+            return th.sigmoid(self.mean(out)), None
+        return self.mean(out), F.softplus(self.variance(out)) + MIN_VARIANCE
+
+
 class ConvDecoder(nn.Module):
     """
-    The Atari emission decoder after the emission's hidden layer: ``Linear -> ReLU`` to the encoder's conv shape, then
-    transposed convolutions mirroring the encoder (3x3/1, 4x4/2, 8x8/4; BatchNorm and ReLU between them) and a
-    sigmoid, giving pixel probabilities. ``output_size`` makes each transposed convolution return exactly the size
-    its mirrored convolution consumed, so any image size the encoder accepts is reconstructed at full size.
+    The Atari emission decoder after the emission's hidden layer (whose width is the encoder's output, 32x7x7 on
+    84x84, as in the original): that layer reshaped to the encoder's conv shape, then transposed convolutions
+    mirroring the encoder (3x3/1, 4x4/2, 8x8/4; BatchNorm and ReLU between them) and a sigmoid, giving pixel
+    probabilities. ``output_size`` makes each transposed convolution return exactly the size its mirrored
+    convolution consumed, so any image size the encoder accepts is reconstructed at full size.
 
-    :param hidden_dim: Size of the emission's hidden layer.
     :param observation_space: Image space, channel-first.
     :param channels: The encoder's channels.
     :param batch_norm: Whether to put BatchNorm between the transposed convolutions.
     """
 
-    def __init__(self, hidden_dim: int, observation_space: spaces.Box, channels: Sequence[int], batch_norm: bool) -> None:
+    def __init__(self, observation_space: spaces.Box, channels: Sequence[int], batch_norm: bool) -> None:
         super().__init__()
         c, height, width = observation_space.shape
         self.sizes: list[tuple[int, int]] = [(height, width)]
@@ -192,7 +221,6 @@ class ConvDecoder(nn.Module):
             height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
             self.sizes.append((height, width))
         self.start_shape = (channels[2], height, width)
-        self.linear = nn.Linear(hidden_dim, int(np.prod(self.start_shape)))
         self.deconvs = nn.ModuleList(
             [
                 nn.ConvTranspose2d(channels[2], channels[1], 3, stride=1),
@@ -205,7 +233,7 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, hidden: th.Tensor) -> th.Tensor:
-        out = F.relu(self.linear(hidden)).view(-1, *self.start_shape)
+        out = hidden.view(-1, *self.start_shape)
         for i, deconv in enumerate(self.deconvs):
             out = deconv(out, output_size=list(self.sizes[2 - i]))
             if i < 2:
@@ -221,12 +249,12 @@ class FusedWeights(NamedTuple):
     once per env, and every matrix that reads ``h_{t-1}`` (or ``phi(z_t)``) is one stacked product.
     """
 
-    w_h: th.Tensor  # [6H, H]: prior, proposal and emission hidden layers, GRU hidden gates (r, u, n)
-    b_h: th.Tensor  # [6H] their biases (the GRU's bias_hh)
-    w_a: th.Tensor  # [6H, A]: the same four from enc(a_{t-1}) (prior, proposal, emission, GRU input gates)
-    w_x: th.Tensor  # [4H, X]: proposal hidden layer and GRU input gates from phi(o_t)
-    b_x: th.Tensor  # [4H]: zeros for the proposal (its bias is in b_h), the GRU's bias_ih
-    w_z: th.Tensor  # [4H, H]: emission hidden layer and GRU input gates from phi(z_t)
+    w_h: th.Tensor  # [H + H + X + 3H, H]: prior, proposal, emission hidden layers, GRU hidden gates (r, u, n)
+    b_h: th.Tensor  # their biases (the GRU's bias_hh)
+    w_a: th.Tensor  # [H + H + X + 3H, A]: the same four from enc(a_{t-1}) (the GRU's input gates last)
+    w_x: th.Tensor  # [H + 3H, X]: proposal hidden layer and GRU input gates from phi(o_t)
+    b_x: th.Tensor  # zeros for the proposal (its bias is in b_h), the GRU's bias_ih
+    w_z: th.Tensor  # [X + 3H, H]: emission hidden layer and GRU input gates from phi(z_t)
     w_prior: th.Tensor  # [2Z, H] prior mean and variance heads
     b_prior: th.Tensor
     w_proposal: th.Tensor  # [2Z, H] proposal mean and variance heads
@@ -328,7 +356,7 @@ class DVRLPolicy(BasePolicy):
                 raise ValueError("The CNN emission of DVRL is Bernoulli-style: use emission='bernoulli' with CnnPolicy.")
             encoder = ConvEncoder(observation_space, self.cnn_channels, self.batch_norm)
         else:
-            encoder = MlpEncoder(get_flattened_obs_dim(observation_space), self.encoder_sizes)  # type: ignore[assignment]
+            encoder = MlpEncoder(get_flattened_obs_dim(observation_space), self.encoder_sizes, self.batch_norm)  # type: ignore[assignment]
         self.obs_encoder: nn.Module = encoder
         return encoder.output_dim
 
@@ -341,7 +369,7 @@ class DVRLPolicy(BasePolicy):
             self.action_input_dim = int(action_space.n)
         else:
             self.action_input_dim = get_action_dim(action_space)
-        self.action_encoder = nn.Sequential(nn.Linear(self.action_input_dim, a_dim), nn.ReLU())
+        self.action_encoder = nn.Sequential(*mlp_layers([self.action_input_dim, a_dim], self.batch_norm))
 
         if self.use_particle_filter:
             # Prior p(z_t | h_{t-1}, a_{t-1}) on [h, enc(a)] and proposal q(z_t | h_{t-1}, a_{t-1}, o_t) on
@@ -349,19 +377,18 @@ class DVRLPolicy(BasePolicy):
             self.prior = GaussianHead(h_dim + a_dim, h_dim, z_dim)
             self.proposal = GaussianHead(h_dim + x_dim + a_dim, h_dim, z_dim)
             self.phi_z = nn.Sequential(nn.Linear(z_dim, h_dim), nn.ReLU())
-            # Emission p(o_t | h_{t-1}, z_t, a_{t-1}) on [h_{t-1}, phi(z_t), enc(a)] (conditioned on the previous h as
-            # in the original code): hidden layer, then the output head.
-            self.emission_hidden = nn.Linear(2 * h_dim + a_dim, h_dim)
+            # Emission p(o_t | h_{t-1}, z_t, a_{t-1}) on [h_{t-1}, phi(z_t), enc(a)] (conditioned on the previous h as in
+            # the original code): a hidden layer as wide as the observation encoding, then the decoder.
+            self.emission_hidden = nn.Linear(2 * h_dim + a_dim, x_dim)
             if self.encoder == "cnn":
                 self.emission_head: nn.Module = ConvDecoder(
-                    h_dim, observation_space, self.cnn_channels, self.batch_norm  # type: ignore[arg-type]
-                )
-            elif self.emission == "gaussian":
-                self.emission_head = nn.ModuleDict(
-                    dict(mean=nn.Linear(h_dim, self.obs_flat_dim), variance=nn.Linear(h_dim, self.obs_flat_dim))
+                    observation_space, self.cnn_channels, self.batch_norm  # type: ignore[arg-type]
                 )
             else:
-                self.emission_head = nn.Sequential(nn.Linear(h_dim, self.obs_flat_dim), nn.Sigmoid())
+                self.emission_head = MlpDecoder(self.encoder_sizes, self.obs_flat_dim, self.emission, self.batch_norm)
+            # BatchNorm after the proposal's and the emission's hidden layers (the original's encoder_batch_norm).
+            self.proposal_norm: nn.Module = nn.BatchNorm1d(h_dim) if self.batch_norm else nn.Identity()
+            self.emission_norm: nn.Module = nn.BatchNorm1d(x_dim) if self.batch_norm else nn.Identity()
             # Deterministic transition h_t = GRUCell([phi(o_t), phi(z_t), enc(a_{t-1})], h_{t-1}).
             self.transition = nn.GRUCell(x_dim + h_dim + a_dim, h_dim)
             # Particle aggregation: the particles as a sequence of [h_k, phi(z_k), wbar_k] through a GRU.
@@ -382,9 +409,10 @@ class DVRLPolicy(BasePolicy):
 
     def _init_weights(self) -> None:
         """
-        Orthogonal initialisation with the ReLU gain and zero biases for every Linear and (transposed) convolution,
-        as the original's weight init; GRUs keep PyTorch's initialisation. The Gaussian actor's mean weights are
-        scaled by 0.01, so that the first actions are close to zero.
+        The original's ``reset_parameters``: orthogonal weights with the ReLU gain and zero biases for every Linear and
+        (transposed) convolution; orthogonal weights (gain 1) and zero biases for the transition GRUCell; the particle
+        GRU keeps PyTorch's initialisation. The Gaussian actor's mean weights are scaled by 0.01, so that the first
+        actions are close to zero.
         """
         relu_gain = nn.init.calculate_gain("relu")
         for module in self.modules():
@@ -392,6 +420,12 @@ class DVRLPolicy(BasePolicy):
                 nn.init.orthogonal_(module.weight, gain=relu_gain)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.GRUCell):
+                nn.init.orthogonal_(module.weight_ih)
+                nn.init.orthogonal_(module.weight_hh)
+                assert module.bias_ih is not None and module.bias_hh is not None
+                nn.init.zeros_(module.bias_ih)
+                nn.init.zeros_(module.bias_hh)
         if isinstance(self.action_dist, DiagGaussianDistribution):
             assert isinstance(self.action_net, nn.Linear)
             with th.no_grad():
@@ -482,18 +516,22 @@ class DVRLPolicy(BasePolicy):
             b_proposal=th.cat([self.proposal.mean.bias, self.proposal.variance.bias]),
         )
 
+    @staticmethod
+    def _norm(norm: nn.Module, x: th.Tensor) -> th.Tensor:
+        """Apply a BatchNorm1d (or Identity) to ``[B, K, D]`` over the ``B * K`` rows."""
+        return x if isinstance(norm, nn.Identity) else norm(x.reshape(-1, x.shape[-1])).view(x.shape)
+
     def _emission_log_likelihood(self, hidden: th.Tensor, obs_float: th.Tensor, n_envs: int) -> th.Tensor:
-        """``log p(o_t | h_{t-1}, z_t, a_{t-1})`` ``[B, K]`` from the emission's hidden layer ``[B * K, H]``."""
+        """``log p(o_t | h_{t-1}, z_t, a_{t-1})`` ``[B, K]`` from the emission's hidden layer ``[B * K, X]``."""
         k = self.n_particles
-        if self.emission == "gaussian":
-            assert isinstance(self.emission_head, nn.ModuleDict)
-            mean = self.emission_head["mean"](hidden).view(n_envs, k, -1)
-            variance = F.softplus(self.emission_head["variance"](hidden)).view(n_envs, k, -1) + MIN_VARIANCE
-            return gaussian_log_density(obs_float.reshape(n_envs, 1, -1), mean, variance)
-        probability = self.emission_head(hidden)
         if self.encoder == "cnn":
+            probability = self.emission_head(hidden)
             return bernoulli_log_density(obs_float.unsqueeze(1), probability.view(n_envs, k, *obs_float.shape[1:]))
-        return bernoulli_log_density(obs_float.reshape(n_envs, 1, -1), probability.view(n_envs, k, -1))
+        mean, variance = self.emission_head(hidden)
+        target = obs_float.reshape(n_envs, 1, -1)
+        if variance is None:
+            return bernoulli_log_density(target, mean.view(n_envs, k, -1))
+        return gaussian_log_density(target, mean.view(n_envs, k, -1), variance.view(n_envs, k, -1))
 
     def filter_step(
         self,
@@ -510,9 +548,9 @@ class DVRLPolicy(BasePolicy):
         Where ``episode_starts`` is 1 the belief is reset first (h, z, log-weights and previous action to zero).
         Then, with the particle filter: resample the previous particles (systematic, with ``noise.uniforms``) unless
         resampling is off, sample ``z_t = mu_q + sigma_q * noise.normals`` (reparameterised), compute the new
-        log-weight ``log p(z_t) + log p(o_t) - log q(z_t)`` (replacing the old one after resampling, added to it
-        without), and advance ``h``. The ELBO term is ``log sum_k wbar_{t-1,k} w_{t,k}``, i.e. ``log mean_k w_{t,k}``
-        after resampling (auto-encoding SMC, Le et al. 2018 eq. 4). The step is a deterministic function of its
+        log-weight ``log p(z_t) + log p(o_t) - log q(z_t)`` (it replaces the old one, as in the original code, also
+        when resampling is off), and advance ``h``. The ELBO term is ``log mean_k w_{t,k}`` (auto-encoding SMC, Le et
+        al. 2018 eq. 4: the log of the step's factor of the evidence estimate). The step is a deterministic function of its
         inputs and ``noise``, so a stored ``noise`` reproduces it exactly.
 
         :param belief: The belief before the step (``prev_action`` = action taken after the previous observation).
@@ -521,9 +559,9 @@ class DVRLPolicy(BasePolicy):
         :param noise: Random numbers of this step.
         :param weights: :meth:`fused_weights` (built here when None).
         :param weight_gradients: False computes the log-weights and the ELBO term without autograd graph (same
-            values). The window replay uses it for the steps before the newest rollout when resampling: there the
-            weights only choose ancestors (not differentiable) and their ELBO terms are not in the loss, so only
-            ``h`` and ``z`` need a graph, which saves the backward pass of the prior and the emission.
+            values). The window replay uses it for the steps before the newest rollout: there the weights only pick
+            ancestors (not differentiable) and their ELBO terms are not in the loss, so only ``h`` and ``z`` need a
+            graph, which saves the backward pass of the prior and the emission.
         :return: The new belief (its ``prev_action`` unchanged: the caller sets the action chosen next), ``phi(z_t)``
             and the ELBO term.
         """
@@ -544,41 +582,38 @@ class DVRLPolicy(BasePolicy):
             return FilterStep(Belief(h_new.unsqueeze(1), empty, log_weights, prev_action), empty, h_new.new_zeros(n_envs))
 
         if self.resample:
-            ancestors = systematic_resample(log_weights, noise.uniforms)
-            h = gather_particles(h, ancestors)
-            log_prev = th.full_like(log_weights, -math.log(k))
-        else:
-            log_prev = normalize_log_weights(log_weights)
+            # Systematic resampling of the previous particles (not differentiable: the indices are picked with the
+            # detached weights); the new weights then replace the old ones.
+            h = gather_particles(h, systematic_resample(log_weights, noise.uniforms))
 
         w = self.fused_weights() if weights is None else weights
-        # Inputs shared by an env's particles, once per env: [prior | proposal | emission | GRU input gates].
+        x_dim = self.obs_x_dim
         # Inputs shared by an env's particles, once per env, split as [prior, proposal, emission, GRU input gates]
         # (split rather than slices: its backward is one concatenation instead of a zero-filled copy per slice).
         a_prior, a_proposal, a_emission, a_gates = (
-            F.linear(enc_a, w.w_a).unsqueeze(1).split([h_dim, h_dim, h_dim, 3 * h_dim], -1)
+            F.linear(enc_a, w.w_a).unsqueeze(1).split([h_dim, h_dim, x_dim, 3 * h_dim], -1)
         )
         x_proposal, x_gates = F.linear(phi_x, w.w_x, w.b_x).unsqueeze(1).split([h_dim, 3 * h_dim], -1)
         # Everything that reads h_{t-1}, in one product over the B * K particles.
-        h_prior, h_proposal, h_emission, gates_h = F.linear(h, w.w_h, w.b_h).split([h_dim, h_dim, h_dim, 3 * h_dim], -1)
+        h_prior, h_proposal, h_emission, gates_h = F.linear(h, w.w_h, w.b_h).split([h_dim, h_dim, x_dim, 3 * h_dim], -1)
 
-        proposal_mean, proposal_var = F.linear(F.relu(h_proposal + a_proposal + x_proposal), w.w_proposal, w.b_proposal).chunk(
-            2, dim=-1
-        )
+        proposal_hidden = F.relu(self._norm(self.proposal_norm, h_proposal + a_proposal + x_proposal))
+        proposal_mean, proposal_var = F.linear(proposal_hidden, w.w_proposal, w.b_proposal).chunk(2, dim=-1)
         proposal_std = (F.softplus(proposal_var) + MIN_VARIANCE).sqrt()
         z = proposal_mean + proposal_std * noise.normals
         phi_z = self.phi_z(z)  # [B, K, H]
-        z_emission, z_gates = F.linear(phi_z, w.w_z).split([h_dim, 3 * h_dim], -1)
+        z_emission, z_gates = F.linear(phi_z, w.w_z).split([x_dim, 3 * h_dim], -1)
 
         with th.set_grad_enabled(th.is_grad_enabled() and weight_gradients):
             prior_mean, prior_var = F.linear(F.relu(h_prior + a_prior), w.w_prior, w.b_prior).chunk(2, dim=-1)
             log_prior = gaussian_log_density(z, prior_mean, F.softplus(prior_var) + MIN_VARIANCE)
-            emission_hidden = F.relu(h_emission + a_emission + z_emission)
-            log_emission = self._emission_log_likelihood(emission_hidden.reshape(n_envs * k, h_dim), obs_float, n_envs)
+            emission_hidden = F.relu(self._norm(self.emission_norm, h_emission + a_emission + z_emission))
+            log_emission = self._emission_log_likelihood(emission_hidden.reshape(n_envs * k, x_dim), obs_float, n_envs)
             # log q(z) with z = mu + sigma * eps: the squared standardised residual is eps^2.
             log_proposal = -0.5 * (LOG_2PI + 2.0 * proposal_std.log() + noise.normals.pow(2)).sum(dim=-1)
-            increment = log_prior + log_emission - log_proposal  # [B, K]
-            new_log_weights = increment if self.resample else log_weights + increment
-            elbo = th.logsumexp(log_prev + increment, dim=1)
+            # The new log-weight is the incremental one, with or without resampling (as in the original code).
+            new_log_weights = log_prior + log_emission - log_proposal  # [B, K]
+            elbo = log_mean_exp(new_log_weights)
 
         # GRUCell (PyTorch's gate order r, u, n): the input gates from phi(o), phi(z), enc(a); the hidden gates from h.
         i_reset, i_update, i_candidate = (a_gates + x_gates + z_gates).chunk(3, dim=-1)
