@@ -210,16 +210,20 @@ def test_consolidate_ewc_vcl_and_none():
 def test_learns_pendulum():
     # Seeded learning test: a random policy scores about -1200 on Pendulum-v1, a policy that swings up better than
     # -600. No action noise: exploration comes from the posterior samples alone. (This seed reached -246 here.)
-    th.set_num_threads(1)
-    model = BayesianDDPG(
-        "MlpPolicy",
-        "Pendulum-v1",
-        seed=1,
-        learning_starts=500,
-        gamma=0.98,
-        batch_size=128,
-        policy_kwargs=dict(net_arch=[64, 64]),
-    )
-    model.learn(3000)
-    mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
+    threads = th.get_num_threads()
+    th.set_num_threads(1)  # single-threaded: the result is reproducible on a given machine
+    try:
+        model = BayesianDDPG(
+            "MlpPolicy",
+            "Pendulum-v1",
+            seed=1,
+            learning_starts=500,
+            gamma=0.98,
+            batch_size=128,
+            policy_kwargs=dict(net_arch=[64, 64]),
+        )
+        model.learn(3000)
+        mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
+    finally:
+        th.set_num_threads(threads)
     assert mean_return > -600
