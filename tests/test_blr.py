@@ -71,3 +71,29 @@ def test_cholesky_jitter_retry_and_failure() -> None:
     assert th.allclose(factor @ factor.T, singular, atol=1e-6)
     with pytest.raises(ValueError, match="not positive definite"):
         cholesky_with_jitter(th.full((2, 2), float("nan"), dtype=th.float64))
+
+
+def test_per_action_posterior_equals_numpy_closed_form_and_samples() -> None:
+    from sb3_bayes.common.blr import PerActionBayesianLinearRegression
+
+    x, y = data(n=60, d=3, k=1)
+    actions = th.as_tensor(np.random.default_rng(0).integers(0, 3, size=60))
+    ridge, beta = 5.0, 2.0
+    blr = PerActionBayesianLinearRegression(3, 3, ridge=ridge, noise_precision=beta)
+    blr.fit([(x[:25], actions[:25], y[:25, 0]), (x[25:], actions[25:], y[25:, 0])])  # chunked accumulation
+    xn, yn, an = x.numpy(), y.numpy()[:, 0], actions.numpy()
+    generator = th.Generator().manual_seed(2)
+    samples = blr.sample(30_000, generator)  # [S, K, d]
+    for action in range(3):
+        xa, ya = xn[an == action], yn[an == action]
+        covariance = np.linalg.inv(beta * xa.T @ xa + ridge * np.eye(3))
+        np.testing.assert_allclose(blr.mean[action].numpy(), beta * covariance @ xa.T @ ya, rtol=1e-10)
+        np.testing.assert_allclose(blr.covariance()[action].numpy(), covariance, rtol=1e-10)
+        assert int(blr.n_observations[action]) == len(xa)
+        empirical = np.cov(samples[:, action].numpy(), rowvar=False)
+        np.testing.assert_allclose(empirical, covariance, rtol=0.06, atol=0.03 * np.abs(covariance).max())
+        expected = np.einsum("nd,de,ne->n", xn[:4], covariance, xn[:4])
+        np.testing.assert_allclose(blr.predictive_variance(x[:4])[:, action].numpy(), expected, rtol=1e-10)
+    assert blr.sample().shape == (3, 3)
+    with pytest.raises(ValueError, match="actions must lie in"):
+        blr.fit([(x, th.full((60,), 3), y[:, 0])])

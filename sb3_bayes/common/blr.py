@@ -150,3 +150,110 @@ def cholesky_with_jitter(matrix: th.Tensor, initial_jitter: float = 1e-8, max_tr
         "The Bayesian linear regression's precision matrix is not positive definite even with jitter "
         f"{jitter / 10:.1e}: the features hold NaN/inf or are degenerate; lower the learning rate."
     )
+
+
+class PerActionBayesianLinearRegression(nn.Module):
+    """
+    One independent Bayesian linear regression per discrete action over shared features (BDQN's Bayesian last layer,
+    Azizzadenesheli et al., 2018, "Efficient Exploration through Bayesian Deep Q-Networks", section 3).
+
+    Action ``a`` has the weights ``w_a ~ N(0, I / ridge)`` and ``y = w_a^T x + N(0, 1 / noise_precision)``, fitted only on
+    the samples where ``a`` was taken, so each action has its own precision ``A_a = noise_precision X_a^T X_a + ridge I``,
+    mean ``w_a = noise_precision A_a^-1 X_a^T y_a`` and covariance ``A_a^-1`` (Bishop, PRML, eq. 3.53-3.54; BDQN's
+    prior variance ``sigma^2`` is ``1 / ridge``, its noise variance ``sigma_eps^2`` is ``1 / noise_precision``).
+    Statistics are accumulated in float64, one matrix product per action and chunk.
+
+    :param n_features: ``d``.
+    :param n_actions: ``K``.
+    :param ridge: Prior precision of every weight (BDQN: ``1 / 0.001``).
+    :param noise_precision: Precision of the regression noise (BDQN: 1).
+    :param device: Device of the statistics.
+    """
+
+    mean: th.Tensor
+    precision_cholesky: th.Tensor
+    n_observations: th.Tensor
+
+    def __init__(
+        self,
+        n_features: int,
+        n_actions: int,
+        ridge: float = 1000.0,
+        noise_precision: float = 1.0,
+        device: th.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        if ridge <= 0 or noise_precision <= 0:
+            raise ValueError(f"ridge and noise_precision must be > 0, got {ridge} and {noise_precision}.")
+        self.n_features = n_features
+        self.n_actions = n_actions
+        self.ridge = ridge
+        self.noise_precision = noise_precision
+        # Buffers, so that `state_dict` round-trips the posterior exactly; the prior is the initial value.
+        self.register_buffer("mean", th.zeros(n_actions, n_features, dtype=th.float64, device=device))
+        eye = th.eye(n_features, dtype=th.float64, device=device) * ridge**0.5
+        self.register_buffer("precision_cholesky", eye.expand(n_actions, n_features, n_features).clone())
+        self.register_buffer("n_observations", th.zeros(n_actions, dtype=th.long, device=device))
+
+    @property
+    def device(self) -> th.device:
+        return self.mean.device
+
+    def fit(self, chunks: Iterable[tuple[th.Tensor, th.Tensor, th.Tensor]]) -> None:
+        """
+        Recompute every action's posterior from the prior and the data.
+
+        :param chunks: An iterable of ``(features [n_i, d], actions [n_i] (integers), targets [n_i])`` triples.
+        """
+        d, k = self.n_features, self.n_actions
+        gram = th.zeros(k, d, d, dtype=th.float64, device=self.device)
+        cross = th.zeros(k, d, dtype=th.float64, device=self.device)
+        counts = th.zeros(k, dtype=th.long, device=self.device)
+        for features, actions, targets in chunks:
+            x = features.to(self.device, th.float64)
+            y = targets.to(self.device, th.float64).reshape(-1)
+            a = actions.to(self.device).reshape(-1).long()
+            if x.shape[0] != a.shape[0] or x.shape[0] != y.shape[0]:
+                raise ValueError(f"features, actions and targets differ in length: {x.shape[0]}, {a.shape[0]}, {y.shape[0]}.")
+            if a.numel() and (int(a.min()) < 0 or int(a.max()) >= k):
+                raise ValueError(f"actions must lie in [0, {k}), got values in [{int(a.min())}, {int(a.max())}].")
+            for action in range(k):
+                # Only the rows where `action` was taken: X_a^T X_a and X_a^T y_a.
+                rows = a == action
+                x_a = x[rows]
+                gram[action] += x_a.T @ x_a
+                cross[action] += x_a.T @ y[rows]
+                counts[action] += x_a.shape[0]
+        precision = self.noise_precision * gram + self.ridge * th.eye(d, dtype=th.float64, device=self.device)
+        self.precision_cholesky = th.stack([cholesky_with_jitter(precision[action]) for action in range(k)])
+        self.mean = self.noise_precision * th.cholesky_solve(cross[..., None], self.precision_cholesky)[..., 0]
+        self.n_observations = counts
+
+    def covariance(self) -> th.Tensor:
+        """Every action's posterior covariance ``A_a^-1`` (``[K, d, d]``, float64)."""
+        return th.cholesky_inverse(self.precision_cholesky)
+
+    def sample(self, n_samples: int | None = None, generator: th.Generator | None = None) -> th.Tensor:
+        """
+        Thompson samples of all actions' weights: ``w_a = mean_a + L_a^-T eps`` with ``A_a = L_a L_a^T``, so that
+        ``Cov(w_a) = A_a^-1`` exactly.
+
+        :param n_samples: Number of independent samples ``S``; None returns one ``[K, d]`` sample.
+        :param generator: Optional random generator.
+        :return: ``[K, d]`` or ``[S, K, d]`` (float64).
+        """
+        shape = (1 if n_samples is None else n_samples, self.n_actions, self.n_features, 1)
+        eps = th.randn(shape, dtype=th.float64, device=self.device, generator=generator)
+        noise = th.linalg.solve_triangular(self.precision_cholesky.mT, eps, upper=True)[..., 0]
+        samples = self.mean + noise
+        return samples[0] if n_samples is None else samples
+
+    def predictive_variance(self, features: th.Tensor) -> th.Tensor:
+        """
+        Epistemic variance of every action's value, ``x^T A_a^-1 x`` (``[n, K]``).
+
+        :param features: ``[n, d]``.
+        """
+        x = features.to(self.device, th.float64)
+        half = th.linalg.solve_triangular(self.precision_cholesky, x.T.expand(self.n_actions, -1, -1), upper=False)
+        return half.pow(2).sum(dim=1).T
