@@ -123,3 +123,15 @@ def test_command_line(tmp_path):
     assert summary["consolidated"] == [True, True] and len(summary["final_returns"]) == 2
     assert (tmp_path / "cli.csv").exists() and (tmp_path / "cli.png").exists()
     assert "--consolidation vcl" in json.loads((tmp_path / "cli.json").read_text())["command"]
+
+
+def test_bayes_dqn_on_the_cartpole_length_sequence():
+    # The discrete sibling goes through the same runner: consolidate() after each task, attributes set per task.
+    from sb3_bayes.bayes_dqn import BayesianDQN
+
+    tasks = [Task("CartPole-v1", attributes={"length": length}) for length in (0.5, 2.0)]
+    model = BayesianDQN("MlpPolicy", make_task_env(tasks[0], seed=0), seed=0, consolidation="ewc", **TINY)
+    result = run_sequence(model, tasks, n_timesteps=30, n_eval_episodes=1, consolidate_samples=16, seed=0)
+    assert result.consolidated == [True, True] and result.returns.shape == (2, 2)
+    assert np.all(result.returns >= 1)  # CartPole pays 1 per step
+    assert model.get_env().envs[0].unwrapped.length == 2.0  # type: ignore[union-attr]
