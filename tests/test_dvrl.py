@@ -175,18 +175,32 @@ class StepRecorder(BaseCallback):
         return True
 
 
-@pytest.mark.parametrize("action_env", ["CartPole-v1", "Pendulum-v1"])
-def test_window_replay_reproduces_rollout_beliefs_exactly(action_env: str) -> None:
-    # Episodes of 4 steps so that the window (3 rollouts x 3 steps) contains episode starts.
+@pytest.mark.parametrize(
+    ("action_env", "sliding_window"), [("CartPole-v1", False), ("Pendulum-v1", False), ("CartPole-v1", True)]
+)
+def test_window_replay_reproduces_rollout_beliefs_exactly(action_env: str, sliding_window: bool) -> None:
+    # Episodes of 4 steps so that the window (up to 3 rollouts x 3 steps) contains episode starts.
     env = make_vec_env(action_env, n_envs=2, seed=0, env_kwargs=dict(max_episode_steps=4))
-    model = DVRL("MlpPolicy", env, n_steps=3, multiplier_backprop_length=3, n_particles=4, seed=0, policy_kwargs=SMALL)
+    model = DVRL(
+        "MlpPolicy",
+        env,
+        n_steps=3,
+        multiplier_backprop_length=3,
+        sliding_window=sliding_window,
+        n_particles=4,
+        seed=0,
+        policy_kwargs=SMALL,
+    )
     recorder = StepRecorder()
     _, callback = model._setup_learn(1000, recorder)
     callback.on_training_start(locals(), globals())
-    for _ in range(5):  # more rollouts than the window holds: the ring wraps around
-        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     buffer = model.rollout_buffer
-    assert buffer.n_stored == 3
+    n_stored = []
+    for _ in range(6):  # more rollouts than the window holds
+        assert model.collect_rollouts(model.env, callback, buffer, model.n_steps)
+        n_stored.append(buffer.n_stored)
+    # The original's schedule restarts the window every M = 3 rollouts; a sliding window keeps the last 3.
+    assert n_stored == ([1, 2, 3, 3, 3, 3] if sliding_window else [1, 2, 3, 1, 2, 3])
     assert sum(float(inputs.episode_starts.sum()) for _, inputs in buffer.window()) > 0
     beliefs, phi_zs, elbos = model.replay_window()
     recorded = recorder.steps[-3:]

@@ -22,7 +22,10 @@ class FilterInputs(NamedTuple):
 
 class DVRLRolloutBuffer:
     """
-    A ring of the last ``n_rollouts`` (``multiplier_backprop_length``) rollouts of ``n_steps`` vectorised steps.
+    A ring of up to ``n_rollouts`` (``multiplier_backprop_length``) rollouts of ``n_steps`` vectorised steps: the
+    rollouts since the window started (``sliding=False``, the original's schedule: a new window every ``n_rollouts``
+    rollouts, so it holds 1, 2, ..., ``n_rollouts`` of them in turn) or always the last ``n_rollouts``
+    (``sliding=True``).
 
     Per step it keeps the inputs of the filter step (observation, episode start, the random numbers it used) and the
     action, reward and value; per rollout the detached belief before its first step. At update time DVRL replays
@@ -31,7 +34,7 @@ class DVRLRolloutBuffer:
     them) and computes the A2C loss on the newest rollout.
 
     :param n_steps: Steps per rollout.
-    :param n_rollouts: Rollouts kept (the backpropagation window is ``n_steps * n_rollouts`` steps).
+    :param n_rollouts: Rollouts kept at most (the backpropagation window is up to ``n_steps * n_rollouts`` steps).
     :param observation_space: Observation space (the buffer keeps its dtype, e.g. uint8 frames).
     :param action_space: Action space.
     :param n_envs: Number of environments.
@@ -41,6 +44,7 @@ class DVRLRolloutBuffer:
     :param action_input_dim: Size of the encoded previous action.
     :param device: Device of the stored tensors.
     :param gamma: Discount factor of the n-step returns.
+    :param sliding: Whether the window slides (always the last ``n_rollouts``) or restarts when full.
     """
 
     def __init__(
@@ -56,9 +60,11 @@ class DVRLRolloutBuffer:
         action_input_dim: int,
         device: th.device,
         gamma: float,
+        sliding: bool = False,
     ) -> None:
         self.n_steps = n_steps
         self.n_rollouts = n_rollouts
+        self.sliding = sliding
         self.n_envs = n_envs
         self.gamma = gamma
         self.device = device
@@ -91,10 +97,14 @@ class DVRLRolloutBuffer:
 
     def start_rollout(self, belief: Belief) -> None:
         """
-        Open a new rollout in the ring (overwriting the oldest when full), keeping the belief before its first step.
+        Open a new rollout, keeping the belief before its first step. When the ring is full, a sliding window
+        overwrites its oldest rollout; otherwise a new window starts with this rollout (its stored belief, detached,
+        is where the gradient stops).
 
         :param belief: The belief before the first filter step of the rollout (stored detached).
         """
+        if not self.sliding and self.n_stored == self.n_rollouts:
+            self.n_stored = 0
         self.newest = (self.newest + 1) % self.n_rollouts
         self.n_stored = min(self.n_stored + 1, self.n_rollouts)
         self.pos = 0

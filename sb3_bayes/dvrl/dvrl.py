@@ -35,12 +35,15 @@ class DVRL(OnPolicyAlgorithm):
 
     ``loss = policy_coef * L_policy + vf_coef * L_value - ent_coef * H + elbo_coef * (-ELBO)``
 
-    Gradients flow through the belief over the last ``multiplier_backprop_length`` rollouts: the last rollouts
-    (observations, actions, episode starts, and the random numbers of every filter step) and the detached belief at
-    the start of that window are kept, the filter is replayed over the window at update time, and the loss of the
-    newest rollout is back-propagated through it (the original kept autograd graphs across optimiser steps instead,
-    which modern PyTorch rejects). With unchanged weights the replay reproduces the belief of the rollout exactly.
-    Every step's loss terms (the ELBO included) enter one update, as in the original.
+    Gradients flow through the belief over up to ``multiplier_backprop_length`` (``M``) rollouts, as in the original,
+    where the belief is detached every ``M`` updates: the rollouts of the current window (observations, actions,
+    episode starts, and the random numbers of every filter step) and the detached belief at its start are kept, the
+    filter is replayed over the window with the current weights at update time, and the loss of the newest rollout
+    is back-propagated through it (the original kept autograd graphs across optimiser steps instead, which modern
+    PyTorch rejects). With unchanged weights the replay reproduces the belief of the rollout exactly (bit for bit;
+    with BatchNorm, i.e. ``CnnPolicy``, the replay normalises with batch statistics in training mode while acting
+    uses the running ones, as SB3 does). Every step's loss terms (the ELBO included) enter one update, as in the
+    original. ``sliding_window=True`` replays the last ``M`` rollouts at every update instead.
 
     ``use_particle_filter=False`` gives the paper's RNN baseline (a GRU over the encoded observations and actions,
     no ELBO). The belief is a recurrent state: ``predict(obs, state, episode_start)`` takes and returns it as the
@@ -64,8 +67,11 @@ class DVRL(OnPolicyAlgorithm):
         trained by its ELBO and resampling is switched off (as in the original; the weights stay those of the last
         step).
     :param max_grad_norm: Global gradient-norm clip.
-    :param multiplier_backprop_length: Number ``M`` of rollouts the gradient flows back through (``n_steps * M``
-        steps of the belief chain).
+    :param multiplier_backprop_length: Number ``M`` of rollouts the gradient flows back through at most (up to
+        ``n_steps * M`` steps of the belief chain).
+    :param sliding_window: False (the original's schedule): the belief is detached every ``M`` updates, so the
+        gradient of an update reaches back over the 1, 2, ..., ``M`` rollouts since then (the replay costs
+        ``(M + 1) / 2`` rollouts per update on average). True: always over the last ``M`` rollouts (``M`` per update).
     :param optimizer: ``"rmsprop"`` (alpha ``rms_prop_alpha``, eps ``rms_prop_eps``) or ``"adam"`` (eps 1e-5).
     :param rms_prop_alpha: RMSprop smoothing constant.
     :param rms_prop_eps: RMSprop epsilon.
@@ -99,6 +105,7 @@ class DVRL(OnPolicyAlgorithm):
         elbo_coef: float = 0.1,
         max_grad_norm: float = 0.5,
         multiplier_backprop_length: int = 5,
+        sliding_window: bool = False,
         optimizer: str = "rmsprop",
         rms_prop_alpha: float = 0.99,
         rms_prop_eps: float = 1e-5,
@@ -149,6 +156,7 @@ class DVRL(OnPolicyAlgorithm):
         self.policy_coef = policy_coef
         self.elbo_coef = elbo_coef
         self.multiplier_backprop_length = multiplier_backprop_length
+        self.sliding_window = sliding_window
         self.optimizer = optimizer
         self.rms_prop_alpha = rms_prop_alpha
         self.rms_prop_eps = rms_prop_eps
@@ -197,6 +205,7 @@ class DVRL(OnPolicyAlgorithm):
             self.policy.action_input_dim,
             self.device,
             self.gamma,
+            sliding=self.sliding_window,
         )
 
     def _setup_learn(
