@@ -387,3 +387,24 @@ def test_batch_norm_variant_runs() -> None:
     assert all(int(m.num_batches_tracked) > 0 for m in norms)
     action, _ = model.predict(np.zeros(4, dtype=np.float32))
     assert action.shape == ()
+
+
+def test_time_limit_truncation_is_bootstrapped() -> None:
+    # Zero rewards and episodes cut by a time limit after 3 steps: the last step's reward becomes gamma * V of the
+    # belief after the final observation (SB3's A2C bootstraps truncated episodes the same way); terminations would not.
+    env = make_vec_env(
+        "Pendulum-v1",
+        n_envs=2,
+        seed=0,
+        env_kwargs=dict(max_episode_steps=3),
+        wrapper_class=gym.wrappers.TransformReward,
+        wrapper_kwargs=dict(func=lambda r: 0.0),
+    )
+    model = DVRL("MlpPolicy", env, n_steps=3, n_particles=2, gamma=0.5, seed=0, policy_kwargs=SMALL)
+    _, callback = model._setup_learn(100, None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, 3)
+    rewards = model.rollout_buffer.rewards
+    assert th.equal(rewards[:2], th.zeros(2, 2))
+    assert bool((rewards[2] != 0).all()) and bool(th.isfinite(rewards[2]).all())
+    # The episodes ended at the last step: the return there is the bootstrapped reward alone.
+    assert th.equal(model.rollout_buffer.returns[2], rewards[2])
