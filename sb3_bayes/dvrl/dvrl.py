@@ -31,9 +31,13 @@ class DVRL(OnPolicyAlgorithm):
     resampling), a new latent is sampled from a learned proposal that sees the observation, and the particle is
     weighted by prior x emission / proposal. The policy reads the whole particle set through a GRU; a synchronous
     n-step advantage actor-critic (A2C) is trained jointly with the model, whose loss is the negative ELBO of
-    auto-encoding SMC (the log of the filter's evidence estimate, summed per step as ``log mean_k w_k``):
+    auto-encoding SMC (the log of the filter's evidence estimate, one term ``log mean_k w_k`` per step):
 
     ``loss = policy_coef * L_policy + vf_coef * L_value - ent_coef * H + elbo_coef * (-ELBO)``
+
+    with every term averaged over the steps and environments of the newest rollout (plain n-step returns
+    bootstrapped with the value of the last belief, advantages detached in the policy term), a global grad-norm
+    clip and RMSprop (or Adam).
 
     Gradients flow through the belief over up to ``multiplier_backprop_length`` (``M``) rollouts, as in the original,
     where the belief is detached every ``M`` updates: the rollouts of the current window (observations, actions,
@@ -46,16 +50,24 @@ class DVRL(OnPolicyAlgorithm):
     original. ``sliding_window=True`` replays the last ``M`` rollouts at every update instead.
 
     ``use_particle_filter=False`` gives the paper's RNN baseline (a GRU over the encoded observations and actions,
-    no ELBO). The belief is a recurrent state: ``predict(obs, state, episode_start)`` takes and returns it as the
-    tuple of numpy arrays ``(h [B, K, h_dim], z [B, K, z_dim], log_weights [B, K], prev_action [B, action_dim])``.
+    no ELBO). The belief is a recurrent state, as sb3-contrib's RecurrentPPO handles LSTM states:
+    ``predict(obs, state, episode_start)`` takes and returns it as the tuple of numpy arrays ``(h [B, K, h_dim],
+    z [B, K, z_dim], log_weights [B, K], prev_action [B, action_dim])`` (``prev_action`` one-hot for Discrete
+    actions; ``K = 1`` and ``z_dim = 0`` for the RNN baseline); an episode start resets it to zeros. The belief is
+    stochastic (latent samples, resampling): seed torch for reproducible ``predict`` calls.
+
+    Observation spaces: Box (vectors with ``MlpPolicy``, images with ``CnnPolicy``; uint8 frames stay uint8 in the
+    buffer), Discrete, MultiDiscrete, MultiBinary (one-hot/flat); action spaces: Discrete and Box (Gaussian actions
+    are clipped to the bounds for the env). ``batch_norm=True`` (the ``CnnPolicy`` default) needs ``n_envs >= 2`` to
+    learn, since the action encoder normalises over the environments.
 
     Paper: https://arxiv.org/abs/1806.02426
 
     :param policy: ``"MlpPolicy"`` (vector observations, Gaussian emission), ``"CnnPolicy"`` (images: the paper's
         Atari conv encoder with BatchNorm and a Bernoulli-style transposed-conv emission) or a policy class. Network
-        sizes go in ``policy_kwargs``: ``h_dim`` (256), ``z_dim`` (256), ``encoder_sizes`` ((64, 64), MLP encoder),
-        ``cnn_channels`` ((32, 64, 32)), ``action_encoding`` (128), ``emission`` (``"gaussian"`` | ``"bernoulli"``),
-        ``batch_norm``.
+        sizes go in ``policy_kwargs``: ``h_dim`` (256), ``z_dim`` (256), ``encoder_sizes`` ((64, 64): the MLP encoder,
+        mirrored by the vector decoder), ``cnn_channels`` ((32, 64, 32)), ``action_encoding`` (128), ``emission``
+        (``"gaussian"`` | ``"bernoulli"``), ``batch_norm`` (False for MlpPolicy, True for CnnPolicy).
     :param env: The environment to learn from (if registered in Gym, can be str).
     :param learning_rate: Learning rate (a schedule is accepted); the paper's runs used 2e-4 (DVRL), 1e-4 (RNN).
     :param n_steps: Steps per environment per update (the rollout length of the n-step returns).

@@ -273,7 +273,14 @@ class DVRLPolicy(BasePolicy):
     and a linear critic act on its final state. With ``use_particle_filter=False`` it is the paper's RNN baseline:
     ``h_t = GRUCell([phi(o_t), enc(a_{t-1})], h_{t-1})`` with actor and critic on ``h_t``.
 
-    All envs and particles are computed together: every network is called once per step on ``B * K`` rows.
+    Layer layout (the original code's): prior ``Linear([h, enc(a)] -> H) -> ReLU`` with a mean and a softplus
+    variance head; proposal the same on ``[h, phi(o), enc(a)]`` (BatchNorm before the ReLU with ``batch_norm``);
+    ``phi(z) = ReLU(Linear(z))``; emission hidden layer ``[h_{t-1}, phi(z_t), enc(a)] -> X`` (the width of the
+    observation encoding), then the mirrored MLP decoder with mean and softplus-variance heads (Gaussian) or a
+    sigmoid head (Bernoulli-style), or the transposed-conv decoder (images).
+
+    All envs and particles are computed together: one batched product per layer and step over the ``B * K`` rows,
+    with the inputs shared by an env's particles multiplied once per env (:class:`FusedWeights`).
 
     :param observation_space: Observation space (Box, Discrete, MultiDiscrete or MultiBinary; images for CnnPolicy).
     :param action_space: Action space (Discrete or Box).
@@ -281,15 +288,18 @@ class DVRLPolicy(BasePolicy):
     :param n_particles: Particles per environment ``K``.
     :param use_particle_filter: False gives the RNN baseline.
     :param resample: Whether to resample every step (DVRL switches it off when the ELBO weight is 0).
-    :param h_dim: Size of the GRU states (and of the hidden layers and of phi(z)).
+    :param h_dim: Size of the GRU states (and of the prior/proposal hidden layers and of phi(z)).
     :param z_dim: Size of the latent ``z``.
     :param encoder: ``"mlp"`` or ``"cnn"`` observation encoder.
-    :param encoder_sizes: Hidden sizes of the MLP encoder.
+    :param encoder_sizes: Hidden sizes of the MLP encoder (its last entry is the encoding size ``X``); the vector
+        decoder mirrors them.
     :param cnn_channels: Channels of the three convolutions of the CNN encoder.
-    :param action_encoding: Output size of the action encoder ``Linear(action_dim, action_encoding) -> ReLU``.
+    :param action_encoding: Output size of the action encoder ``Linear(action_dim, action_encoding) -> ReLU``
+        (one-hot input for Discrete actions).
     :param emission: ``"gaussian"`` (softplus variance; vector observations) or ``"bernoulli"`` (sigmoid
         probabilities of values in [0, 1]; a transposed-conv decoder with the CNN encoder).
-    :param batch_norm: BatchNorm in the CNN encoder and decoder (the original's ``encoder_batch_norm``).
+    :param batch_norm: BatchNorm in the encoders, the proposal and emission hidden layers and the decoder (the
+        original's ``encoder_batch_norm``; on for its Atari runs, off on Mountain Hike).
     :param normalize_images: Whether to divide uint8 images by 255 (SB3's ``preprocess_obs``).
     :param optimizer_class: The optimiser (DVRL passes RMSprop or Adam).
     :param optimizer_kwargs: Its keyword arguments.
