@@ -795,3 +795,90 @@ def test_bayes_ddpg_train_enjoy_optimize_and_trial_id(tmp_path):
     for key in ("learning_rate", "kl_weight", "resample_every", "gamma", "tau"):
         assert config[key] == expected[key], key
     assert config["policy_kwargs"]["prior_std"] == expected["policy_kwargs"]["prior_std"]
+
+
+# ----------------------------------------------------------------------------------------------------- BayesianDQN
+# Tiny BayesianDQN (8-unit MLP, small buffer, early learning) so that each command runs in seconds
+BAYES_DQN_TINY_PARAMS = ["learning_starts:50", "batch_size:16", "buffer_size:1000", "train_freq:4", "gradient_steps:1",
+                         "policy_kwargs:dict(net_arch=[8])"]  # fmt: skip
+# Imported by the -optimize run through --gym-packages: a tiny search space (sampled values override -params)
+BAYES_DQN_TINY_SPACE_MODULE = """
+from zoo_plugins import samplers
+
+samplers.BAYES_DQN_NET_ARCHS["small"] = [8]
+samplers.BAYES_DQN_SEARCH_SPACE.update(net_arch=["small"], batch_size=[16], train_freq=[4])
+"""
+
+
+def test_bayes_dqn_converter_sampler_registry_and_yaml():
+    raw = {"head": "bbb", "learning_rate": 1e-4, "batch_size": 64.0, "kl_weight": 0.1, "prior_std": 0.2,
+           "resample_every": 0, "net_arch": "medium", "target_update_interval": 10, "blr_prior_var": 0.01}  # fmt: skip
+    kwargs = samplers.convert_bayes_dqn_params(raw)
+    assert kwargs == {"head": "bbb", "learning_rate": 1e-4, "batch_size": 64, "kl_weight": 0.1, "resample_every": 0,
+                      "target_update_interval": 10, "blr_prior_var": 0.01,
+                      "policy_kwargs": {"bayesian_layer_kwargs": {"prior_std": 0.2}, "net_arch": [256, 256]}}  # fmt: skip
+    assert samplers.convert_bayes_dqn_params({"train_freq": 4.0}) == {"train_freq": 4}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    sampled = samplers.sample_bayes_dqn_params(trial, 2, 1, {})
+    assert set(trial.params) == set(samplers.BAYES_DQN_SEARCH_SPACE)
+    assert sampled == samplers.convert_bayes_dqn_params(trial.params)
+    from sb3_bayes.bayes_dqn import BayesianDQN
+
+    entry = registry.REGISTRY["bayes_dqn"]
+    assert registry.resolve(entry.algo_class) is BayesianDQN
+    assert registry.resolve(entry.sampler) is samplers.sample_bayes_dqn_params
+    assert registry.resolve(entry.converter) is samplers.convert_bayes_dqn_params
+    path = registry.find_yaml("bayes_dqn")
+    assert path is not None and path.name == "bayes_dqn.yml"
+    sections = yaml.load(path.read_text(), Loader=yaml.UnsafeLoader)
+    for name in ("default", "atari", "CartPole-v1", "DeepSea5-v0", "DeepSea10-v0", "DeepSea20-v0", "DeepSea30-v0"):
+        assert "n_timesteps" in sections[name] and "policy" in sections[name], name
+    assert sections["atari"]["policy"] == "CnnPolicy" and sections["atari"]["frame_stack"] == 4
+    # the sampled kwargs build a model
+    BayesianDQN("MlpPolicy", "CartPole-v1", buffer_size=100, **sampled)
+
+
+@pytest.mark.slow
+def test_bayes_dqn_train_enjoy_optimize_and_trial_id(tmp_path):
+    """The BayesianDQN registry entry end to end on CartPole: default YAML, enjoy (Thompson samples redrawn through
+    predict's episode_start), -optimize and --trial-id."""
+    common = ["--env", "CartPole-v1", "--num-threads", "1"]
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_dqn", *common, "-n", "200", "-f", "logs", "--eval-freq", "-1",
+         "-params", *BAYES_DQN_TINY_PARAMS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert f"Loading hyperparameters from: {registry.find_yaml('bayes_dqn')}" in proc.stdout
+    run_dir = tmp_path / "logs/bayes_dqn/CartPole-v1_1"
+    assert (run_dir / "CartPole-v1.zip").is_file()
+    config = dict(yaml.load((run_dir / "CartPole-v1/config.yml").read_text(), yaml.UnsafeLoader))
+    assert config["head"] == "bbb" and config["learning_rate"] == 2.3e-3 and config["learning_starts"] == 50
+    run_python(["-m", "rl_zoo3.enjoy", "--algo", "bayes_dqn", *common, "-f", "logs", "-n", "50", "--no-render"], cwd=tmp_path)
+
+    (tmp_path / "sb3_bayes_dqn_tiny_space.py").write_text(BAYES_DQN_TINY_SPACE_MODULE)
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    tune_common = ["--env", "CartPole-v1", "--gym-packages", "sb3_bayes_dqn_tiny_space", "--num-threads", "1"]
+    run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_dqn", *tune_common, "-n", "200", "-f", "tune_logs", "-optimize",
+         "--n-trials", "2", "--storage", storage, "--study-name", "q", "--sampler", "random", "--pruner", "none",
+         "--n-evaluations", "1", "--eval-episodes", "1", "--no-optim-plots", "-params", *BAYES_DQN_TINY_PARAMS],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    study = optuna.load_study(study_name="q", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and set(complete[0].params) == set(samplers.BAYES_DQN_SEARCH_SPACE)
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_dqn", *tune_common, "-n", "100", "-f", "trial_logs", "--eval-freq", "-1",
+         "--storage", storage, "--study-name", "q", "--trial-id", "1", "-params", "buffer_size:1000"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert "Loading from Optuna study" in proc.stdout
+    config = dict(yaml.load((tmp_path / "trial_logs/bayes_dqn/CartPole-v1_1/CartPole-v1/config.yml").read_text(),
+                            yaml.UnsafeLoader))  # fmt: skip
+    expected = samplers.convert_bayes_dqn_params(study.trials[1].params)
+    for key in ("head", "learning_rate", "kl_weight", "resample_every", "gamma", "target_update_interval"):
+        assert config[key] == expected[key], key
+    assert config["policy_kwargs"]["bayesian_layer_kwargs"] == expected["policy_kwargs"]["bayesian_layer_kwargs"]

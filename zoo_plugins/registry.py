@@ -59,6 +59,12 @@ REGISTRY: dict[str, AlgoEntry] = {
         converter="zoo_plugins.samplers.convert_bayes_ddpg_params",
         yaml="bayes_ddpg.yml",
     ),
+    "bayes_dqn": AlgoEntry(
+        algo_class="sb3_bayes.bayes_dqn.BayesianDQN",
+        sampler="zoo_plugins.samplers.sample_bayes_dqn_params",
+        converter="zoo_plugins.samplers.convert_bayes_dqn_params",
+        yaml="bayes_dqn.yml",
+    ),
 }
 
 

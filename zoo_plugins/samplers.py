@@ -262,3 +262,54 @@ def sample_bayes_ddpg_params(
 ) -> dict[str, Any]:  # fmt: skip
     """Sampler for BayesianDDPG hyperparameters over :data:`BAYES_DDPG_SEARCH_SPACE`; returns constructor kwargs."""
     return convert_bayes_ddpg_params(_suggest_all(trial, BAYES_DDPG_SEARCH_SPACE, BAYES_DDPG_LOG_SCALE))
+
+
+#: Named hidden layers of BayesianDQN's MLP (``CnnPolicy`` ignores ``net_arch`` unless given: its default is per head).
+BAYES_DQN_NET_ARCHS: dict[str, list[int]] = {"small": [64, 64], "medium": [256, 256]}
+
+#: Search space of :func:`sample_bayes_dqn_params`, in the format of :data:`PETS_SEARCH_SPACE`. ``kl_weight`` and
+#: ``prior_std`` act on the ``"bbb"`` head, ``blr_prior_var`` on the ``"blr"`` head (the other head ignores them).
+BAYES_DQN_SEARCH_SPACE: dict[str, Any] = {
+    "head": ["bbb", "blr"],
+    "learning_rate": (1e-5, 3e-3),
+    "batch_size": [32, 64, 128],
+    "gamma": [0.95, 0.98, 0.99, 0.995],
+    "target_update_interval": [1, 10, 100, 1000],
+    "train_freq": [1, 4, 16],
+    "kl_weight": (1e-3, 10.0),
+    "prior_std": (0.01, 1.0),
+    "blr_prior_var": (1e-4, 1e-1),
+    "resample_every": [0, 100, 1000],
+    "net_arch": ["small", "medium"],
+}
+
+#: BayesianDQN parameters sampled log-uniformly.
+BAYES_DQN_LOG_SCALE = frozenset({"learning_rate", "kl_weight", "prior_std", "blr_prior_var"})
+#: BayesianDQN parameters of every Bayes-by-backprop layer (``policy_kwargs["bayesian_layer_kwargs"]``).
+BAYES_DQN_LAYER_PARAMS = ("prior_std", "posterior_init_log_var")
+
+
+def convert_bayes_dqn_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Map raw Optuna parameters (``trial.params``) to BayesianDQN constructor kwargs: the prior of the Bayesian layers
+    goes to ``policy_kwargs["bayesian_layer_kwargs"]``, the named ``net_arch`` to ``policy_kwargs``; ``resample_every``
+    0 means a new Thompson sample at every episode start. Any subset of the parameters is accepted."""
+    hyperparams = dict(sampled_params)
+    policy_kwargs: dict[str, Any] = {}
+    layer_kwargs = {key: float(hyperparams.pop(key)) for key in BAYES_DQN_LAYER_PARAMS if key in hyperparams}
+    if layer_kwargs:
+        policy_kwargs["bayesian_layer_kwargs"] = layer_kwargs
+    if "net_arch" in hyperparams:
+        policy_kwargs["net_arch"] = list(BAYES_DQN_NET_ARCHS[hyperparams.pop("net_arch")])
+    for key in ("batch_size", "target_update_interval", "train_freq", "resample_every"):
+        if key in hyperparams:
+            hyperparams[key] = int(hyperparams[key])
+    if policy_kwargs:
+        hyperparams["policy_kwargs"] = policy_kwargs
+    return hyperparams
+
+
+def sample_bayes_dqn_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
+) -> dict[str, Any]:  # fmt: skip
+    """Sampler for BayesianDQN hyperparameters over :data:`BAYES_DQN_SEARCH_SPACE`; returns constructor kwargs."""
+    return convert_bayes_dqn_params(_suggest_all(trial, BAYES_DQN_SEARCH_SPACE, BAYES_DQN_LOG_SCALE))
