@@ -206,3 +206,61 @@ def test_bayes_ddpg_gymnasium_env_instance_and_set_env() -> None:
     model.set_env(short_env(g=4.0))
     model.learn(20, reset_num_timesteps=False)
     assert model.num_timesteps == 50
+
+
+# ----------------------------------------------------------------------------------------------------- BayesianDQN
+BAYES_DQN_TINY = dict(learning_starts=30, batch_size=16, buffer_size=500, train_freq=4, target_update_interval=20)
+
+
+@pytest.mark.parametrize("head", ["bbb", "blr"])
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_bayes_dqn_mlp_policy_heads_n_envs_progress_bar(head: str, n_envs: int, tmp_path) -> None:
+    from sb3_bayes.bayes_dqn import BayesianDQN
+
+    model = BayesianDQN("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), head=head, seed=0,
+                        posterior_update_freq=20, policy_kwargs=dict(net_arch=[16]), **BAYES_DQN_TINY)  # fmt: skip
+    model.learn(100, progress_bar=True)
+    assert model.num_timesteps >= 100 and model._n_updates > 0
+    assert model.policy.rollout_samples.get()["head.weight_sample"].shape[0] == n_envs  # one Thompson sample per env
+    if head == "blr":
+        assert model.n_posterior_updates >= 2
+    eval_callback = EvalCallback(
+        make_vec_env("CartPole-v1", n_envs=3, seed=1), n_eval_episodes=3, eval_freq=20, log_path=str(tmp_path), warn=False
+    )
+    eval_callback.deterministic = False  # Thompson-sampled evaluation with its own held samples
+    model.learn(60, callback=eval_callback, reset_num_timesteps=False)
+    assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
+    assert model.policy.rollout_samples.get()["head.weight_sample"].shape[0] == n_envs  # untouched by evaluation
+    action, _ = model.predict(np.zeros(4, dtype=np.float32))
+    assert action.shape == ()
+
+
+@pytest.mark.parametrize("head", ["bbb", "blr"])
+def test_bayes_dqn_cnn_policy(head: str) -> None:
+    from stable_baselines3.common.envs import FakeImageEnv
+
+    from sb3_bayes.bayes_dqn import BayesianDQN
+    from sb3_bayes.bayes_dqn.policies import NatureCNNTrunk
+
+    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+    model = BayesianDQN("CnnPolicy", env, head=head, seed=0, posterior_window=50, **BAYES_DQN_TINY)
+    model.learn(60)
+    q_net = model.policy.q_net
+    if head == "bbb":  # Nature CNN convolutions, then two Bayes-by-backprop layers (512, then the Q-values)
+        assert isinstance(q_net.features_extractor, NatureCNNTrunk) and q_net.net_arch == [512]
+    else:  # the Nature CNN's 512 features feed BDQN's regression
+        assert q_net.feature_dim == 512 and model.policy.blr_posterior.mean.shape == (6, 512)
+    action, _ = model.predict(env.observation_space.sample(), deterministic=True)
+    assert action.shape == ()
+
+
+def test_bayes_dqn_continual_set_env_and_consolidate() -> None:
+    from sb3_bayes.bayes_dqn import BayesianDQN
+
+    model = BayesianDQN("MlpPolicy", make_vec_env("CartPole-v1", seed=0), consolidation="ewc", seed=0,
+                        policy_kwargs=dict(net_arch=[16]), **BAYES_DQN_TINY)  # fmt: skip
+    model.learn(80)
+    model.consolidate(n_samples=50)
+    model.set_env(make_vec_env("CartPole-v1", seed=1, env_kwargs=dict(max_episode_steps=30)))
+    model.learn(60, reset_num_timesteps=False)
+    assert model.num_timesteps == 140 and model.logger.name_to_value["train/ewc_penalty"] > 0

@@ -460,7 +460,7 @@ class BayesianDQN(DQN):
                 assert self.ewc is not None
                 penalty = self.ewc.penalty(self.q_net)
                 loss = loss + penalty
-                penalties.append(float(penalty))
+                penalties.append(penalty.item())
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise ValueError(
