@@ -231,3 +231,56 @@ def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
     action, _ = without_env.predict(obs, state=state)
     th.manual_seed(7)
     np.testing.assert_array_equal(action, model.predict(obs, state=state)[0])
+
+
+@pytest.mark.parametrize("head, consolidation", [("bbb", "ewc"), ("bbb", "vcl"), ("blr", "ewc")])
+def test_bayes_dqn_save_load_exact(head: str, consolidation: str, tmp_path) -> None:
+    from sb3_bayes.bayes_dqn import BayesianDQN
+
+    def env():
+        return make_vec_env("CartPole-v1", n_envs=2, seed=0)
+
+    model = BayesianDQN("MlpPolicy", env(), head=head, consolidation=consolidation, learning_starts=30, batch_size=16,
+                        buffer_size=500, posterior_update_freq=40, seed=0, policy_kwargs=dict(net_arch=[16]))  # fmt: skip
+    model.learn(100)
+    model.consolidate(n_samples=64)
+    model.learn(60, reset_num_timesteps=False)
+    obs = model.env.reset()
+    model.predict(obs, episode_start=np.array([True, False]))  # predict's own held samples differ from the rollouts'
+    model.save(tmp_path / "bayes_dqn")
+    loaded = BayesianDQN.load(tmp_path / "bayes_dqn", env=env())
+    # Both Q-networks (variational means, log-variances, priors, held samples and their noise), the training
+    # environments' held samples and, for "blr", the posterior (mean and Cholesky factor of each action's precision).
+    state = model.policy.state_dict()
+    assert_same_tensors(state, loaded.policy.state_dict())
+    assert any(key.startswith("rollout_samples.") for key in state)
+    if head == "blr":
+        assert th.equal(model.policy.blr_posterior.mean, loaded.policy.blr_posterior.mean)
+        assert th.equal(model.policy.blr_posterior.precision_cholesky, loaded.policy.blr_posterior.precision_cholesky)
+        assert model.policy.blr_posterior.mean.abs().sum() > 0
+        assert loaded.n_posterior_updates == model.n_posterior_updates >= 2
+        assert loaded._last_posterior_update == model._last_posterior_update
+    else:
+        assert any(key.endswith("prior_weight_mean") for key in state) and any(key.endswith("weight_noise") for key in state)
+    if consolidation == "ewc":
+        assert_same_tensors(model.ewc.state_dict(), loaded.ewc.state_dict())
+        assert int(loaded.ewc.n_consolidations) == 1
+    assert loaded.n_consolidations == model.n_consolidations == 1
+    for ours, theirs in zip(model.policy.optimizer.state.values(), loaded.policy.optimizer.state.values()):
+        assert_same_tensors(ours, theirs)
+    for deterministic in (False, True):
+        th.manual_seed(3)
+        expected, _ = model.predict(obs, episode_start=np.array([False, True]), deterministic=deterministic)
+        th.manual_seed(3)
+        actual, _ = loaded.predict(obs, episode_start=np.array([False, True]), deterministic=deterministic)
+        np.testing.assert_array_equal(expected, actual)
+    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())  # same resample on both sides
+    loaded.learn(40, reset_num_timesteps=False)
+    # Loading without an environment (rl_zoo3.enjoy) predicts and allocates no full-size replay buffer.
+    without_env = BayesianDQN.load(tmp_path / "bayes_dqn")
+    assert without_env.replay_buffer is not None and without_env.replay_buffer.buffer_size == 1
+    action, _ = without_env.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(action, model.predict(obs, deterministic=True)[0])
+    without_env.set_env(env())
+    without_env.learn(40, reset_num_timesteps=False)  # the real replay buffer is allocated for learning
+    assert without_env.replay_buffer.buffer_size == 250 and without_env.replay_buffer.pos == 20
