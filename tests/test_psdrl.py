@@ -228,6 +228,7 @@ def test_deduplicated_training_equals_the_full_batch() -> None:
     batch_ae = to_tensors()
     batch_model = to_tensors()
     assert len(th.unique(batch_ae["frame_ids"][batch_ae["frame_ids"] >= 0])) < (batch_ae["frame_ids"] >= 0).sum()
+    assert len(th.unique(batch_model["frame_ids"][:, 0])) < 16  # some windows are drawn twice
     model._rng = rng  # the method draws the same two batches
     expected_ae, expected_model = _reference_round_parts(model, batch_ae, batch_model)
     model._train_autoencoder()

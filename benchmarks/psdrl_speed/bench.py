@@ -58,10 +58,16 @@ def main() -> None:
     p.add_argument("--inference-dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--components", default="autoencoder,model,posterior,value,act")
     p.add_argument("--value-max-states", type=int, default=None)
+    p.add_argument(
+        "--train-iterations", type=int, default=None, help="override the 3 autoencoder and 3 model iterations (not value)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     th.set_num_threads(args.threads)
+    # The code measured: the commit at the start and whether the package had uncommitted changes.
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--short", "sb3_bayes"], cwd=REPO, capture_output=True, text=True).stdout
 
     import ale_py
     import gymnasium as gym
@@ -84,6 +90,8 @@ def main() -> None:
     hp = {k: v for k, v in section.items() if k not in ("env_wrapper", "env_kwargs", "n_timesteps", "policy")}
     hp["policy_kwargs"]["inference_dtype"] = args.inference_dtype
     hp["value_max_states"] = args.value_max_states
+    if args.train_iterations is not None:
+        hp.update(autoencoder_iterations=args.train_iterations, model_iterations=args.train_iterations)
     with Timer() as t_build:
         model = PSDRL("CnnPolicy", env, seed=args.seed, **hp)
     model.set_logger(configure(None, [""]))
@@ -146,10 +154,6 @@ def main() -> None:
     results["round"] = dict(
         wall_s=sum(results[k]["wall_s"] for k in round_keys), cpu_s=sum(results[k]["cpu_s"] for k in round_keys)
     )
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
     with open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     out = dict(
@@ -172,6 +176,7 @@ def main() -> None:
             python=platform.python_version(),
             load_average=os.getloadavg(),
             git_commit=commit,
+            uncommitted_package_changes=dirty.split("\n")[:-1],
         ),
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -228,41 +228,49 @@ class PSDRL(BaseAlgorithm):
         windows; terminal model: MSE of its prediction on the true next latent to the termination flag.
 
         Only the GRU is recurrent, so within a window it runs step by step and the head then runs once over all the
-        window's steps. Latents are computed once per distinct frame, the terminal loss once per distinct next frame
-        (its target is a property of the frame) weighted by its count: the same losses as the full batch.
+        window's steps. Latents are computed once per distinct frame, the recurrent model once per distinct window and
+        the terminal loss once per distinct next frame (its target is a property of the frame), each weighted by its
+        count: the same losses and gradients as the full batch.
         """
         policy, transition_losses, terminal_losses = self.policy, [], []
         for _ in range(self.model_iterations):
             batch = self._sample()
-            n, length = batch["actions"].shape
             frame_ids, mask = batch["frame_ids"], batch["mask"]
+            n, length = batch["actions"].shape
             first, inverse, _ = distinct(frame_ids.flatten(), th.ones_like(frame_ids.flatten(), dtype=th.float32))
             with th.no_grad():
                 latents = policy.encode(batch["observations"].flatten(0, 1)[first])[inverse].view(n, length + 1, -1)
-            hidden = policy.initial_hidden(n)
-            actions = policy.one_hot(batch["actions"])
-            targets = th.cat([latents[:, 1:], batch["rewards"][..., None]], dim=-1)
+            # Windows with the same first frame and length are the same steps: run each once, weighted by its count.
+            n_steps = mask.sum(dim=1).long()
+            rows, _, row_weight = distinct(frame_ids[:, 0] * (length + 1) + n_steps, th.ones(n, device=self.device))
+            weight = mask[rows] * row_weight[:, None]
+            hidden = policy.initial_hidden(len(rows))
+            actions = policy.one_hot(batch["actions"][rows])
+            row_latents = latents[rows]
+            targets = th.cat([row_latents[:, 1:], batch["rewards"][rows][..., None]], dim=-1)
             transition_loss = th.zeros((), device=self.device)
             for start in range(0, length, self.tbptt_window):
                 end = min(start + self.tbptt_window, length)
                 hidden = hidden.detach()
                 hiddens = []
                 for t in range(start, end):
-                    hidden = policy.transition.recur(latents[:, t], actions[:, t], hidden)
+                    hidden = policy.transition.recur(row_latents[:, t], actions[:, t], hidden)
                     hiddens.append(hidden)
-                features = policy.transition.features(th.stack(hiddens, dim=1), latents[:, start:end], actions[:, start:end])
+                features = policy.transition.features(
+                    th.stack(hiddens, dim=1), row_latents[:, start:end], actions[:, start:end]
+                )
                 prediction = policy.transition.output_layer(features)
                 squared_error = (prediction - targets[:, start:end]).pow(2).mean(dim=-1)
-                window_loss = (squared_error * mask[:, start:end]).sum() / mask.sum()
+                window_loss = (squared_error * weight[:, start:end]).sum() / mask.sum()
                 policy.model_optimizer.zero_grad()
                 window_loss.backward()
                 policy.model_optimizer.step()
                 transition_loss = transition_loss + window_loss.detach()
-            first_next, _, weight = distinct(frame_ids[:, 1:].flatten(), mask.flatten())
-            drawn = first_next[weight > 0]
+            first_next, _, next_weight = distinct(frame_ids[:, 1:].flatten(), mask.flatten())
+            drawn = first_next[next_weight > 0]
             terminal_prediction = policy.terminal(latents[:, 1:].flatten(0, 1)[drawn]).squeeze(-1)
             terminal_error = (terminal_prediction - batch["terminations"].flatten()[drawn]).pow(2)
-            terminal_loss = (terminal_error * weight[weight > 0]).sum() / mask.sum()
+            terminal_loss = (terminal_error * next_weight[next_weight > 0]).sum() / mask.sum()
             policy.model_optimizer.zero_grad()
             terminal_loss.backward()
             policy.model_optimizer.step()

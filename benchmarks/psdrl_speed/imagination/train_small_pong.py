@@ -1,7 +1,7 @@
 """
 Train PSDRL (CnnPolicy, reduced sizes) on Pong for what a shared 2-core CPU allows, for the imagination picture.
 
-python benchmarks/psdrl_speed/imagination/train_small_pong.py --steps 8000 --out /tmp/psdrl_pong_small.zip
+python benchmarks/psdrl_speed/imagination/train_small_pong.py --steps 4000 --out /tmp/psdrl_pong_small.zip
 
 Same preprocessing, schedule shape and losses as `hyperparams/psdrl.yml` (section `atari`), with smaller networks
 (first convolution 16 channels, so a 256-dimensional latent; GRU 128; heads 384), smaller batches (16 windows of 32
@@ -31,8 +31,8 @@ SETTINGS = dict(
     buffer_size=100_000,
     batch_size=16,
     sequence_length=32,
-    autoencoder_iterations=30,
-    model_iterations=10,
+    autoencoder_iterations=15,
+    model_iterations=5,
     value_iterations=3,
     value_batch_size=256,
     warmup_freq=250,
@@ -43,7 +43,7 @@ SETTINGS = dict(
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args()

@@ -1,0 +1,94 @@
+"""Table of the PSDRL speed runs in results/ against the original's times on the same kind of machine.
+
+python benchmarks/psdrl_speed/summarize.py > benchmarks/psdrl_speed/results/summary.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The original implementation on a 2-core CPU of this kind, Pong, paper sizes, 763-transition replay (design notes):
+# seconds per pass (one iteration) of each component, and per action.
+ORIGINAL = dict(autoencoder=266.0, transition_terminal=202.0, posterior=91.0, value=440.0, act_ms=126.0)
+
+
+def load(name: str) -> dict | None:
+    path = os.path.join(HERE, "results", name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def main() -> None:
+    runs = {name: load(f"{name}.json") for name in ("round_800_fp32", "round_800_bf16", "round_10k_fp32")}
+    original_round = (
+        3 * (ORIGINAL["autoencoder"] + ORIGINAL["transition_terminal"] + ORIGINAL["value"]) + ORIGINAL["posterior"]
+    )
+    print(
+        "| component | original, 763 transitions (s per round) | ours, 846 transitions: CPU s (wall s) | speed-up (CPU) "
+        "| ours, 10k transitions: CPU s (wall s) |"
+    )
+    print("|---|---|---|---|---|")
+    small, large = runs["round_800_fp32"], runs["round_10k_fp32"]
+    total_small = total_large = 0.0
+    for key, label in (
+        ("autoencoder", "autoencoder (3 iterations)"),
+        ("transition_terminal", "transition + terminal (3 iterations)"),
+        ("posterior", "Bayesian linear regression (whole replay)"),
+        ("value", "value fit (3 passes)"),
+    ):
+        original = ORIGINAL[key] * (1 if key == "posterior" else 3)
+        cells = []
+        for run, scale_to_three in ((small, False), (large, True)):
+            if run is None or key not in run["results"]:
+                cells.append("-")
+                continue
+            r = run["results"][key]
+            factor = 3 / r["iterations"] if scale_to_three and key in ("autoencoder", "transition_terminal") else 1
+            cpu, wall = r["cpu_s"] * factor, r["wall_s"] * factor
+            note = " (1 iteration x 3)" if factor != 1 else ""
+            cells.append(f"{cpu:.0f} ({wall:.0f}){note}")
+            if run is small:
+                total_small += cpu
+            else:
+                total_large += cpu
+        speedup = "-"
+        if small is not None and key in small["results"]:
+            speedup = f"{original / small['results'][key]['cpu_s']:.1f}x"
+        print(f"| {label} | {original:.0f} | {cells[0]} | {speedup} | {cells[1]} |")
+    speedup_round = f"{original_round / total_small:.1f}x" if total_small else "-"
+    print(f"| **round** | {original_round:.0f} | {total_small:.0f} | {speedup_round} | {total_large:.0f} |")
+    print()
+    print("| acting | original | ours float32: CPU ms (wall ms) | speed-up (CPU) | ours bfloat16 autocast: CPU ms (wall ms) |")
+    print("|---|---|---|---|---|")
+    cells = []
+    for run in (small, runs["round_800_bf16"]):
+        act = run["results"].get("act") if run is not None else None
+        cells.append(f"{act['ms_per_action_cpu']:.0f} ({act['ms_per_action_wall']:.0f})" if act else "-")
+    speed = "-"
+    if small is not None and "act" in small["results"]:
+        speed = f"{ORIGINAL['act_ms'] / small['results']['act']['ms_per_action_cpu']:.1f}x"
+    print(f"| ms per action | {ORIGINAL['act_ms']:.0f} | {cells[0]} | {speed} | {cells[1]} |")
+    bf16 = runs["round_800_bf16"]
+    if bf16 is not None and small is not None and "value" in bf16["results"]:
+        print()
+        print(
+            f"Value fit (3 passes, 846 transitions): float32 {small['results']['value']['cpu_s']:.0f} CPU s, "
+            f"bfloat16 autocast {bf16['results']['value']['cpu_s']:.0f} CPU s."
+        )
+    print()
+    for name, run in runs.items():
+        if run is not None:
+            print(
+                f"- `{name}`: {run['transitions']} transitions (episodes {run['episode_lengths']}), replay "
+                f"{run['replay_bytes']} bytes = {run['bytes_per_transition']:.0f} bytes per transition, "
+                f"{run['n_parameters']:,} parameters, load average at the end {run['machine']['load_average']}; "
+                f"`{run['command']}`"
+            )
+
+
+if __name__ == "__main__":
+    main()
