@@ -9,14 +9,13 @@ the mean over seeds, thin lines single seeds.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from summarize import ENV_ORDER, METHODS, NAMES, load_runs, window_return  # noqa: E402
+from summarize import METHODS, NAMES, group, group_order, load_runs, window_return  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLORS = {"dvrl": "tab:blue", "rnn": "tab:orange", "ppo_lstm": "tab:green"}
@@ -24,10 +23,8 @@ COLORS = {"dvrl": "tab:blue", "rnn": "tab:orange", "ppo_lstm": "tab:green"}
 
 def main() -> None:
     runs = load_runs()
-    by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        by_env[run["env"]][run["method"]].append(run)
-    envs = [e for e in ENV_ORDER if e in by_env]
+    by_env = group(runs)
+    envs = sorted(by_env, key=group_order)
     fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.8), squeeze=False)
     for ax, env in zip(axes[0], envs):
         budget = min(r["steps"] for m in by_env[env].values() for r in m)

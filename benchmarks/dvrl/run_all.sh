@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact runs behind results/: one process at a time (the machine's 2 cores are shared), one torch thread each.
-# Usage (from the repository root): bash benchmarks/dvrl/run_all.sh [ppo_mh|mh|novel|speed|all]
+# Usage (from the repository root): bash benchmarks/dvrl/run_all.sh [all|mh|long|ppo_mh|novel|speed]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-/work/venv/bin/python}
@@ -8,31 +8,34 @@ R=benchmarks/dvrl/results
 mkdir -p $R/logs
 PHASE=${1:-all}
 MH_STEPS=${MH_STEPS:-25000}
+LONG_STEPS=${LONG_STEPS:-60000}
+LONG_SEEDS=${LONG_SEEDS:-0}
 NOVEL_STEPS=${NOVEL_STEPS:-25000}
 MH_ENVS="MountainHikeNoise0p1-v0 MountainHikeNoise0p2-v0 MountainHikeNoise0p5-v0"
 
-run() {  # method env seed steps
-  local out=$R/$1_$2_s$3.json
+run() {  # method env seed steps [tag of the result file]
+  local out=$R/$1_$2_s$3${5:-}.json
   if [ -f "$out" ]; then echo "skip $out"; return; fi
-  $PY benchmarks/dvrl/run_zoo.py --method "$1" --env "$2" --seed "$3" --steps "$4" --out "$out" > "$R/logs/$1_$2_s$3.log" 2>&1 \
-    || echo "FAILED $1 $2 $3 (see $R/logs/$1_$2_s$3.log)"
+  $PY benchmarks/dvrl/run_zoo.py --method "$1" --env "$2" --seed "$3" --steps "$4" --out "$out" \
+    > "$R/logs/$1_$2_s$3${5:-}.log" 2>&1 || echo "FAILED $1 $2 $3 $4 (see $R/logs/$1_$2_s$3${5:-}.log)"
 }
 
-if [ "$PHASE" = all ]; then
-  # Priority order on the shared machine: DVRL and its RNN baseline seed by seed on every Mountain Hike level, the
-  # speed measurement, RecurrentPPO on Mountain Hike, then the *NoVel anchors.
+if [ "$PHASE" = mh ] || [ "$PHASE" = all ]; then
+  # DVRL and its RNN baseline, seed by seed, on every Mountain Hike level
   for s in 0 1 2; do for e in $MH_ENVS; do run dvrl "$e" $s "$MH_STEPS"; run rnn "$e" $s "$MH_STEPS"; done; done
+fi
+if [ "$PHASE" = speed ] || [ "$PHASE" = all ]; then
   if [ ! -f $R/speed.json ]; then $PY benchmarks/dvrl/speed.py --rounds 2 --out $R/speed.json > $R/logs/speed.log 2>&1; fi
+fi
+if [ "$PHASE" = long ] || [ "$PHASE" = all ]; then
+  # A longer budget on one noise level (what the 2-core machine allowed: seed 0)
+  for s in $LONG_SEEDS; do
+    run dvrl MountainHikeNoise0p2-v0 $s "$LONG_STEPS" "_$((LONG_STEPS / 1000))k"
+    run rnn MountainHikeNoise0p2-v0 $s "$LONG_STEPS" "_$((LONG_STEPS / 1000))k"
+  done
+fi
+if [ "$PHASE" = ppo_mh ] || [ "$PHASE" = all ]; then
   for s in 0 1 2; do for e in $MH_ENVS; do run ppo_lstm "$e" $s "$MH_STEPS"; done; done
-fi
-if [ "$PHASE" = ppo_mh ]; then
-  for s in 0 1 2; do for e in $MH_ENVS; do run ppo_lstm "$e" $s "$MH_STEPS"; done; done
-fi
-if [ "$PHASE" = mh ]; then
-  for s in 0 1 2; do for e in $MH_ENVS; do run dvrl "$e" $s "$MH_STEPS"; run rnn "$e" $s "$MH_STEPS"; done; done
-fi
-if [ "$PHASE" = speed ]; then
-  $PY benchmarks/dvrl/speed.py --rounds 2 --out $R/speed.json > $R/logs/speed.log 2>&1
 fi
 if [ "$PHASE" = novel ] || [ "$PHASE" = all ]; then
   for s in 0 1 2; do for e in CartPoleNoVel-v1 PendulumNoVel-v1; do

@@ -2,7 +2,7 @@
 
 A run's return at step t is the mean return of its training episodes that ended in (t - WINDOW, t] (all environments,
 stochastic policies, as logged by rl-zoo3's Monitor). "final" is that value at the run's budget; methods are compared
-at the same number of environment steps.
+at the same number of environment steps. Runs are grouped by environment and step budget.
 
     python benchmarks/dvrl/summarize.py
 """
@@ -36,6 +36,19 @@ def load_runs() -> list[dict[str, Any]]:
     return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(RESULTS, "*_s[0-9]*.json")))]
 
 
+def group(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Runs by ``"<env> (<budget>k)"`` and method."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        groups[f"{run['env']} ({run['steps'] // 1000}k)"][run["method"]].append(run)
+    return groups
+
+
+def group_order(name: str) -> tuple[int, int, str]:
+    env, budget = name.rsplit(" (", 1)
+    return (ENV_ORDER.index(env) if env in ENV_ORDER else len(ENV_ORDER), int(budget.rstrip("k)")), env)
+
+
 def window_return(run: dict[str, Any], t: int, window: int = WINDOW) -> float:
     rets = [e["ret"] for e in run["episodes"] if t - window < e["end_step"] <= t]
     return float(np.mean(rets)) if rets else float("nan")
@@ -43,10 +56,8 @@ def window_return(run: dict[str, Any], t: int, window: int = WINDOW) -> float:
 
 def main() -> None:
     runs = load_runs()
-    by_env: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        by_env[run["env"]][run["method"]].append(run)
-    envs = [e for e in ENV_ORDER if e in by_env] + sorted(e for e in by_env if e not in ENV_ORDER)
+    by_env = group(runs)
+    envs = sorted(by_env, key=group_order)
 
     rows = []
     lines = []
