@@ -46,3 +46,12 @@ def test_command_line_on_deep_sea(tmp_path) -> None:
     assert Image.open(tmp_path / "deep_sea.gif").n_frames == 5
     width, height = Image.open(tmp_path / "deep_sea.png").size  # 5 columns and 2 rows of 5x5 grids, 4x upscaled
     assert (width, height) == (4 * (5 * 7 + 2), 4 * (2 * 7 + 2))
+
+
+def test_command_line_on_an_atari_game(tmp_path) -> None:
+    """Atari ids (registered by ale-py) get the psdrl.yml preprocessing: 64x64 grayscale frames, channels first."""
+    model = PSDRL("CnnPolicy", FrameEnv(), policy_kwargs=dict(cnn_depth=4, gru_dim=8), seed=0)
+    model.save(tmp_path / "model")
+    main(["--model", str(tmp_path / "model.zip"), "--env", "PongNoFrameskip-v4", "--n-models", "2", "--horizon", "2",
+          "--warmup-steps", "1", "--out", str(tmp_path / "pong")])  # fmt: skip
+    assert Image.open(tmp_path / "pong.png").size == (4 * (3 * 66 + 2), 4 * (2 * 66 + 2))

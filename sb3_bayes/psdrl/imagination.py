@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         importlib.import_module(package)
     model = PSDRL.load(args.model)
     if "NoFrameskip" in args.env:
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)  # Atari ids are registered by ale-py
         # The preprocessing of hyperparams/psdrl.yml's `atari` section.
         wrapper_kwargs = dict(noop_max=30, frame_skip=4, screen_size=64, terminal_on_life_loss=False, clip_reward=False)
         env: VecEnv = VecTransposeImage(make_atari_env(args.env, seed=args.seed, wrapper_kwargs=wrapper_kwargs))
