@@ -227,3 +227,22 @@ def test_learns_pendulum():
     finally:
         th.set_num_threads(threads)
     assert mean_return > -600
+
+
+def test_actor_fisher_is_taken_before_the_tanh():
+    # A saturated actor (bang-bang actions) must still protect the weights that produce its actions.
+    model = BayesianDDPG("MlpPolicy", short_env(), seed=0, consolidation="ewc", **TINY)
+    model.learn(30)
+    last = bayesian_layers(model.actor)[-1]
+    with th.no_grad():
+        last.bias_mean.fill_(20.0)  # tanh(20 + ...) == 1: saturated
+    model.consolidate(n_samples=20)
+    assert model.ewc is not None
+    ewc = model.ewc["actor"]
+    name = "mu.4.weight_mean"
+    assert name in ewc.parameter_names
+    # pre-squash output y = W h + b: the Fisher of W is the mean of h^2 over states, unaffected by the saturation
+    obs = th.as_tensor(model.replay_buffer.observations[:30, 0])  # type: ignore[union-attr]
+    with th.no_grad(), weight_mode(model.actor, "mean"):
+        hidden = model.actor.mu[:-2](model.actor.extract_features(obs, model.actor.features_extractor))
+    assert float(ewc.fisher_of(name).sum()) > 0.5 * float(hidden.pow(2).mean(0).sum())

@@ -30,6 +30,20 @@ EWC_MODULES = ("actor", "critic")
 _OBSERVATION_SPACES = (spaces.Box, spaces.Dict, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
+class _PreSquashActor(nn.Module):
+    """The actor's output before its final ``Tanh`` (the pre-squash mean), for the EWC Fisher of the actor."""
+
+    def __init__(self, actor: nn.Module) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+        features = self.actor.extract_features(obs, self.actor.features_extractor)  # type: ignore[operator]
+        mu = self.actor.mu
+        assert isinstance(mu, nn.Sequential)
+        return mu[:-1](features) if isinstance(mu[-1], nn.Tanh) else mu(features)
+
+
 class BayesianDDPG(TD3):
     """
     Bayesian DDPG: SB3's DDPG/TD3 whose actor and critics are Bayes-by-backprop networks (mean-field Gaussian weights,
@@ -369,9 +383,11 @@ class BayesianDDPG(TD3):
         posterior means; with ``"vcl"`` make the current posterior of actor and critics their prior; with ``"none"``
         do nothing.
 
-        The Fisher is that of a unit-variance Gaussian around each network's output (the actor's action, each
-        critic's Q-value), computed exactly from per-sample Jacobians (``gaussian_output_fisher``), with the posterior
-        mean weights.
+        The Fisher is that of a unit-variance Gaussian around each network's output, computed exactly from per-sample
+        Jacobians (``gaussian_output_fisher``), with the posterior mean weights: for each critic its Q-value; for the
+        actor its action *before* the final tanh, i.e. the mean of a tanh-squashed Gaussian policy (the policy
+        Fisher Continual World uses with SAC). After the tanh, saturated actions (bang-bang torques) would have a
+        near-zero Jacobian and so leave exactly the weights that produce them unprotected.
 
         :param n_samples: Number of transitions the Fisher is estimated on.
         """
@@ -394,8 +410,11 @@ class BayesianDDPG(TD3):
             batched = tuple(x.unsqueeze(0) for x in xs)
             return dict(zip(keys, batched)) if keys else batched[0]
 
+        pre_squash_actor = _PreSquashActor(self.actor)
+
         def actor_output(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
-            return functional_call(self.actor, params, (as_obs(sample),)).squeeze(0)
+            prefixed = {f"actor.{name}": value for name, value in params.items()}
+            return functional_call(pre_squash_actor, prefixed, (as_obs(sample),)).squeeze(0)
 
         def critic_output(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
             *xs, action = sample
