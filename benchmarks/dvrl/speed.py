@@ -146,7 +146,8 @@ def main() -> None:
             torch=torch.__version__,
             python=platform.python_version(),
             git_commit=head,
-            command="python benchmarks/dvrl/speed.py --out " + os.path.relpath(args.out, REPO_ROOT),
+            command=f"python benchmarks/dvrl/speed.py --rounds {args.rounds} --methods {' '.join(args.methods)} --out "
+            + os.path.relpath(args.out, REPO_ROOT),
             summary=summary,
             runs=runs,
         )
