@@ -1,0 +1,146 @@
+"""Collect the JSON results of run_learning.py into CSV tables and a plot of the learning curves.
+
+Usage: python benchmarks/bayes_dqn/summarize.py [--results benchmarks/bayes_dqn/results/learning]
+Writes: results/learning_curves.csv (every evaluation), results/learning_summary.csv (one row per run),
+results/learning_table.csv (per algorithm and task: mean +- std over seeds) and learning_curves.png.
+"""
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+NAMES = {"bbb": "BayesianDQN (bbb)", "blr": "BayesianDQN (blr)", "dqn": "DQN"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results", default="benchmarks/bayes_dqn/results/learning")
+    args = parser.parse_args()
+    folder = Path(args.results)
+    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    out = folder.parent
+    with open(out / "learning_curves.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["algo", "env", "seed", "timesteps", "eval_mean_return", "train_episodes", "train_successes"])
+        for run in runs:
+            for point in run["curve"]:
+                writer.writerow(
+                    [
+                        run["algo"],
+                        run["env"],
+                        run["seed"],
+                        point["timesteps"],
+                        point["eval_mean_return"],
+                        point["train_episodes"],
+                        point["train_successes"],
+                    ]
+                )
+    by_task: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    with open(out / "learning_summary.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            [
+                "algo",
+                "env",
+                "seed",
+                "steps",
+                "final_eval",
+                "mean_last3_eval",
+                "train_mean_last20",
+                "train_successes",
+                "first_success_episode",
+                "train_cpu_s",
+                "train_wall_s",
+            ]
+        )
+        for run in runs:
+            evals = [p["eval_mean_return"] for p in run["curve"]]
+            row = dict(
+                final=evals[-1],
+                last3=float(np.mean(evals[-3:])),
+                train=float(np.mean(run["last_train_returns"])) if run["last_train_returns"] else float("nan"),
+                successes=run["curve"][-1]["train_successes"],
+                cpu=run["train_cpu_s"],
+            )
+            by_task[(run["env"], run["algo"])].append(row)
+            writer.writerow(
+                [
+                    run["algo"],
+                    run["env"],
+                    run["seed"],
+                    run["steps"],
+                    f"{row['final']:.2f}",
+                    f"{row['last3']:.2f}",
+                    f"{row['train']:.2f}",
+                    row["successes"],
+                    run["first_success_episode"],
+                    f"{run['train_cpu_s']:.1f}",
+                    f"{run['train_wall_s']:.1f}",
+                ]
+            )
+    with open(out / "learning_table.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            [
+                "env",
+                "algo",
+                "n_seeds",
+                "final_eval_mean",
+                "final_eval_std",
+                "last3_eval_mean",
+                "train_last20_mean",
+                "train_successes_mean",
+                "cpu_s_mean",
+            ]
+        )
+        for (env, algo), rows in sorted(by_task.items()):
+            finals = [r["final"] for r in rows]
+            writer.writerow(
+                [
+                    env,
+                    algo,
+                    len(rows),
+                    f"{np.mean(finals):.1f}",
+                    f"{np.std(finals):.1f}",
+                    f"{np.mean([r['last3'] for r in rows]):.1f}",
+                    f"{np.mean([r['train'] for r in rows]):.1f}",
+                    f"{np.mean([r['successes'] for r in rows]):.1f}",
+                    f"{np.mean([r['cpu'] for r in rows]):.0f}",
+                ]
+            )
+            print(env, algo, len(rows), f"final {np.mean(finals):.1f} +- {np.std(finals):.1f}")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    envs = sorted({run["env"] for run in runs})
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for algo in ("bbb", "blr", "dqn"):
+            curves = [run["curve"] for run in runs if run["env"] == env and run["algo"] == algo]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            steps = np.array([p["timesteps"] for p in curves[0][:length]])
+            values = np.array([[p["eval_mean_return"] for p in c[:length]] for c in curves])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(steps, mean, label=f"{NAMES[algo]} ({len(curves)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return (mean weights)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder.parent.parent / "learning_curves.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
