@@ -130,6 +130,7 @@ def main() -> None:
         seed=args.seed,
         steps=args.steps,
         n_envs=n_envs,
+        extra_params=list(args.params),
         command=" ".join(["python", *cmd[1:]]).replace(log_folder, "<logs>"),
         config_yml=config,
         wall_s=round(wall, 2),

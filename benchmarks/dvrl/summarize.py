@@ -40,13 +40,15 @@ def group(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]
     """Runs by ``"<env> (<budget>k)"`` and method."""
     groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        groups[f"{run['env']} ({run['steps'] // 1000}k)"][run["method"]].append(run)
+        variant = ", actions rescaled to [-1, 1]" if any("RescaleAction" in x for x in run.get("extra_params", [])) else ""
+        groups[f"{run['env']} ({run['steps'] // 1000}k{variant})"][run["method"]].append(run)
     return groups
 
 
 def group_order(name: str) -> tuple[int, int, str]:
-    env, budget = name.rsplit(" (", 1)
-    return (ENV_ORDER.index(env) if env in ENV_ORDER else len(ENV_ORDER), int(budget.rstrip("k)")), env)
+    env, budget = name.split(" (", 1)
+    steps = int(budget.split("k")[0])
+    return (ENV_ORDER.index(env) if env in ENV_ORDER else len(ENV_ORDER), steps + ("rescaled" in budget), env)
 
 
 def window_return(run: dict[str, Any], t: int, window: int = WINDOW) -> float:
