@@ -63,6 +63,16 @@ def learning() -> list[str]:
         ax.legend()
     fig.tight_layout()
     fig.savefig(HERE / "learning_curves.png", dpi=100)
+    for env in envs:
+        first = next(iter(by_env[env].values()))[0]
+        steps = [p["steps"] for p in first["curve"]]
+        lines += ["", f"{env}: mean evaluation return over seeds at each evaluation point", ""]
+        lines += ["| algorithm | " + " | ".join(str(x) for x in steps) + " |", "|---|" + "---|" * len(steps)]
+        for algo in ALGOS:
+            algo_runs = by_env[env].get(algo, [])
+            if algo_runs:
+                means = [np.mean([r["curve"][k]["mean"] for r in algo_runs if len(r["curve"]) > k]) for k in range(len(steps))]
+                lines.append(f"| {algo} | " + " | ".join(f"{m:.0f}" for m in means) + " |")
     plt.close(fig)
     return lines
 
