@@ -246,3 +246,16 @@ def test_actor_fisher_is_taken_before_the_tanh():
     with th.no_grad(), weight_mode(model.actor, "mean"):
         hidden = model.actor.mu[:-2](model.actor.extract_features(obs, model.actor.features_extractor))
     assert float(ewc.fisher_of(name).sum()) > 0.5 * float(hidden.pow(2).mean(0).sum())
+
+
+def test_kl_data_count_survives_a_buffer_reset_and_restarts_with_vcl():
+    for consolidation in ("none", "vcl"):
+        model = BayesianDDPG("MlpPolicy", short_env(), seed=0, consolidation=consolidation, **TINY)
+        model.learn(40)
+        assert model._n_data() == 40  # = transitions in the buffer
+        model.consolidate()
+        assert model.replay_buffer is not None
+        model.replay_buffer.reset()  # task switch
+        model.learn(10, reset_num_timesteps=False)
+        # without VCL the N(0, s^2) prior still stands for all 50 transitions; with VCL the first 40 are in the prior
+        assert model._n_data() == (50 if consolidation == "none" else 10)

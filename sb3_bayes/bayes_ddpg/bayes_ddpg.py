@@ -53,7 +53,8 @@ class BayesianDDPG(TD3):
     ``actor: -mean_batch Q_1(s, mu(s)) + kl_weight * KL(q_actor || prior) / N``,
 
     with ``N`` the number of transitions in the replay buffer (Blundell et al., eq. 8-9: the KL is charged once per data
-    set, so per minibatch it is divided by the data set size, not by the batch size). ``Q(s, a)`` is evaluated with
+    set, so per minibatch it is divided by the data set size, not by the batch size); after a task switch that emptied
+    the buffer, ``N`` keeps counting the steps since the prior was set (see ``_n_data``). ``Q(s, a)`` is evaluated with
     the action ``a`` actually taken (stored in the buffer) and fresh weight noise (local reparameterisation).
 
     Exploration is posterior sampling: the actor acts with a held weight sample, one per environment, redrawn at the
@@ -176,6 +177,8 @@ class BayesianDDPG(TD3):
         self.ewc_decay = ewc_decay
         self.ewc_modules = ewc_modules
         self.ewc: nn.ModuleDict | None = None
+        # Environment step at which the prior was last set (0, or the last VCL consolidation); see `_n_data`.
+        self._prior_timesteps = 0
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]
@@ -246,9 +249,21 @@ class BayesianDDPG(TD3):
         # w.r.t. the log variances is zero at the mean) and every parameter of deterministic layers.
         return [name for name, p in module.named_parameters() if p.requires_grad and not name.endswith("log_var")]
 
-    def _n_data(self) -> int:
+    def _n_buffer(self) -> int:
         assert self.replay_buffer is not None
         return max(self.replay_buffer.size() * self.n_envs, 1)
+
+    def _n_data(self) -> int:
+        """
+        ``N`` of ``KL / N``: the number of transitions the posterior has been fit to since its prior was set, i.e.
+        the transitions in the replay buffer, or, if more, the environment steps since the prior was last replaced
+        (at construction, or by a VCL consolidation). The two agree in single-task training until the buffer is full.
+        After a task switch that empties the buffer, counting only the few new transitions would let the prior
+        ``N(0, s^2)`` overwhelm everything learned so far (``KL / 1`` at the first step: a collapse of the weights
+        towards 0, measured as catastrophic forgetting in benchmarks/bayes_ddpg); with VCL the old data live in the new
+        prior, so only the new task's transitions count.
+        """
+        return max(self._n_buffer(), self.num_timesteps - self._prior_timesteps)
 
     def _ewc_penalty(self, name: str) -> th.Tensor | None:
         if self.ewc is None or name not in self.ewc:
@@ -396,12 +411,13 @@ class BayesianDDPG(TD3):
         if self.consolidation == "vcl":
             posterior_to_prior(self.actor)
             posterior_to_prior(self.critic)
+            self._prior_timesteps = self.num_timesteps  # the data so far are now in the prior
             return
         if self.replay_buffer is None or self.replay_buffer.size() == 0:
             raise ValueError("consolidate() needs the data of the task just learned: call learn() first.")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        data = self.replay_buffer.sample(min(n_samples, self._n_data()), env=self._vec_normalize_env)
+        data = self.replay_buffer.sample(min(n_samples, self._n_buffer()), env=self._vec_normalize_env)
         obs = data.observations
         keys: list[str] = sorted(obs) if isinstance(obs, dict) else []
         obs_inputs = tuple(obs[k] for k in keys) if isinstance(obs, dict) else (obs,)
