@@ -25,8 +25,12 @@ def main() -> None:
     runs = load_runs()
     by_env = group(runs)
     envs = sorted(by_env, key=group_order)
-    fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.8), squeeze=False)
-    for ax, env in zip(axes[0], envs):
+    ncols = min(3, len(envs))
+    nrows = (len(envs) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(envs) :]:
+        ax.axis("off")
+    for ax, env in zip(axes.flat, envs):
         budget = min(r["steps"] for m in by_env[env].values() for r in m)
         grid = np.arange(2500, budget + 1, 500)
         for method in METHODS:
@@ -46,7 +50,8 @@ def main() -> None:
         ax.set_title(env, fontsize=9)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("training return (last 5k steps)")
+    for row in axes:
+        row[0].set_ylabel("training return (last 5k steps)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(HERE, "dvrl_learning.png"), dpi=110)
