@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Every measurement of the PSDRL speed benchmark, one after the other (from the repository root).
-# At 10k transitions the autoencoder and the transition model run 1 iteration (CPU time on the shared machine);
-# an iteration costs the same every time (a fresh batch of 125 x 250 steps), so a round counts it 3 times.
+# The measurements of the PSDRL speed benchmark, one after the other (from the repository root), as they ran.
 set -e
 T=${THREADS:-1}
+# A whole round and acting at 846 transitions (one random Pong episode).
 python benchmarks/psdrl_speed/bench.py --transitions 800 --threads "$T" --out benchmarks/psdrl_speed/results/round_800_fp32.json
+# bfloat16 autocast of the look-ahead and value targets: posterior, value fit and acting.
 python benchmarks/psdrl_speed/bench.py --transitions 800 --threads "$T" --inference-dtype bfloat16 \
   --components posterior,value,act --out benchmarks/psdrl_speed/results/round_800_bf16.json
-python benchmarks/psdrl_speed/bench.py --transitions 10000 --threads "$T" --train-iterations 1 \
+# 10k transitions: posterior refit and value fit. (A run with `--train-iterations 1` and all components was stopped for
+# CPU time after its autoencoder iteration; that number is in results/log_10k_autoencoder.txt.)
+python benchmarks/psdrl_speed/bench.py --transitions 10000 --threads "$T" --components posterior,value \
   --out benchmarks/psdrl_speed/results/round_10k_fp32.json

@@ -1,10 +1,10 @@
 """
 Train PSDRL (CnnPolicy, reduced sizes) on Pong for what a shared 2-core CPU allows, for the imagination picture.
 
-python benchmarks/psdrl_speed/imagination/train_small_pong.py --steps 4000 --out /tmp/psdrl_pong_small.zip
+python benchmarks/psdrl_speed/imagination/train_small_pong.py --steps 2000 --out /tmp/psdrl_pong_small.zip
 
 Same preprocessing, schedule shape and losses as `hyperparams/psdrl.yml` (section `atari`), with smaller networks
-(first convolution 16 channels, so a 256-dimensional latent; GRU 128; heads 384), smaller batches (16 windows of 32
+(first convolution 8 channels, so a 128-dimensional latent; GRU 64; heads 192), smaller batches (8 windows of 32
 steps), more autoencoder updates per round (the decoder has to learn Pong's frames quickly) and learning rate 5e-4.
 """
 
@@ -29,23 +29,24 @@ from sb3_bayes import PSDRL  # noqa: E402
 SETTINGS = dict(
     learning_rate=5e-4,
     buffer_size=100_000,
-    batch_size=16,
+    batch_size=8,
     sequence_length=32,
-    autoencoder_iterations=15,
+    autoencoder_iterations=40,
     model_iterations=5,
-    value_iterations=3,
+    value_iterations=2,
     value_batch_size=256,
     warmup_freq=250,
     reward_transform="tanh",
-    policy_kwargs=dict(cnn_depth=16, gru_dim=128, transition_hidden_dim=384, terminal_hidden_dim=256, value_hidden_dim=384),
+    policy_kwargs=dict(cnn_depth=8, gru_dim=64, transition_hidden_dim=192, terminal_hidden_dim=128, value_hidden_dim=192),
 )
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--resume", default=None, help="continue training a saved model (its replay starts empty)")
     args = p.parse_args()
     gym.register_envs(ale_py)
     env = make_vec_env(
@@ -55,13 +56,16 @@ def main() -> None:
         wrapper_class=AtariWrapper,
         wrapper_kwargs=dict(noop_max=30, frame_skip=4, screen_size=64, terminal_on_life_loss=False, clip_reward=False),
     )
-    model = PSDRL("CnnPolicy", env, seed=args.seed, verbose=1, **SETTINGS)
+    if args.resume is None:
+        model = PSDRL("CnnPolicy", env, seed=args.seed, verbose=1, **SETTINGS)
+    else:
+        model = PSDRL.load(args.resume, env=env, seed=args.seed)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    model.learn(args.steps, log_interval=4)
+    model.learn(args.steps, log_interval=4, reset_num_timesteps=args.resume is None)
     model.save(args.out)
     info = dict(
-        steps=args.steps,
+        steps=model.num_timesteps,
         rounds=model.n_training_rounds,
         autoencoder_updates=model.n_training_rounds * model.autoencoder_iterations,
         wall_s=round(time.perf_counter() - t0, 1),
