@@ -19,4 +19,3 @@ for consolidation in none ewc; do
     --out benchmarks/bayes_dqn/results/continual --name bbb_$consolidation
 done
 for seed in 0 1 2; do for algo in bbb blr dqn; do run $algo DeepSea10-v0 $seed 3000 --eval-freq 500; done; done
-for seed in 0; do for algo in bbb blr dqn; do run $algo DeepSea20-v0 $seed 10000 --eval-freq 1000; done; done

@@ -62,6 +62,7 @@ def main() -> None:
             row = dict(
                 final=evals[-1],
                 last3=float(np.mean(evals[-3:])),
+                all_evals=float(np.mean(evals)),
                 train=float(np.mean(run["last_train_returns"])) if run["last_train_returns"] else float("nan"),
                 successes=run["curve"][-1]["train_successes"],
                 cpu=run["train_cpu_s"],
@@ -92,6 +93,7 @@ def main() -> None:
                 "final_eval_mean",
                 "final_eval_std",
                 "last3_eval_mean",
+                "all_evals_mean",
                 "train_last20_mean",
                 "train_successes_mean",
                 "cpu_s_mean",
@@ -107,6 +109,7 @@ def main() -> None:
                     f"{np.mean(finals):.1f}",
                     f"{np.std(finals):.1f}",
                     f"{np.mean([r['last3'] for r in rows]):.1f}",
+                    f"{np.mean([r['all_evals'] for r in rows]):.1f}",
                     f"{np.mean([r['train'] for r in rows]):.1f}",
                     f"{np.mean([r['successes'] for r in rows]):.1f}",
                     f"{np.mean([r['cpu'] for r in rows]):.0f}",
