@@ -278,9 +278,14 @@ def test_killed_worker_leaves_the_study_consistent(postgres: PostgresServer, tun
             assert time.monotonic() < deadline, f"the victim never ran a trial\n{victim.output()}"
             assert victim.proc.poll() is None, f"the victim exited {victim.proc.returncode} first\n{victim.output()}"
             running = optuna.load_study(study_name=study_name, storage=storage).get_trials(states=[TrialState.RUNNING])
-            mine = [t for t in running if t.user_attrs.get("worker_pid") == victim.proc.pid]
+            # Kill only once the victim's trial has sampled every parameter (the sampler writes them one at a time, so a
+            # RUNNING trial seen early may still be missing some), and far from its end (seconds away).
+            mine = [
+                t
+                for t in running
+                if t.user_attrs.get("worker_pid") == victim.proc.pid and set(t.params) == set(samplers.PETS_SEARCH_SPACE)
+            ]
             if mine:
-                time.sleep(0.5)  # inside the trial (it has sampled its parameters), far from its end (seconds away)
                 victim.proc.send_signal(signal.SIGKILL)
                 victim.proc.wait()
                 killed = mine[0]
