@@ -6,6 +6,7 @@ import pytest
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 
+import sb3_bayes
 from sb3_bayes import PETS
 
 # A planner small enough for a unit test; episodes cut to 20 steps so that planning starts quickly.
@@ -23,6 +24,20 @@ SHORT = dict(max_episode_steps=20)
 
 def short_env(env_id: str = "Pendulum-v1", n_envs: int = 1, **kwargs):
     return make_vec_env(env_id, n_envs=n_envs, seed=0, env_kwargs={**SHORT, **kwargs})
+
+
+def test_every_algorithm_is_exported_at_the_top_level() -> None:
+    """``from sb3_bayes import X`` works for every algorithm, as ``from stable_baselines3 import PPO`` does."""
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+    from sb3_bayes.bayes_dqn import BayesianDQN
+    from sb3_bayes.dvrl import DVRL
+    from sb3_bayes.psdrl import PSDRL
+
+    exported = {name: getattr(sb3_bayes, name) for name in sb3_bayes.__all__ if name != "__version__"}
+    assert exported == {"PETS": PETS, "PSDRL": PSDRL, "DVRL": DVRL, "BayesianDDPG": BayesianDDPG, "BayesianDQN": BayesianDQN}
+    assert all(issubclass(algo, BaseAlgorithm) for algo in exported.values())
 
 
 @pytest.mark.parametrize("model_type", ["D", "P", "DE", "PE"])
