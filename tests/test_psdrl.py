@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
 from sb3_bayes import PSDRL
@@ -86,11 +87,83 @@ def test_acting_uses_the_sample_and_resets_state(trained: PSDRL) -> None:
     assert not th.equal(before, trained.policy.sampled_weight)
 
 
-def test_episode_resampling_and_original_sampling() -> None:
+class ModelFingerprint(BaseCallback):
+    """Per step of a single env: the episode it belongs to and a fingerprint of the model that chose its action."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[int, tuple[float, float, float]]] = []
+        self.episode = 0
+
+    def _on_step(self) -> bool:
+        # Called after env.step and before any training round of this step: the model is the one that acted.
+        policy = self.model.policy
+        with th.no_grad():
+            fingerprint = (
+                float(policy.sampled_weight.double().sum()),
+                float(sum(p.double().sum() for p in policy.transition.parameters())),
+                float(sum(p.double().sum() for p in policy.value.parameters())),
+            )
+        self.records.append((self.episode, fingerprint))
+        self.episode += int(self.locals["dones"][0])
+        return True
+
+    def per_episode(self) -> list[set[tuple[float, float, float]]]:
+        episodes: dict[int, set[tuple[float, float, float]]] = {}
+        for episode, fingerprint in self.records:
+            episodes.setdefault(episode, set()).add(fingerprint)
+        return [episodes[e] for e in sorted(episodes)]
+
+
+@pytest.mark.parametrize("schedule", ["episode", "round"])
+def test_episode_schedule_commits_to_one_model_per_episode(schedule: str) -> None:
+    """PSRL's schedule: networks and sample fixed within an episode, a new sample at every episode end."""
+    # DeepSea 5: 5-step episodes; a round is due every 3 steps, so in "round" mode it falls mid-episode.
+    kwargs = {**TINY, "warmup_freq": 3, "sequence_length": 5, "value_iterations": 1}
+    model = PSDRL("MlpPolicy", "DeepSea5-v0", resample_schedule=schedule, seed=0, **kwargs)
+    recorder = ModelFingerprint()
+    model.learn(60, callback=recorder)
+    episodes = recorder.per_episode()
+    assert len(episodes) == 12 and model.n_training_rounds >= 10
+    if schedule == "episode":
+        assert all(len(models) == 1 for models in episodes)
+        # after the first round (at the end of episode 1), every episode acts on a new sample
+        samples = [next(iter(models))[0] for models in episodes[1:]]
+        assert len(set(samples)) == len(samples)
+    else:
+        assert any(len(models) > 1 for models in episodes)  # the original retrains and resamples mid-episode
+
+
+def test_original_sampling_mode_trains() -> None:
     kwargs = {**TINY, "policy_kwargs": dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16, sampling="original")}
-    model = PSDRL("MlpPolicy", "CartPole-v1", resample_schedule="episode", seed=0, **kwargs)
+    model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, **kwargs)
     model.learn(150)
     assert model.n_training_rounds > 0 and model.policy.sampling == "original"
+    mean = model.policy.posterior.mean.float()
+    # covariance-as-scale draws stay close to the mean (prior scale 1e-3 times A^-1, used as a standard deviation)
+    assert 0 < float((model.policy.sampled_weight - mean).abs().max()) < 1e-3
+
+
+def test_nan_loss_raises_a_clear_value_error() -> None:
+    model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, **TINY)
+    model.learn(30)  # fills the replay
+    with th.no_grad():
+        next(model.policy.transition.head.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="The PSDRL transition model loss is NaN or inf"):
+        model.train()
+    # acting on a diverged model says so too
+    with pytest.raises(ValueError, match="PSDRL's look-ahead value of an action is NaN or inf"):
+        model.learn(10)
+
+
+def test_resumed_training_draws_the_same_replay_batches(tmp_path) -> None:
+    """The replay-sampling generator is saved with its state: a loaded model continues its random stream."""
+    model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, **TINY)
+    model.learn(60)
+    model.save(tmp_path / "psdrl")
+    loaded = PSDRL.load(tmp_path / "psdrl")
+    assert loaded._rng.bit_generator.state == model._rng.bit_generator.state
+    assert np.array_equal(loaded._rng.integers(1 << 30, size=8), model._rng.integers(1 << 30, size=8))
 
 
 class FrameEnv(gym.Env):
@@ -128,7 +201,11 @@ def test_cnn_policy_on_frames() -> None:
 
 
 def test_psdrl_reaches_the_deep_sea_goal() -> None:
-    """Seeded learning test: deep exploration finds the single rewarding path of DeepSea 5 (2^-5 for random play)."""
+    """
+    Seeded learning test on DeepSea 5: uniformly random play reaches the goal with probability 2^-5 per episode, so in
+    50 episodes it reaches it 1.6 times on average and 6 or more times with probability 0.6 %. PSDRL with the YAML's
+    settings (seed 0) first reaches it at episode 59 and then keeps returning to it (12 of episodes 61-110).
+    """
     th.set_num_threads(1)
     model = PSDRL(
         "MlpPolicy",
@@ -147,9 +224,9 @@ def test_psdrl_reaches_the_deep_sea_goal() -> None:
             latent_dim=32, gru_dim=32, encoder_hidden_dim=64, ridge=1.0, reward_prior_scale=0.1, transition_prior_scale=1e-3
         ),
     )
-    model.learn(5 * 100)
-    successes = [info["r"] > 0.5 for info in model.ep_info_buffer]
-    assert any(successes)
+    model.learn(5 * 110)
+    successes = [info["r"] > 0.5 for info in model.ep_info_buffer][-50:]
+    assert len(successes) == 50 and sum(successes) >= 6, successes
 
 
 def test_bfloat16_lookahead_keeps_the_greedy_actions(trained: PSDRL) -> None:

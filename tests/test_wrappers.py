@@ -149,3 +149,28 @@ def test_flickering_atari_from_an_rl_zoo3_env_wrapper_entry_and_bad_envs():
         FlickeringAtariWrapper(gym.make("ALE/Pong-v5"))  # frameskip 4 already
     with pytest.raises(ValueError, match="ale_py"):
         FlickeringAtariWrapper(gym.make("MountainHike-v0"))
+
+
+def test_psdrl_atari_wrapper_is_the_original_preprocessing():
+    """Frames equal the original code's gym AtariPreprocessing (scaled to [0, 1]) times 255; rewards are not clipped."""
+    from gymnasium import spaces
+    from gymnasium.wrappers import AtariPreprocessing
+
+    from sb3_bayes.common.wrappers import PSDRLAtariWrapper
+
+    gym.register_envs(ale_py)
+    ours = PSDRLAtariWrapper(gym.make("PongNoFrameskip-v4"))
+    original = AtariPreprocessing(
+        gym.make("PongNoFrameskip-v4"), 30, 4, 64, terminal_on_life_loss=False, grayscale_obs=True, scale_obs=True
+    )
+    assert ours.observation_space == spaces.Box(0, 255, (64, 64, 1), np.uint8)
+    obs, _ = ours.reset(seed=3)
+    reference, _ = original.reset(seed=3)
+    rewards = []
+    for action in np.random.default_rng(0).integers(6, size=300):
+        assert np.array_equal(obs[..., 0].astype(np.float32) / 255.0, reference)
+        obs, reward, *_ = ours.step(int(action))
+        reference, reference_reward, *_ = original.step(int(action))
+        assert reward == reference_reward
+        rewards.append(reward)
+    assert -1.0 in rewards  # the opponent scored within 300 agent steps: the game runs (no FIRE needed to serve)

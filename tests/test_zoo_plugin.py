@@ -596,6 +596,24 @@ def test_psdrl_train_enjoy_optimize_and_trial_id(tmp_path):
     assert config["policy_kwargs"]["ridge"] == expected["policy_kwargs"]["ridge"]
 
 
+@pytest.mark.slow
+def test_psdrl_atari_section_on_pong(tmp_path):
+    """The `atari` section (PSDRLAtariWrapper, CnnPolicy) through rl-zoo3 on Pong, tiny networks, 20-step episodes."""
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "psdrl", "--env", "PongNoFrameskip-v4", "--num-threads", "1", "-n", "50",
+         "-f", "logs", "--eval-freq", "-1", "--env-kwargs", "max_episode_steps:80", "-params", "batch_size:2",
+         "sequence_length:4", "warmup_freq:20", "value_batch_size:16",
+         "policy_kwargs:dict(cnn_depth=4, gru_dim=8, transition_hidden_dim=16, terminal_hidden_dim=16, value_hidden_dim=16)"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "sb3_bayes.common.wrappers.PSDRLAtariWrapper" in proc.stdout
+    from sb3_bayes import PSDRL
+
+    model = PSDRL.load(tmp_path / "logs/psdrl/PongNoFrameskip-v4_1/PongNoFrameskip-v4.zip")
+    assert model.observation_space.shape == (1, 64, 64) and model.observation_space.dtype == "uint8"
+    assert model.n_training_rounds >= 1 and model.policy.transition.latent_dim == 8 * 4 * 4
+
+
 # ---------------------------------------------------------------------------------------------------------- DVRL
 # Tiny DVRL (2 envs, 2 particles, 8-unit networks) so that each command runs in seconds
 DVRL_TINY_PARAMS = [

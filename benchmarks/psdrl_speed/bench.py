@@ -4,7 +4,7 @@ Time one PSDRL training round per component, and acting, at the paper's sizes on
 python benchmarks/psdrl_speed/bench.py --transitions 800 --threads 1 --out benchmarks/psdrl_speed/results/round_800.json
 
 Settings: `hyperparams/psdrl.yml`, section `atari` (CnnPolicy: latent 1536, GRU 756, heads 2292 / 1536; batch 125 x 250
-steps; 3 autoencoder, 3 model and 3 value iterations; the AtariWrapper preprocessing of the YAML). The replay is filled
+steps; 3 autoencoder, 3 model and 3 value iterations; the PSDRLAtariWrapper preprocessing of the YAML). The replay is filled
 with uniformly random actions until it holds at least `--transitions` transitions and one finished episode.
 """
 
@@ -71,11 +71,11 @@ def main() -> None:
 
     import ale_py
     import gymnasium as gym
-    from stable_baselines3.common.atari_wrappers import AtariWrapper
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
 
     from sb3_bayes import PSDRL
+    from sb3_bayes.common.wrappers import PSDRLAtariWrapper
 
     gym.register_envs(ale_py)
     section = atari_section()
@@ -84,8 +84,8 @@ def main() -> None:
         n_envs=1,
         seed=args.seed,
         env_kwargs=section["env_kwargs"],
-        wrapper_class=AtariWrapper,
-        wrapper_kwargs=section["env_wrapper"][0]["stable_baselines3.common.atari_wrappers.AtariWrapper"],
+        wrapper_class=PSDRLAtariWrapper,
+        wrapper_kwargs=section["env_wrapper"][0]["sb3_bayes.common.wrappers.PSDRLAtariWrapper"],
     )
     hp = {k: v for k, v in section.items() if k not in ("env_wrapper", "env_kwargs", "n_timesteps", "policy")}
     hp["policy_kwargs"]["inference_dtype"] = args.inference_dtype

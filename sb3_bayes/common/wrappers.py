@@ -9,6 +9,9 @@ Observation wrappers for partially observable benchmarks.
   (no-op reset, max-and-skip 4, episodic life, fire reset, 84x84 grayscale, reward clipping; no frame stack), sticky
   actions with probability 0.25 (the ALE's ``repeat_action_probability``, as the original's ``*NoFrameskip-v0`` ids
   had), then the flicker.
+* :class:`PSDRLAtariWrapper` is the Atari preprocessing of PSDRL (Sasso et al., ICML 2023): the original code's call of
+  gym's ``AtariPreprocessing`` (no-op reset 30, frame skip 4 with max-pooling of the last two frames, 64x64 grayscale;
+  no fire reset, no life-loss terminal, no frame stack, no reward clipping), with frames kept as uint8.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.wrappers import AtariPreprocessing
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 
-__all__ = ["FlickeringAtariWrapper", "ObservationFlicker", "set_sticky_actions"]
+__all__ = ["FlickeringAtariWrapper", "ObservationFlicker", "PSDRLAtariWrapper", "set_sticky_actions"]
 
 
 class ObservationFlicker(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
@@ -156,3 +160,39 @@ class FlickeringAtariWrapper(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
         super().__init__(env)
         self.flicker_probability = float(flicker_probability)
         self.repeat_action_probability = float(repeat_action_probability)
+
+
+class PSDRLAtariWrapper(AtariPreprocessing):
+    """
+    PSDRL's Atari preprocessing, as its original code wraps ``<Game>NoFrameskip-v4``: gym's ``AtariPreprocessing`` with
+    no-op reset (up to ``noop_max`` no-ops), ``frame_skip`` with a max over the last two frames, ``screen_size`` square
+    grayscale frames, and no life-loss terminal. Unlike SB3's ``AtariWrapper`` it presses no FIRE at reset; there is no
+    frame stack (PSDRL's GRU carries the memory) and no reward clipping (PSDRL squashes rewards with ``tanh`` when it
+    stores them). The original scaled frames to [0, 1] here; they stay uint8 (``(screen_size, screen_size, 1)``, the
+    layout SB3 transposes for its CNNs) and are scaled inside the network, so the replay holds one byte per pixel.
+
+    :param env: An Atari environment without frame skipping of its own (``*NoFrameskip-v4``).
+    :param noop_max: Maximum number of no-op actions at reset (30).
+    :param frame_skip: Emulator frames per agent step (4).
+    :param screen_size: Side of the square frames (64).
+    :param terminal_on_life_loss: End the episode when a life is lost (False, as the original).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        noop_max: int = 30,
+        frame_skip: int = 4,
+        screen_size: int = 64,
+        terminal_on_life_loss: bool = False,
+    ) -> None:
+        super().__init__(
+            env,
+            noop_max=noop_max,
+            frame_skip=frame_skip,
+            screen_size=screen_size,
+            terminal_on_life_loss=terminal_on_life_loss,
+            grayscale_obs=True,
+            grayscale_newaxis=True,
+            scale_obs=False,
+        )

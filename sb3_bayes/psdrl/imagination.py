@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 from PIL import Image
-from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecTransposeImage
 
 from sb3_bayes.psdrl.psdrl import PSDRL
@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> None:
         import ale_py
         import gymnasium as gym
 
+        from sb3_bayes.common.wrappers import PSDRLAtariWrapper
+
         gym.register_envs(ale_py)  # Atari ids are registered by ale-py
         # The preprocessing of hyperparams/psdrl.yml's `atari` section.
-        wrapper_kwargs = dict(noop_max=30, frame_skip=4, screen_size=64, terminal_on_life_loss=False, clip_reward=False)
-        env: VecEnv = VecTransposeImage(make_atari_env(args.env, seed=args.seed, wrapper_kwargs=wrapper_kwargs))
+        env: VecEnv = VecTransposeImage(make_vec_env(args.env, seed=args.seed, wrapper_class=PSDRLAtariWrapper))
     else:
         env = make_vec_env(args.env, seed=args.seed)
     obs = np.asarray(env.reset())

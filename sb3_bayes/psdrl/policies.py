@@ -13,7 +13,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_bayes.common.blr import SAMPLING_MODES, BayesianLinearRegression
-from sb3_bayes.common.utils import PLANNING_DTYPES, planning_precision
+from sb3_bayes.common.utils import PLANNING_DTYPES, check_finite, planning_precision
 
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh, last_activation: bool = True) -> nn.Sequential:
@@ -373,6 +373,10 @@ class PSDRLPolicy(BasePolicy):
             latent = self.encode(obs)
             next_latent, next_hidden, reward, not_terminal = self.lookahead(latent, hidden)
             q_values = self.action_values(next_latent, next_hidden, reward, not_terminal)
+            # NaN values would make every action "not the best" (and multinomial fail with an obscure message).
+            check_finite(
+                q_values, "PSDRL's look-ahead value of an action", "the model or value network diverged, lower learning_rate"
+            )
             best = q_values == q_values.max(dim=1, keepdim=True).values
             actions = th.multinomial(best.float(), 1).squeeze(1)  # uniform among the maximisers
             if not deterministic and self.exploration_epsilon > 0:
@@ -432,7 +436,7 @@ class PSDRLCnnPolicy(PSDRLPolicy):
         if len(shape) != 3 or shape[1:] != (64, 64):
             raise ValueError(
                 f"CnnPolicy expects 64x64 frames (channels first), got observation shape {shape}: wrap Atari games with "
-                "AtariWrapper(screen_size=64) as in hyperparams/psdrl.yml, or use MlpPolicy for vector observations."
+                "sb3_bayes.common.wrappers.PSDRLAtariWrapper as in hyperparams/psdrl.yml, or use MlpPolicy for vectors."
             )
         super().__init__(observation_space, action_space, lr_schedule, latent_dim=latent_dim, gru_dim=gru_dim, **kwargs)
 

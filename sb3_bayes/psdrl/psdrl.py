@@ -68,7 +68,9 @@ class PSDRL(BaseAlgorithm):
     :param warmup_freq: Round interval during the warm-up (250).
     :param update_freq: Round interval afterwards (1000).
     :param resample_schedule: ``"round"`` (the original: a new model after every training round, also mid-episode) or
-        ``"episode"`` (PSRL: a new model, and a value fit, at the start of every episode).
+        ``"episode"`` (PSRL: the networks and the sample stay fixed during an episode; a due training round waits for
+        the episode end, and every episode end draws a new model and fits the value network to it). With
+        ``n_envs > 1`` all environments share one sample, redrawn whenever one of their episodes ends.
     :param reward_transform: ``"tanh"`` (the original's reward squashing, applied when storing) or ``"none"``.
     :param lookahead_cache_bytes: Memory allowed for caching the sampled model's one-step predictions during value
         fitting (they do not change while the value network is fitted); above it they are recomputed per batch.
@@ -177,7 +179,8 @@ class PSDRL(BaseAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self._check_spaces(self.observation_space, self.action_space)
-        self._rng = np.random.default_rng(self.seed)
+        if not isinstance(getattr(self, "_rng", None), np.random.Generator):  # a loaded model keeps its generator state
+            self._rng = np.random.default_rng(self.seed)
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs  # type: ignore[arg-type]
         )
@@ -412,8 +415,9 @@ class PSDRL(BaseAlgorithm):
         self.logger.record("train/transition_loss", transition_loss)
         self.logger.record("train/terminal_loss", terminal_loss)
         self.logger.record("train/n_rounds", self.n_training_rounds)
-        if self.resample_schedule == "round" or self.n_training_rounds == 1:
+        if self.resample_schedule == "round":
             self._resample_and_fit_value()
+        # "episode": `learn` draws the sample (and fits the value network on it) at the episode end, after this round.
         self.policy.set_training_mode(False)
 
     def _resample_and_fit_value(self) -> None:
@@ -482,14 +486,19 @@ class PSDRL(BaseAlgorithm):
                 self._episode_num += int(dones.sum())
                 done_mask = th.as_tensor(dones, device=self.device)[:, None]
                 self._last_hidden = th.where(done_mask, th.zeros_like(self._last_hidden), self._last_hidden)
-                if self.resample_schedule == "episode" and self.n_training_rounds > 0:
-                    self._resample_and_fit_value()
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if continue_training and buffer.n_complete_episodes() > 0 and steps_since_round >= self._round_interval():
+            round_due = buffer.n_complete_episodes() > 0 and steps_since_round >= self._round_interval()
+            # "round" (the original): train and resample whenever a round is due, also mid-episode. "episode" (PSRL):
+            # the agent commits to one model per episode, so a due round waits for the next episode end, and every
+            # episode end draws a new sample (on the networks just trained) and fits the value network to it.
+            episode_end = self.resample_schedule == "episode" and bool(dones.any())
+            if continue_training and round_due and (self.resample_schedule == "round" or episode_end):
                 self.train()
                 steps_since_round = 0
                 if log_interval > 0 and self.n_training_rounds % log_interval == 0:
                     dump_rollout_logs(self)
+            if continue_training and episode_end and self.n_training_rounds > 0:
+                self._resample_and_fit_value()
         callback.on_training_end()
         return self
 
@@ -513,5 +522,6 @@ class PSDRL(BaseAlgorithm):
         return state_dicts, ["_last_hidden"]
 
     def _excluded_save_params(self) -> list[str]:
-        # The random generator is re-created from the seed, the start states from the replay when needed.
-        return [*super()._excluded_save_params(), "_rng", "_start_states"]
+        # The start states are recomputed from the replay when needed (the replay is not part of the model file); the
+        # replay-sampling generator is saved with its state.
+        return [*super()._excluded_save_params(), "_start_states"]

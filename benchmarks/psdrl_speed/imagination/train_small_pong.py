@@ -21,10 +21,10 @@ th.set_num_threads(1)
 
 import ale_py  # noqa: E402
 import gymnasium as gym  # noqa: E402
-from stable_baselines3.common.atari_wrappers import AtariWrapper  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
 from sb3_bayes import PSDRL  # noqa: E402
+from sb3_bayes.common.wrappers import PSDRLAtariWrapper  # noqa: E402
 
 SETTINGS = dict(
     learning_rate=5e-4,
@@ -53,8 +53,7 @@ def main() -> None:
         "PongNoFrameskip-v4",
         seed=args.seed,
         env_kwargs=dict(max_episode_steps=108000),
-        wrapper_class=AtariWrapper,
-        wrapper_kwargs=dict(noop_max=30, frame_skip=4, screen_size=64, terminal_on_life_loss=False, clip_reward=False),
+        wrapper_class=PSDRLAtariWrapper,  # the preprocessing of hyperparams/psdrl.yml (section atari)
     )
     if args.resume is None:
         model = PSDRL("CnnPolicy", env, seed=args.seed, verbose=1, **SETTINGS)
