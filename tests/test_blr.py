@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch as th
 
-from sb3_bayes.common.blr import BayesianLinearRegression, cholesky_with_jitter
+from sb3_bayes.common.blr import (
+    BayesianLinearRegression,
+    PerActionBayesianLinearRegression,
+    cholesky_with_jitter,
+    grouped_statistics,
+    posterior_from_statistics,
+    predictive_variance,
+    thompson_sample,
+)
 
 
 def data(n: int = 40, d: int = 4, k: int = 3, seed: int = 0) -> tuple[th.Tensor, th.Tensor]:
@@ -97,3 +105,173 @@ def test_per_action_posterior_equals_numpy_closed_form_and_samples() -> None:
     assert blr.sample().shape == (3, 3)
     with pytest.raises(ValueError, match="actions must lie in"):
         blr.fit([(x, th.full((60,), 3), y[:, 0])])
+
+
+def random_cholesky(batch: tuple[int, ...], d: int, generator: th.Generator) -> th.Tensor:
+    """Lower Cholesky factors of random well-conditioned precisions ``[*batch, d, d]``."""
+    root = th.randn(*batch, d, d, generator=generator, dtype=th.float64)
+    return th.linalg.cholesky(root @ root.mT + d * th.eye(d, dtype=th.float64))
+
+
+def test_cholesky_jitter_batched_retries_only_the_failing_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    healthy = th.tensor([[[2.0, 0.5], [0.5, 1.0]], [[3.0, 1.0], [1.0, 2.0]], [[1.0, 0.0], [0.0, 4.0]]], dtype=th.float64)
+    singular = th.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=th.float64)  # one jittered retry
+    indefinite = th.tensor([[1.0, 1.0], [1.0, 1.0 - 1e-6]], dtype=th.float64)  # eigenvalue -5e-7: three retries
+    matrix = th.stack([healthy[0], singular, healthy[1], indefinite, healthy[2], healthy[0]]).reshape(2, 3, 2, 2)
+    batch_sizes: list[int] = []
+    cholesky_ex = th.linalg.cholesky_ex
+
+    def recording_cholesky_ex(a: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        batch_sizes.append(a[..., 0, 0].numel())
+        return cholesky_ex(a)
+
+    monkeypatch.setattr(th.linalg, "cholesky_ex", recording_cholesky_ex)
+    factor = cholesky_with_jitter(matrix)
+    # The whole batch once, then only the failing members, each dropped as soon as its factorisation succeeds.
+    assert batch_sizes == [6, 2, 1, 1]
+    monkeypatch.setattr(th.linalg, "cholesky_ex", cholesky_ex)
+    assert factor.shape == matrix.shape and factor.dtype == th.float64
+    flat_matrix, flat_factor = matrix.reshape(-1, 2, 2), factor.reshape(-1, 2, 2)
+    for member in range(6):
+        # Every member as if factorised alone: healthy ones exactly, without jitter.
+        assert th.equal(flat_factor[member], cholesky_with_jitter(flat_matrix[member]))
+    for member in (0, 2, 4, 5):
+        assert th.equal(flat_factor[member], th.linalg.cholesky(flat_matrix[member]))
+    for member, jitter in ((1, 1e-8), (3, 1e-6)):
+        scale = float(flat_matrix[member].diagonal().mean())
+        expected = th.linalg.cholesky(flat_matrix[member] + jitter * scale * th.eye(2, dtype=th.float64))
+        th.testing.assert_close(flat_factor[member], expected, rtol=1e-12, atol=0)
+    # One member beyond repair fails the whole batch, with the unbatched error message.
+    broken = matrix.clone()
+    broken[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="not positive definite even with jitter"):
+        cholesky_with_jitter(broken)
+
+
+def test_posterior_from_statistics_batched_equals_numpy_closed_form() -> None:
+    generator = th.Generator().manual_seed(3)
+    x = th.randn(2, 3, 7, 4, generator=generator, dtype=th.float64)  # 2 x 3 regressions on 7 rows each
+    y = th.randn(2, 3, 7, 2, generator=generator, dtype=th.float64)
+    ridge, beta = 0.7, 3.0
+    cholesky, mean = posterior_from_statistics(x.mT @ x, x.mT @ y, ridge, beta)
+    assert cholesky.shape == (2, 3, 4, 4) and mean.shape == (2, 3, 4, 2)
+    for i in range(2):
+        for j in range(3):
+            xn, yn = x[i, j].numpy(), y[i, j].numpy()
+            precision = beta * xn.T @ xn + ridge * np.eye(4)  # PRML eq. 3.54
+            np.testing.assert_allclose((cholesky[i, j] @ cholesky[i, j].T).numpy(), precision, rtol=1e-12)
+            np.testing.assert_allclose(mean[i, j].numpy(), beta * np.linalg.solve(precision, xn.T @ yn), rtol=1e-10)
+
+
+def test_thompson_sample_and_predictive_variance_batched_equal_per_member_loop() -> None:
+    generator = th.Generator().manual_seed(4)
+    d, k = 3, 2
+    cholesky = random_cholesky((2, 3), d, generator)
+    mean = th.randn(2, 3, d, k, generator=generator, dtype=th.float64)
+    eps = th.randn(5, 2, 3, d, k, generator=generator, dtype=th.float64)  # a leading sample dimension broadcasts
+    scale = th.tensor([0.25, 4.0], dtype=th.float64)
+    samples = thompson_sample(mean, cholesky, eps, scale)
+    unscaled = thompson_sample(mean, cholesky, eps)
+    features = th.randn(6, d, generator=generator, dtype=th.float64)
+    variance = predictive_variance(cholesky, features)
+    batched_features = th.randn(2, 3, 6, d, generator=generator, dtype=th.float64)
+    batched_variance = predictive_variance(cholesky, batched_features)
+    assert samples.shape == (5, 2, 3, d, k) and variance.shape == (2, 3, 6) and batched_variance.shape == (2, 3, 6)
+    for i in range(2):
+        for j in range(3):
+            factor = cholesky[i, j].numpy()
+            covariance = np.linalg.inv(factor @ factor.T)
+            for s in range(5):
+                noise = np.linalg.solve(factor.T, eps[s, i, j].numpy())  # L^-T eps
+                expected = mean[i, j].numpy() + noise * np.sqrt(scale.numpy())
+                np.testing.assert_allclose(samples[s, i, j].numpy(), expected, rtol=1e-12, atol=1e-14)
+                np.testing.assert_allclose(unscaled[s, i, j].numpy(), mean[i, j].numpy() + noise, rtol=1e-12, atol=1e-14)
+            expected_variance = np.einsum("nd,de,ne->n", features.numpy(), covariance, features.numpy())
+            np.testing.assert_allclose(variance[i, j].numpy(), expected_variance, rtol=1e-12)
+            own = batched_features[i, j].numpy()
+            np.testing.assert_allclose(
+                batched_variance[i, j].numpy(), np.einsum("nd,de,ne->n", own, covariance, own), rtol=1e-12
+            )
+
+
+def loop_statistics(x: th.Tensor, y: th.Tensor, groups: th.Tensor, n_groups: int) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """The former per-action loop: ``X_a^T X_a`` and ``X_a^T y_a`` from the rows where ``a`` was taken."""
+    gram = th.stack([x[groups == g].T @ x[groups == g] for g in range(n_groups)])
+    cross = th.stack([x[groups == g].T @ y[groups == g] for g in range(n_groups)])
+    return gram, cross, th.stack([(groups == g).sum() for g in range(n_groups)])
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [0, 2, 2, 4, 0, 2, 4, 4, 0, 2, 4, 2],  # balanced over the taken groups, some groups empty
+        [1] * 40 + [0, 3, 4, 0, 4],  # skewed: group 1 dominates
+        [2, 0],  # fewer rows than groups
+        [],  # an empty chunk
+    ],
+)
+def test_grouped_statistics_equal_per_group_loop(groups: list[int]) -> None:
+    generator = th.Generator().manual_seed(5)
+    n, d, k, n_groups = len(groups), 3, 2, 5
+    x = th.randn(n, d, generator=generator, dtype=th.float64)
+    y = th.randn(n, k, generator=generator, dtype=th.float64)
+    labels = th.tensor(groups, dtype=th.long)
+    gram, cross, counts = grouped_statistics(x, y, labels, n_groups)
+    expected_gram, expected_cross, expected_counts = loop_statistics(x, y, labels, n_groups)
+    assert gram.shape == (n_groups, d, d) and cross.shape == (n_groups, d, k) and counts.dtype == th.long
+    th.testing.assert_close(gram, expected_gram, rtol=1e-12, atol=1e-12)
+    th.testing.assert_close(cross, expected_cross, rtol=1e-12, atol=1e-12)
+    assert th.equal(counts, expected_counts)
+
+
+def test_per_action_fit_equals_former_loop_with_untaken_actions() -> None:
+    generator = th.Generator().manual_seed(6)
+    n, d, n_actions, ridge, beta = 300, 6, 6, 4.0, 0.5
+    x = th.randn(n, d, generator=generator)  # float32 features, accumulated in float64
+    y = th.randn(n, generator=generator)
+    taken = th.tensor([0, 2, 3, 5])  # actions 1 and 4 are never taken
+    actions = taken[th.randint(0, 4, (n,), generator=generator)]
+    actions[100:190] = 3  # one chunk dominated by a single action
+    blr = PerActionBayesianLinearRegression(d, n_actions, ridge=ridge, noise_precision=beta)
+    bounds = [0, 37, 37, 100, 200, 300]  # uneven chunks, one of them empty
+    blr.fit((x[a:b], actions[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+    # The former implementation: one regression per action, in a Python loop.
+    xd, yd = x.double(), y.double()[:, None]
+    eye = th.eye(d, dtype=th.float64)
+    for action in range(n_actions):
+        rows = actions == action
+        precision = beta * xd[rows].T @ xd[rows] + ridge * eye
+        factor = cholesky_with_jitter(precision)
+        th.testing.assert_close(blr.precision_cholesky[action], factor, rtol=1e-12, atol=1e-12)
+        expected_mean = beta * th.cholesky_solve(xd[rows].T @ yd[rows], factor)[:, 0]
+        th.testing.assert_close(blr.mean[action], expected_mean, rtol=1e-11, atol=1e-12)
+        assert int(blr.n_observations[action]) == int(rows.sum())
+    for action in (1, 4):  # never taken: exactly the prior
+        assert bool((blr.mean[action] == 0).all()) and int(blr.n_observations[action]) == 0
+        assert th.equal(blr.precision_cholesky[action], eye * ridge**0.5)
+    # Buffers keep their shapes, dtypes and layout (saved models load into them unchanged).
+    assert blr.mean.shape == (n_actions, d) and blr.precision_cholesky.shape == (n_actions, d, d)
+    assert blr.mean.dtype == blr.precision_cholesky.dtype == th.float64 and blr.n_observations.dtype == th.long
+    assert blr.precision_cholesky.is_contiguous()
+    assert set(blr.state_dict()) == {"mean", "precision_cholesky", "n_observations"}
+
+
+def test_samples_follow_the_documented_formulas_bitwise() -> None:
+    """The shared helpers must not change any draw: the same generator gives exactly the former samples."""
+    x, y = data(n=30, d=4, k=3)
+    blr = BayesianLinearRegression(4, 3, prior_scale=th.tensor([0.1, 1.0, 3.0], dtype=th.float64))
+    blr.fit([(x, y)])
+    eps = th.randn(4, 3, dtype=th.float64, generator=th.Generator().manual_seed(7))
+    noise = th.linalg.solve_triangular(blr.precision_cholesky.T, eps, upper=True)
+    assert th.equal(blr.sample("thompson", th.Generator().manual_seed(7)), blr.mean + noise * blr.prior_scale.sqrt())
+    original = blr.mean + (blr.covariance() @ eps) * blr.prior_scale
+    assert th.equal(blr.sample("original", th.Generator().manual_seed(7)), original)
+    actions = th.as_tensor(np.random.default_rng(1).integers(0, 3, size=30))
+    per_action = PerActionBayesianLinearRegression(4, 3)
+    per_action.fit([(x, actions, y[:, 0])])
+    for n_samples in (None, 5):
+        shape = (1 if n_samples is None else n_samples, 3, 4, 1)
+        eps = th.randn(shape, dtype=th.float64, generator=th.Generator().manual_seed(8))
+        expected = per_action.mean + th.linalg.solve_triangular(per_action.precision_cholesky.mT, eps, upper=True)[..., 0]
+        drawn = per_action.sample(n_samples, th.Generator().manual_seed(8))
+        assert th.equal(drawn, expected[0] if n_samples is None else expected)
