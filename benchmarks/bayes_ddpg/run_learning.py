@@ -1,6 +1,8 @@
 """BayesianDDPG vs SB3 TD3 and DDPG at equal environment steps: one run, a JSON with the evaluation curve and timings.
 
 Usage: python benchmarks/bayes_ddpg/run_learning.py --algo bayes_ddpg --env Pendulum-v1 --seed 0 --out DIR
+(``--n-timesteps N`` overrides the task's budget, e.g. 10000 for the longer InvertedPendulum-v5 runs; every other
+setting stays the same.)
 """
 
 import argparse
@@ -40,10 +42,13 @@ def main() -> None:
     parser.add_argument("--env", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-eval-episodes", type=int, default=5)
+    parser.add_argument("--n-timesteps", type=int, default=None, help="override the task's step budget")
     parser.add_argument("--out", default="benchmarks/bayes_ddpg/results/learning")
     args = parser.parse_args()
     th.set_num_threads(1)
-    settings = SETTINGS[args.env]
+    settings = dict(SETTINGS[args.env])
+    if args.n_timesteps is not None:
+        settings["n_timesteps"] = args.n_timesteps
     env = make_vec_env(args.env, n_envs=1, seed=args.seed)
     eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000)
     kwargs: dict = dict(settings["common"], policy_kwargs=dict(net_arch=NET_ARCH), seed=args.seed)
@@ -68,6 +73,7 @@ def main() -> None:
         env=args.env,
         seed=args.seed,
         n_timesteps=model.num_timesteps,
+        eval_freq=settings["eval_freq"],
         net_arch=NET_ARCH,
         settings=settings["common"],
         action_noise_std=None if args.algo == "bayes_ddpg" else NOISE_STD,

@@ -1,6 +1,7 @@
 """Tables (markdown), CSVs and plots from the JSON results of run_learning.py and of the continual runner.
 
-Usage: python benchmarks/bayes_ddpg/summarize.py  (writes results/tables.md, results/learning.csv, learning_curves.png)
+Usage: python benchmarks/bayes_ddpg/summarize.py  (writes results/tables.md, results/learning.csv, learning_curves.png,
+and for the longer InvertedPendulum-v5 runs results/learning_10k.csv, learning_curves_10k.png)
 """
 
 import csv
@@ -19,12 +20,19 @@ RESULTS = HERE / "results"
 ALGOS = ("bayes_ddpg", "td3", "ddpg")
 
 
-def learning() -> list[str]:
-    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / "learning").glob("*.json"))]
+#: Result folders of run_learning.py: (folder, suffix of the CSV and PNG names, table heading).
+LEARNING_DIRS = (
+    ("learning", "", "Learning: return at equal steps (deterministic evaluation, 5 episodes per point)"),
+    ("learning_10k", "_10k", "Learning, longer budget: InvertedPendulum-v5 at 10000 steps (same settings otherwise)"),
+)
+
+
+def learning(folder: str = "learning", suffix: str = "", heading: str = LEARNING_DIRS[0][2]) -> list[str]:
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / folder).glob("*.json"))]
     by_env: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         by_env[run["env"]][run["algo"]].append(run)
-    with open(RESULTS / "learning.csv", "w", newline="") as file:
+    with open(RESULTS / f"learning{suffix}.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["env", "algo", "seed", "steps", "eval_mean", "eval_std"])
         for run in runs:
@@ -32,7 +40,7 @@ def learning() -> list[str]:
                 writer.writerow(
                     [run["env"], run["algo"], run["seed"], point["steps"], f"{point['mean']:.2f}", f"{point['std']:.2f}"]
                 )
-    lines = ["## Learning: return at equal steps (deterministic evaluation, 5 episodes per point)", ""]
+    lines = ["", f"## {heading}", ""]
     lines += ["| env | algorithm | seeds | steps | final return per seed | mean final return | best-of-curve mean | "
               "train CPU s / run | train wall s / run |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     envs = sorted(by_env)
@@ -62,7 +70,7 @@ def learning() -> list[str]:
         ax.set_ylabel("evaluation return (mean ± std over seeds)")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(HERE / "learning_curves.png", dpi=100)
+    fig.savefig(HERE / f"learning_curves{suffix}.png", dpi=100)
     for env in envs:
         first = next(iter(by_env[env].values()))[0]
         steps = [p["steps"] for p in first["curve"]]
@@ -78,24 +86,54 @@ def learning() -> list[str]:
 
 
 def forgetting() -> list[str]:
-    lines = ["", "## Forgetting: Pendulum gravity sequence g = 10, 4, 16 (BayesianDDPG, seed 0)", ""]
+    lines = ["", "## Forgetting: Pendulum gravity sequence g = 10, 4, 16 (BayesianDDPG), one row per run", ""]
     lines += ["| consolidation | return on each task right after learning it | final return on each task | "
               "forgetting per task (tasks 1, 2) | average forgetting | average final return | CPU s |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
+    by_variant: dict[str, list[dict]] = defaultdict(list)
     for path in sorted((RESULTS / "forgetting").glob("*.json")):
         s = json.loads(path.read_text())
+        by_variant[path.stem.rsplit("_s", 1)[0]].append(s)
         lines.append(
             f"| {path.stem} | {', '.join(f'{v:.0f}' for v in s['return_when_learned'])} | "
             f"{', '.join(f'{v:.0f}' for v in s['final_returns'])} | {', '.join(f'{v:.0f}' for v in s['forgetting'])} | "
             f"{s['average_forgetting']:.0f} | {s['average_final_return']:.0f} | {sum(s['cpu_time_s']):.0f} |"
+        )
+    lines += ["", "## Forgetting: the return matrix of each run (cell (i, j): return on task j after learning task i)", ""]
+    lines += ["| run | task 1 after tasks 1 / 2 / 3 | task 2 after tasks 2 / 3 | task 3 after task 3 | average forgetting |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for path in sorted((RESULTS / "forgetting").glob("*.csv")):
+        with open(path, newline="") as file:
+            matrix = np.array([[float(v) for v in row[1:]] for row in list(csv.reader(file))[1:]])
+        forgetting_j = [matrix[j : len(matrix) - 1, j].max() - matrix[-1, j] for j in range(len(matrix) - 1)]
+        cells = [" / ".join(f"{v:.0f}" for v in matrix[j:, j]) for j in range(len(matrix))]
+        lines.append(f"| {path.stem} | {' | '.join(cells)} | {np.mean(forgetting_j):.0f} |")
+    lines += ["", "## Forgetting: mean ± std over the seeds of each variant", ""]
+    lines += ["| variant | seeds | return right after learning each task | final return on each task | "
+              "forgetting per task (tasks 1, 2) | average forgetting | average final return |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def mean_std(summaries: list[dict], key: str, index: int | None = None) -> str:
+        values = np.array([s[key] if index is None else s[key][index] for s in summaries])
+        return f"{values.mean():.0f} ± {values.std():.0f}" if len(values) > 1 else f"{values[0]:.0f}"
+
+    for variant, summaries in sorted(by_variant.items()):
+        n_tasks = len(summaries[0]["labels"])
+        lines.append(
+            f"| {variant} | {len(summaries)} | "
+            f"{', '.join(mean_std(summaries, 'return_when_learned', j) for j in range(n_tasks))} | "
+            f"{', '.join(mean_std(summaries, 'final_returns', j) for j in range(n_tasks))} | "
+            f"{', '.join(mean_std(summaries, 'forgetting', j) for j in range(n_tasks - 1))} | "
+            f"{mean_std(summaries, 'average_forgetting')} | {mean_std(summaries, 'average_final_return')} |"
         )
     return lines
 
 
 def main() -> None:
     lines = ["# BayesianDDPG benchmark results (generated by summarize.py)", ""]
-    if (RESULTS / "learning").is_dir():
-        lines += learning()
+    for folder, suffix, heading in LEARNING_DIRS:
+        if (RESULTS / folder).is_dir():
+            lines += learning(folder, suffix, heading)
     if (RESULTS / "forgetting").is_dir():
         lines += forgetting()
     (RESULTS / "tables.md").write_text("\n".join(lines) + "\n")

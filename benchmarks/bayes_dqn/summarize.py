@@ -16,6 +16,11 @@ import numpy as np
 NAMES = {"bbb": "BayesianDQN (bbb)", "blr": "BayesianDQN (blr)", "dqn": "DQN"}
 
 
+def fmt(value: float, decimals: int = 1) -> str:
+    """A return with ``decimals`` decimals, or with 4 if it is below 1 in magnitude (DeepSea's returns are ~ -0.005)."""
+    return f"{value:.{decimals}f}" if abs(value) >= 1 else f"{value:.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", default="benchmarks/bayes_dqn/results/learning")
@@ -74,9 +79,9 @@ def main() -> None:
                     run["env"],
                     run["seed"],
                     run["steps"],
-                    f"{row['final']:.2f}",
-                    f"{row['last3']:.2f}",
-                    f"{row['train']:.2f}",
+                    fmt(row["final"], 2),
+                    fmt(row["last3"], 2),
+                    fmt(row["train"], 2),
                     row["successes"],
                     run["first_success_episode"],
                     f"{run['train_cpu_s']:.1f}",
@@ -106,16 +111,16 @@ def main() -> None:
                     env,
                     algo,
                     len(rows),
-                    f"{np.mean(finals):.1f}",
-                    f"{np.std(finals):.1f}",
-                    f"{np.mean([r['last3'] for r in rows]):.1f}",
-                    f"{np.mean([r['all_evals'] for r in rows]):.1f}",
-                    f"{np.mean([r['train'] for r in rows]):.1f}",
+                    fmt(np.mean(finals)),
+                    fmt(np.std(finals)),
+                    fmt(np.mean([r["last3"] for r in rows])),
+                    fmt(np.mean([r["all_evals"] for r in rows])),
+                    fmt(np.mean([r["train"] for r in rows])),
                     f"{np.mean([r['successes'] for r in rows]):.1f}",
                     f"{np.mean([r['cpu'] for r in rows]):.0f}",
                 ]
             )
-            print(env, algo, len(rows), f"final {np.mean(finals):.1f} +- {np.std(finals):.1f}")
+            print(env, algo, len(rows), f"final {fmt(np.mean(finals))} +- {fmt(np.std(finals))}")
     try:
         import matplotlib
 
