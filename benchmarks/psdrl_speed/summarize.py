@@ -23,7 +23,21 @@ def load(name: str) -> dict | None:
 
 
 def main() -> None:
-    runs = {name: load(f"{name}.json") for name in ("round_800_fp32", "round_800_bf16", "round_10k_fp32")}
+    names = (
+        "round_800_fp32",
+        "round_800_bf16",
+        "round_10k_fp32",
+        "round_10k_model",
+        "round_10k_autoencoder",
+        "act_quiet_1thread",
+        "act_quiet_2thread",
+    )
+    runs = {name: load(f"{name}.json") for name in names}
+    # The 10k column merges the separate runs at 10,000 transitions (each run measured some components).
+    parts_10k = [runs[name] for name in ("round_10k_fp32", "round_10k_model", "round_10k_autoencoder") if runs[name]]
+    merged_10k = None
+    if parts_10k:
+        merged_10k = dict(results={k: v for run in parts_10k for k, v in run["results"].items() if k != "round"})
     original_round = (
         3 * (ORIGINAL["autoencoder"] + ORIGINAL["transition_terminal"] + ORIGINAL["value"]) + ORIGINAL["posterior"]
     )
@@ -32,7 +46,7 @@ def main() -> None:
         "| ours, 10k transitions: CPU s (wall s) |"
     )
     print("|---|---|---|---|---|")
-    small, large = runs["round_800_fp32"], runs["round_10k_fp32"]
+    small, large = runs["round_800_fp32"], merged_10k
     total_small = total_large = 0.0
     for key, label in (
         ("autoencoder", "autoencoder (3 iterations)"),
@@ -76,6 +90,19 @@ def main() -> None:
     if small is not None and "act" in small["results"]:
         speed = f"{ORIGINAL['act_ms'] / small['results']['act']['ms_per_action_cpu']:.1f}x"
     print(f"| ms per action | {ORIGINAL['act_ms']:.0f} | {cells[0]} | {speed} | {cells[1]} |")
+    quiet = [(name, runs[name]) for name in ("act_quiet_1thread", "act_quiet_2thread") if runs[name] is not None]
+    if quiet:
+        print()
+        print("Acting with the other jobs on the machine paused (float32):")
+        print()
+        print("| threads | CPU ms per action | wall ms per action | speed-up (wall) against 126 ms |")
+        print("|---|---|---|---|")
+        for _, run in quiet:
+            act = run["results"]["act"]
+            print(
+                f"| {run['threads']} | {act['ms_per_action_cpu']:.1f} | {act['ms_per_action_wall']:.1f} "
+                f"| {ORIGINAL['act_ms'] / act['ms_per_action_wall']:.2f}x |"
+            )
     bf16 = runs["round_800_bf16"]
     if bf16 is not None and small is not None and "value" in bf16["results"]:
         print()
