@@ -246,6 +246,12 @@ def test_errors() -> None:
         BayesianDQN("MlpPolicy", "CartPole-v1", consolidation="si")
     with pytest.raises(ValueError, match="Pass head to BayesianDQN itself"):
         BayesianDQN("MlpPolicy", "CartPole-v1", head="bbb", policy_kwargs=dict(head="blr"))
+    # SB3's NatureCNN would fail a multi-line assertion on vector observations; both heads' CnnPolicy build one.
+    not_images = r"CnnPolicy needs image observations.*observation space Box.*use MlpPolicy"
+    for head in ("bbb", "blr"):
+        with pytest.raises(ValueError, match=not_images) as error:
+            BayesianDQN("CnnPolicy", "CartPole-v1", head=head, buffer_size=10)
+        assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("head", ["bbb", "blr"])

@@ -44,7 +44,7 @@ def test_bayes_ddpg_sequence_with_ewc_writes_matrix(tmp_path):
     )
     # consolidate() once after each task, at the task's end
     assert calls == [(40, 25), (80, 25)]
-    assert result.consolidated == [True, True]
+    assert result.consolidated == [True, True] and result.consolidation == "ewc"
     assert result.returns.shape == (2, 2) and np.all(np.isfinite(result.returns))
     assert np.all(result.returns < 0)  # Pendulum returns are negative
     assert result.forgetting().shape == (1,)
@@ -62,12 +62,22 @@ def test_bayes_ddpg_sequence_with_ewc_writes_matrix(tmp_path):
     assert paths["png"].stat().st_size > 1000
     summary = json.loads(paths["json"].read_text())
     assert summary["average_final_return"] == pytest.approx(result.returns[-1].mean())
+    assert summary["consolidation"] == "ewc" and summary["consolidated"] == [True, True]
+
+
+def test_consolidation_none_is_not_recorded_as_consolidated():
+    # The model has consolidate(), but with consolidation="none" it does nothing: the record says so.
+    model = BayesianDDPG("MlpPolicy", make_task_env(TASKS[0], seed=0), seed=0, consolidation="none", **TINY)
+    result = run_sequence(model, TASKS, n_timesteps=15, n_eval_episodes=1, seed=0)
+    assert result.consolidated == [False, False] and result.consolidation == "none"
+    summary = result.summary()
+    assert summary["consolidation"] == "none" and summary["consolidated"] == [False, False]
 
 
 def test_plain_sb3_model_without_consolidate_and_kept_buffer():
     model = TD3("MlpPolicy", make_task_env(TASKS[0], seed=0), seed=0, **TINY)
     result = run_sequence(model, TASKS, n_timesteps=[30, 20], n_eval_episodes=1, reset_buffer=False, seed=0)
-    assert result.consolidated == [False, False]
+    assert result.consolidated == [False, False] and result.consolidation == "none"  # TD3 has no consolidate()
     assert result.returns.shape == (2, 2)
     assert model.replay_buffer is not None and model.replay_buffer.size() == 50
     assert model.num_timesteps == 50
@@ -121,6 +131,7 @@ def test_command_line(tmp_path):
         ]
     )
     assert summary["consolidated"] == [True, True] and len(summary["final_returns"]) == 2
+    assert summary["consolidation"] == "vcl"
     assert (tmp_path / "cli.csv").exists() and (tmp_path / "cli.png").exists()
     assert "--consolidation vcl" in json.loads((tmp_path / "cli.json").read_text())["command"]
 
@@ -132,6 +143,6 @@ def test_bayes_dqn_on_the_cartpole_length_sequence():
     tasks = [Task("CartPole-v1", attributes={"length": length}) for length in (0.5, 2.0)]
     model = BayesianDQN("MlpPolicy", make_task_env(tasks[0], seed=0), seed=0, consolidation="ewc", **TINY)
     result = run_sequence(model, tasks, n_timesteps=30, n_eval_episodes=1, consolidate_samples=16, seed=0)
-    assert result.consolidated == [True, True] and result.returns.shape == (2, 2)
+    assert result.consolidated == [True, True] and result.consolidation == "ewc" and result.returns.shape == (2, 2)
     assert np.all(result.returns >= 1)  # CartPole pays 1 per step
     assert model.get_env().envs[0].unwrapped.length == 2.0  # type: ignore[union-attr]

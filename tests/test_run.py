@@ -1,10 +1,14 @@
 """Every algorithm and policy configuration runs through SB3's machinery (mirrors sb3-contrib's test_run.py)."""
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
 import sb3_bayes
 from sb3_bayes import PETS
@@ -117,6 +121,53 @@ def test_psdrl_mlp_policy_n_envs_and_progress_bar(n_envs: int, tmp_path) -> None
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
 
 
+class Frames64(gym.Env):
+    """Random 64x64 grayscale frames (channels first, PSDRL's CnnPolicy input), 3 actions, 6-step episodes."""
+
+    observation_space = spaces.Box(0, 255, (1, 64, 64), dtype=np.uint8)
+    action_space = spaces.Discrete(3)
+
+    def _frame(self) -> np.ndarray:
+        return self.np_random.integers(0, 256, size=(1, 64, 64), dtype=np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._frame(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        return self._frame(), float(action == 1), self.t >= 6, False, {}
+
+
+PSDRL_CNN_TINY: dict[str, Any] = dict(
+    batch_size=2,
+    sequence_length=4,
+    warmup_freq=8,
+    value_batch_size=16,
+    policy_kwargs=dict(cnn_depth=4, gru_dim=8, transition_hidden_dim=16, terminal_hidden_dim=16, value_hidden_dim=16),
+)
+
+
+def test_psdrl_cnn_policy_n_envs_and_progress_bar() -> None:
+    import torch as th
+
+    from sb3_bayes import PSDRL
+
+    th.set_num_threads(1)
+    env = make_vec_env(Frames64, n_envs=2, seed=0)
+    model = PSDRL("CnnPolicy", env, seed=0, **PSDRL_CNN_TINY)
+    assert model.policy.transition.latent_dim == 8 * 4 * 2 * 2  # 4 convolutions of depth 4..32, 2x2 at the end
+    model.learn(32, progress_bar=True)
+    assert model.num_timesteps == 32 and model.n_training_rounds >= 2  # a round every 8 steps
+    assert model.replay_buffer is not None
+    assert next(model.replay_buffer.all_episodes()).observations.dtype == np.uint8  # frames stay uint8
+    obs = env.reset()
+    assert isinstance(obs, np.ndarray)
+    action, state = model.predict(obs)
+    assert action.shape == (2,) and state is not None and state[0].shape == (2, 8)
+
+
 DVRL_TINY = dict(
     n_particles=3, n_steps=4, multiplier_backprop_length=2, policy_kwargs=dict(h_dim=16, z_dim=8, action_encoding=8)
 )
@@ -141,16 +192,15 @@ def test_dvrl_mlp_policy_n_envs_and_progress_bar(env_id: str, n_envs: int, tmp_p
 
 
 @pytest.mark.parametrize("discrete", [True, False])
-def test_dvrl_cnn_policy(discrete: bool) -> None:
+def test_dvrl_cnn_policy_n_envs_and_progress_bar(discrete: bool) -> None:
     import torch as th
-    from stable_baselines3.common.envs import FakeImageEnv
 
     from sb3_bayes.dvrl import DVRL
 
     th.set_num_threads(1)
     env = make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=dict(screen_height=36, screen_width=36, discrete=discrete))
     model = DVRL("CnnPolicy", env, seed=0, **{**DVRL_TINY, "policy_kwargs": dict(h_dim=16, z_dim=8, cnn_channels=[4, 8, 4])})
-    model.learn(16)
+    model.learn(16, progress_bar=True)
     assert model._n_updates == 2
     # uint8 frames stay uint8 in the buffer (scaled inside the network).
     assert model.rollout_buffer.observations.dtype == th.uint8
@@ -186,27 +236,42 @@ def test_bayes_ddpg_mlp_policy_n_envs_and_progress_bar(n_envs: int, policy_kwarg
     model = BayesianDDPG("MlpPolicy", short_env(n_envs=n_envs), seed=0, policy_kwargs=policy_kwargs, **BAYES_DDPG_TINY)
     model.learn(60, progress_bar=True)
     assert model.num_timesteps == 60
-    eval_callback = EvalCallback(short_env(), n_eval_episodes=2, eval_freq=20, log_path=str(tmp_path), warn=False)
+    bayesian_actor = policy_kwargs.get("bayesian_actor", True)
+    n_training_samples = n_envs if bayesian_actor else 0  # one Thompson sample per env; none for a deterministic actor
+    assert len(model.policy.rollout_samples.get().get("mu.0.weight_noise", [])) == n_training_samples
+    eval_callback = EvalCallback(
+        short_env(n_envs=3), n_eval_episodes=3, eval_freq=20, log_path=str(tmp_path), warn=False, deterministic=False
+    )  # Thompson-sampled evaluation with its own held samples
     model.learn(40, callback=eval_callback, reset_num_timesteps=False)
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
+    assert len(model.policy.rollout_samples.get().get("mu.0.weight_noise", [])) == n_training_samples  # untouched
+    assert model.policy.n_thompson_samples == (3 if bayesian_actor else 0)  # the evaluation's own set
 
 
-def test_bayes_ddpg_cnn_and_multi_input_policies() -> None:
-    from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
-
+@pytest.mark.parametrize("policy", ["CnnPolicy", "MultiInputPolicy"])
+def test_bayes_ddpg_cnn_and_multi_input_policies_n_envs_and_progress_bar(policy: str) -> None:
     from sb3_bayes.bayes_ddpg import BayesianDDPG
 
-    image_env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=False)
-    model = BayesianDDPG("CnnPolicy", image_env, seed=0, policy_kwargs=dict(net_arch=[8]), **BAYES_DDPG_TINY)
-    model.learn(30)
-    action, _ = model.predict(image_env.observation_space.sample())
-    assert action.shape == image_env.action_space.shape
-
-    dict_env = SimpleMultiObsEnv(random_start=False, discrete_actions=False)
-    model = BayesianDDPG("MultiInputPolicy", dict_env, seed=0, consolidation="ewc", policy_kwargs=dict(net_arch=[8]),
-                         **BAYES_DDPG_TINY)  # fmt: skip
-    model.learn(30)
-    model.consolidate(n_samples=16)  # EWC on dict observations
+    if policy == "CnnPolicy":
+        env_kwargs: dict = dict(screen_height=40, screen_width=40, n_channels=1, discrete=False)
+        env = make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
+        extractor_kwargs: dict = dict(features_dim=16)
+    else:
+        env = make_vec_env(SimpleMultiObsEnv, n_envs=2, seed=0, env_kwargs=dict(random_start=False, discrete_actions=False))
+        extractor_kwargs = dict(cnn_output_dim=16)
+    policy_kwargs = dict(net_arch=[8], features_extractor_kwargs=extractor_kwargs)
+    model = BayesianDDPG(policy, env, seed=0, consolidation="ewc", policy_kwargs=policy_kwargs, **BAYES_DDPG_TINY)
+    model.learn(40, progress_bar=True)
+    assert model.num_timesteps == 40 and model._n_updates > 0
+    assert model.policy.rollout_samples.get()["mu.0.weight_noise"].shape[0] == 2  # one Thompson sample per env
+    obs = env.reset()
+    assert isinstance(obs, (np.ndarray, dict))
+    action, _ = model.predict(obs)
+    action_space = env.action_space
+    assert isinstance(action_space, spaces.Box)
+    assert action.shape == (2, *action_space.shape)
+    assert np.all(action >= action_space.low) and np.all(action <= action_space.high)
+    model.consolidate(n_samples=16)  # EWC on image and dict observations
     assert model.ewc is not None and int(model.ewc["actor"].n_consolidations) == 1
 
 
@@ -251,15 +316,16 @@ def test_bayes_dqn_mlp_policy_heads_n_envs_progress_bar(head: str, n_envs: int, 
 
 
 @pytest.mark.parametrize("head", ["bbb", "blr"])
-def test_bayes_dqn_cnn_policy(head: str) -> None:
-    from stable_baselines3.common.envs import FakeImageEnv
-
+def test_bayes_dqn_cnn_policy_n_envs_and_progress_bar(head: str) -> None:
     from sb3_bayes.bayes_dqn import BayesianDQN
     from sb3_bayes.bayes_dqn.policies import NatureCNNTrunk
 
-    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+    env_kwargs = dict(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+    env = make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
     model = BayesianDQN("CnnPolicy", env, head=head, seed=0, posterior_window=50, **BAYES_DQN_TINY)
-    model.learn(60)
+    model.learn(60, progress_bar=True)
+    assert model.num_timesteps >= 60 and model._n_updates > 0  # rollouts of train_freq=4 steps x 2 envs
+    assert model.policy.rollout_samples.get()["head.weight_sample"].shape[0] == 2  # one Thompson sample per env
     q_net = model.policy.q_net
     if head == "bbb":  # Nature CNN convolutions, then two Bayes-by-backprop layers (512, then the Q-values)
         assert isinstance(q_net.features_extractor, NatureCNNTrunk) and q_net.net_arch == [512]

@@ -1,9 +1,12 @@
 """Save/load round-trips exactly: networks, input statistics, log-variance bounds, optimiser and planner state."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
 from sb3_bayes import PETS
 
@@ -133,6 +136,98 @@ def test_psdrl_save_load_exact(tmp_path) -> None:
     loaded.learn(40, reset_num_timesteps=False)
 
 
+class Frames64(gym.Env):
+    """Random 64x64 grayscale frames (channels first, PSDRL's CnnPolicy input), 3 actions, 6-step episodes."""
+
+    observation_space = spaces.Box(0, 255, (1, 64, 64), dtype=np.uint8)
+    action_space = spaces.Discrete(3)
+
+    def _frame(self) -> np.ndarray:
+        return self.np_random.integers(0, 256, size=(1, 64, 64), dtype=np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._frame(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        return self._frame(), float(action == 1), self.t >= 6, False, {}
+
+
+def test_psdrl_cnn_policy_save_load_exact(tmp_path) -> None:
+    from sb3_bayes import PSDRL
+
+    th.set_num_threads(1)
+
+    def env():
+        return make_vec_env(Frames64, n_envs=2, seed=0)
+
+    policy_kwargs = dict(
+        cnn_depth=4, gru_dim=8, transition_hidden_dim=16, terminal_hidden_dim=16, value_hidden_dim=16, ridge=10.0
+    )
+    model = PSDRL("CnnPolicy", env(), batch_size=2, sequence_length=4, warmup_freq=8, value_batch_size=16, seed=0,
+                  policy_kwargs=policy_kwargs)  # fmt: skip
+    model.learn(32)
+    model.save(tmp_path / "psdrl_cnn")
+    loaded = PSDRL.load(tmp_path / "psdrl_cnn", env=env())
+    # Convolutional autoencoder, transition, terminal and value networks, the posterior and the model sample.
+    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
+    assert any(key.startswith("autoencoder.encoder.0.") for key in model.policy.state_dict())  # the convolutions
+    posterior, loaded_posterior = model.policy.posterior, loaded.policy.posterior
+    assert th.equal(posterior.mean, loaded_posterior.mean) and posterior.mean.abs().sum() > 0
+    assert th.equal(posterior.precision_cholesky, loaded_posterior.precision_cholesky)
+    assert th.equal(model.policy.sampled_weight, loaded.policy.sampled_weight)
+    for name in ("autoencoder_optimizer", "model_optimizer", "value_optimizer"):
+        ours, theirs = getattr(model.policy, name).state.values(), getattr(loaded.policy, name).state.values()
+        assert len(ours) == len(theirs) > 0
+        for state, loaded_state in zip(ours, theirs):
+            assert_same_tensors(state, loaded_state)
+    assert th.equal(model._last_hidden, loaded._last_hidden)
+    assert loaded.n_training_rounds == model.n_training_rounds >= 2 and loaded.policy.cnn_depth == 4
+    obs = env().reset()
+    assert isinstance(obs, np.ndarray)
+    state = (np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32),)
+    th.manual_seed(5)
+    expected, expected_state = model.predict(obs, state=state)
+    th.manual_seed(5)
+    actual, actual_state = loaded.predict(obs, state=state)
+    assert expected_state is not None and actual_state is not None
+    np.testing.assert_array_equal(expected, actual)
+    np.testing.assert_array_equal(expected_state[0], actual_state[0])
+    loaded.learn(16, reset_num_timesteps=False)
+
+
+def assert_bayes_ddpg_round_trip(model, loaded, n_envs: int = 2) -> None:
+    """Every posterior statistic, optimiser state and counter of two BayesianDDPG models is the same, and so are
+    their predictions (posterior mean, and held samples with the same redraws)."""
+    # Every variational parameter (means, log variances), prior, held sample and its noise, of actor, critics and
+    # their targets, and the training environments' held samples (kept apart from predict's).
+    state = model.policy.state_dict()
+    assert_same_tensors(state, loaded.policy.state_dict())
+    assert any(key.startswith("rollout_samples.") for key in state)
+    assert loaded.policy.rollout_samples.get()["mu.0.weight_noise"].shape[0] == n_envs  # one per training env
+    if model.ewc is not None:
+        assert_same_tensors(model.ewc.state_dict(), loaded.ewc.state_dict())
+    for name in ("actor", "critic"):
+        ours, theirs = getattr(model, name).optimizer.state.values(), getattr(loaded, name).optimizer.state.values()
+        assert len(ours) == len(theirs) > 0
+        for optimizer_state, loaded_state in zip(ours, theirs):
+            assert_same_tensors(optimizer_state, loaded_state)
+    assert loaded.kl_weight == model.kl_weight and loaded.consolidation == model.consolidation
+    assert loaded._n_updates == model._n_updates and loaded._prior_timesteps == model._prior_timesteps
+    assert loaded.num_timesteps == model.num_timesteps
+    # Predictions: mean weights, then held Thompson samples (the second environment's redrawn on both sides).
+    obs = model.env.reset()
+    for deterministic in (True, False):
+        th.manual_seed(3)
+        expected, _ = model.predict(obs, episode_start=np.array([False, True]), deterministic=deterministic)
+        th.manual_seed(3)
+        actual, _ = loaded.predict(obs, episode_start=np.array([False, True]), deterministic=deterministic)
+        np.testing.assert_array_equal(expected, actual)
+    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())  # the same redraw on both sides
+
+
 @pytest.mark.parametrize("consolidation", ["ewc", "vcl"])
 def test_bayes_ddpg_save_load_exact(consolidation: str, tmp_path) -> None:
     from sb3_bayes.bayes_ddpg import BayesianDDPG
@@ -152,11 +247,10 @@ def test_bayes_ddpg_save_load_exact(consolidation: str, tmp_path) -> None:
     model.learn(60)
     model.consolidate(n_samples=50)  # EWC Fisher + anchors, or the posterior as the new prior
     model.learn(40, reset_num_timesteps=False)  # moves away from the anchors / prior; held samples per env
+    model.predict(model.env.reset(), episode_start=np.array([True, False]))  # predict's own held samples (2)
     model.save(tmp_path / "bayes_ddpg")
     loaded = BayesianDDPG.load(tmp_path / "bayes_ddpg", env=make_env(n_envs=2))
-    # Every variational parameter (means, log variances), prior, held sample and its noise, of actor, critics and
-    # their targets.
-    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
+    assert_bayes_ddpg_round_trip(model, loaded)
     assert loaded.policy.n_thompson_samples == 2
     layer, loaded_layer = bayesian_layers(model.actor)[0], bayesian_layers(loaded.actor)[0]
     assert th.equal(layer.weight_noise, loaded_layer.weight_noise) and layer.weight_noise.shape[0] == 2
@@ -165,25 +259,56 @@ def test_bayes_ddpg_save_load_exact(consolidation: str, tmp_path) -> None:
         assert not th.allclose(layer.prior_weight_log_var, th.full_like(layer.prior_weight_log_var, 2 * np.log(0.2)))
     else:
         assert model.ewc is not None and loaded.ewc is not None
-        assert_same_tensors(model.ewc.state_dict(), loaded.ewc.state_dict())
         assert int(loaded.ewc["critic"].n_consolidations) == 1
         assert float(loaded.ewc["actor"].penalty(loaded.actor).detach()) == pytest.approx(
             float(model.ewc["actor"].penalty(model.actor).detach())
         )
         assert float(model.ewc["actor"].penalty(model.actor).detach()) > 0
-    for name in ("actor", "critic"):
-        ours, theirs = getattr(model, name).optimizer.state.values(), getattr(loaded, name).optimizer.state.values()
-        for state, loaded_state in zip(ours, theirs):
-            assert_same_tensors(state, loaded_state)
-    assert loaded.kl_weight == model.kl_weight and loaded.consolidation == consolidation
-    assert loaded._n_updates == model._n_updates
-    # Predictions: mean weights and held Thompson samples alike.
-    obs = model.env.reset()
-    for deterministic in (True, False):
-        expected, _ = model.predict(obs, episode_start=np.array([False, False]), deterministic=deterministic)
-        actual, _ = loaded.predict(obs, episode_start=np.array([False, False]), deterministic=deterministic)
-        np.testing.assert_array_equal(expected, actual)
     loaded.learn(20, reset_num_timesteps=False)
+
+
+@pytest.mark.parametrize("policy, consolidation", [("CnnPolicy", "ewc"), ("MultiInputPolicy", "vcl")])
+def test_bayes_ddpg_cnn_and_multi_input_save_load_exact(policy: str, consolidation: str, tmp_path) -> None:
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+
+    th.set_num_threads(1)
+
+    def env():
+        if policy == "CnnPolicy":
+            image_kwargs = dict(screen_height=40, screen_width=40, n_channels=1, discrete=False)
+            return make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=image_kwargs)
+        return make_vec_env(SimpleMultiObsEnv, n_envs=2, seed=0, env_kwargs=dict(random_start=False, discrete_actions=False))
+
+    extractor_kwargs = dict(features_dim=16) if policy == "CnnPolicy" else dict(cnn_output_dim=16)
+    policy_kwargs = dict(net_arch=[8], features_extractor_kwargs=extractor_kwargs, posterior_init_log_var=-4.0)
+    model = BayesianDDPG(policy, env(), learning_starts=20, batch_size=16, buffer_size=200, consolidation=consolidation,
+                         seed=0, policy_kwargs=policy_kwargs)  # fmt: skip
+    model.learn(40)
+    model.consolidate(n_samples=16)
+    model.learn(20, reset_num_timesteps=False)
+    model.save(tmp_path / "bayes_ddpg")
+    loaded = BayesianDDPG.load(tmp_path / "bayes_ddpg", env=env())
+    assert_bayes_ddpg_round_trip(model, loaded)
+    # The features extractor (convolutions; for Dict observations a CNN per image key) is part of the state.
+    assert any(key.startswith("actor.features_extractor.") for key in model.policy.state_dict())
+    loaded.learn(20, reset_num_timesteps=False)
+
+
+def test_bayes_ddpg_load_without_env(tmp_path) -> None:
+    from sb3_bayes.bayes_ddpg import BayesianDDPG
+
+    model = BayesianDDPG("MlpPolicy", make_env(n_envs=2), learning_starts=20, batch_size=16, buffer_size=1000, seed=0,
+                         policy_kwargs=dict(net_arch=[16], posterior_init_log_var=-4.0))  # fmt: skip
+    model.learn(60)
+    model.save(tmp_path / "bayes_ddpg")
+    # Loading without an environment (rl_zoo3.enjoy) allocates no full-size replay buffer and predicts the same.
+    without_env = BayesianDDPG.load(tmp_path / "bayes_ddpg")
+    assert without_env.get_env() is None
+    assert without_env.replay_buffer is not None and without_env.replay_buffer.buffer_size == 1
+    assert_bayes_ddpg_round_trip(model, without_env)  # predicts from the trained model's observations
+    without_env.set_env(make_env(n_envs=2))
+    without_env.learn(40, reset_num_timesteps=False)  # the real replay buffer is allocated for learning
+    assert without_env.replay_buffer.buffer_size == 500 and without_env.replay_buffer.pos == 20
 
 
 @pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from sb3_bayes.bayes_ddpg.policies import BayesianDDPGPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, posterior_to_prior, weight_mode
+from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.ewc import ElasticWeightConsolidation, gaussian_output_fisher
 from sb3_bayes.common.utils import check_flat_box
 
@@ -44,7 +45,7 @@ class _PreSquashActor(nn.Module):
         return mu[:-1](features) if isinstance(mu[-1], nn.Tanh) else mu(features)
 
 
-class BayesianDDPG(TD3):
+class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
     """
     Bayesian DDPG: SB3's DDPG/TD3 whose actor and critics are Bayes-by-backprop networks (mean-field Gaussian weights,
     Blundell et al., 2015), trained on the per-data-set variational objective
@@ -59,7 +60,9 @@ class BayesianDDPG(TD3):
 
     Exploration is posterior sampling: the actor acts with a held weight sample, one per environment, redrawn at the
     start of each episode (and every ``resample_every`` steps if set) and mapped through the current posterior after
-    every gradient step (same draw, the posterior moves); ``action_noise`` stays available on top. Targets use the
+    every gradient step (same draw, the posterior moves); ``action_noise`` stays available on top. The training
+    environments' samples are kept apart from those of ``predict`` outside ``learn`` (``policy.rollout_samples``), so a
+    stochastic evaluation during training does not redraw them. Targets use the
     target networks (Polyak copies of the variational parameters) with their posterior mean weights, or the critic
     average over ``n_target_samples`` weight samples.
 
@@ -225,8 +228,6 @@ class BayesianDDPG(TD3):
         self._layers = {
             name: bayesian_layers(getattr(self, name)) for name in ("actor", "critic", "actor_target", "critic_target")
         }
-        if self.policy.n_thompson_samples > 0 and self.n_envs > 1:
-            self.policy.thompson_resample(n_samples=self.n_envs)  # one held actor sample per environment
         if self.consolidation == "vcl" and not (bayesian_layers(self.actor) or bayesian_layers(self.critic)):
             raise ValueError("consolidation='vcl' needs Bayesian layers: keep bayesian_actor or bayesian_critic True.")
         if self.consolidation == "ewc":
@@ -382,14 +383,24 @@ class BayesianDDPG(TD3):
     ) -> None:
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
         # Posterior sampling: a new actor sample for every environment whose episode just ended.
-        if np.any(dones) and self.policy.n_thompson_samples == len(dones):
-            self.policy.thompson_resample(np.flatnonzero(dones))
+        if np.any(dones):
+            with self.policy.rollout_thompson(self.n_envs):
+                if self.policy.n_thompson_samples == len(dones):
+                    self.policy.thompson_resample(np.flatnonzero(dones))
 
     def _on_step(self) -> None:
         super()._on_step()
         if self.resample_every is not None and (self.num_timesteps // self.n_envs) % self.resample_every == 0:
             if self.policy.n_thompson_samples > 0:
-                self.policy.thompson_resample()
+                with self.policy.rollout_thompson(self.n_envs):
+                    self.policy.thompson_resample()
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # The training environments act with their own held samples.
+        with self.policy.rollout_thompson(self.n_envs):
+            return super()._sample_action(learning_starts, action_noise, n_envs)
 
     def consolidate(self, n_samples: int = 10_000) -> None:
         """

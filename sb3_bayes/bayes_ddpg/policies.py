@@ -1,5 +1,7 @@
 """Policies of BayesianDDPG: SB3's TD3/DDPG actor and critics with Bayes-by-backprop layers."""
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,12 +20,16 @@ from stable_baselines3.td3.policies import Actor, TD3Policy
 from torch import nn
 
 from sb3_bayes.common.bayesian_layers import (
+    HeldSamples,
     bayesian_layers,
     create_bayesian_mlp,
+    held_sample_slots,
     refresh_weights,
     resample_weights,
+    using_held_samples,
     weight_mode,
 )
+from sb3_bayes.common.utils import check_image_observations
 
 
 def _bayes_layer_kwargs(prior_std: float, posterior_init_log_var: float, posterior_init_mean_std: float | None) -> dict:
@@ -140,7 +146,10 @@ class BayesianDDPGPolicy(TD3Policy):
     TD3/DDPG policy (actor, critics and their targets) with Bayes-by-backprop layers.
 
     Acting: ``deterministic=True`` uses the posterior mean weights; ``deterministic=False`` acts with the actor's held
-    weight samples (Thompson sampling, one sample per environment), redrawn where ``episode_start`` is true.
+    weight samples (Thompson sampling, one sample per environment), redrawn where ``episode_start`` is true. Inside
+    ``learn`` the training environments act with their own held samples (``rollout_samples``, swapped in by
+    :meth:`rollout_thompson`), so stochastic ``predict`` calls from outside (``EvalCallback``, ``evaluate_policy``,
+    the continual runner's stochastic evaluation) neither see nor redraw them.
 
     :param observation_space: Observation space.
     :param action_space: Action space.
@@ -186,6 +195,13 @@ class BayesianDDPGPolicy(TD3Policy):
     ) -> None:
         if prior_std <= 0:
             raise ValueError(f"prior_std must be > 0, got {prior_std}.")
+        check_image_observations(
+            observation_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            type(self).__name__,
+            hint="use MlpPolicy for vector observations or MultiInputPolicy for Dict observations",
+        )
         self.bayesian_actor = bayesian_actor
         self.bayesian_critic = bayesian_critic
         self.layer_kwargs = _bayes_layer_kwargs(prior_std, posterior_init_log_var, posterior_init_mean_std)
@@ -208,6 +224,9 @@ class BayesianDDPGPolicy(TD3Policy):
         super()._build(lr_schedule)
         # Collected once: acting walks these lists at every step instead of the module tree.
         self.actor_layers = bayesian_layers(self.actor)
+        # Held actor samples of the training environments, swapped in by `rollout_thompson` (saved with the policy).
+        self.rollout_samples = HeldSamples()
+        self._held_slots = held_sample_slots(self.actor)
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> Actor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
@@ -238,8 +257,22 @@ class BayesianDDPGPolicy(TD3Policy):
 
     @property
     def n_thompson_samples(self) -> int:
-        """Number of held actor samples (0 when the actor is not Bayesian)."""
+        """Number of held actor samples in the actor now (0 when the actor is not Bayesian)."""
         return self.actor_layers[0].n_samples if self.actor_layers else 0
+
+    @contextlib.contextmanager
+    def rollout_thompson(self, n_envs: int) -> Iterator[None]:
+        """
+        Act, inside ``learn``, with the held actor samples of the training environments (kept in ``rollout_samples``)
+        instead of those ``predict`` uses outside ``learn``.
+
+        :param n_envs: Number of training environments (the first use draws one sample per environment).
+        """
+        if not self.actor_layers:  # deterministic actor: nothing held
+            yield
+            return
+        with using_held_samples(self._held_slots, self.rollout_samples, lambda: self.thompson_resample(n_samples=n_envs)):
+            yield
 
     def predict(
         self,

@@ -28,6 +28,7 @@ from sb3_bayes.bayes_dqn.policies import (
     q_mode,
 )
 from sb3_bayes.common.bayesian_layers import kl_divergence, posterior_to_prior, refresh_weights
+from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.ewc import ElasticWeightConsolidation, diagonal_fisher
 
 SelfBayesianDQN = TypeVar("SelfBayesianDQN", bound="BayesianDQN")
@@ -44,7 +45,7 @@ class RecentTransitions(NamedTuple):
     targets: th.Tensor  # [n]
 
 
-class BayesianDQN(DQN):
+class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
     """
     Bayesian Deep Q-Network: DQN whose Q-network carries a posterior over its weights and explores by Thompson sampling
     (one set of weights drawn per episode, or every ``resample_every`` steps, and followed greedily), with
@@ -250,16 +251,7 @@ class BayesianDQN(DQN):
                 raise ValueError(f"Pass {key} to BayesianDQN itself, not in policy_kwargs ({self.policy_kwargs[key]!r}).")
         self.policy_kwargs = {**self.policy_kwargs, "head": self.head}  # a copy: never mutate the caller's dict
         self.policy_kwargs.update(head=self.head, blr_prior_var=self.blr_prior_var, blr_noise_var=self.blr_noise_var)
-        # `rl_zoo3.enjoy` loads algorithms it does not know without an env and with their full buffer size: allocate
-        # a one-row placeholder then, and the real buffer once there is an env to learn from (`_setup_learn`).
-        self._placeholder_buffer = self.env is None and self.replay_buffer is None
-        buffer_size = self.buffer_size
-        if self._placeholder_buffer:
-            self.buffer_size = 1
-        try:
-            super()._setup_model()
-        finally:
-            self.buffer_size = buffer_size
+        super()._setup_model()  # without an env, a one-row placeholder replay buffer (PlaceholderReplayBufferMixin)
         self.ewc = None
         if self.consolidation == "ewc":
             self.ewc = ElasticWeightConsolidation(
@@ -282,32 +274,6 @@ class BayesianDQN(DQN):
         if not names:
             raise ValueError(f"ewc_modules {self.ewc_modules} hold no trainable parameters of the Q-network.")
         return names
-
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, Any]:
-        if self._placeholder_buffer:
-            assert self.replay_buffer_class is not None
-            self.replay_buffer = self.replay_buffer_class(
-                self.buffer_size,
-                self.observation_space,
-                self.action_space,
-                device=self.device,
-                n_envs=self.n_envs,
-                optimize_memory_usage=self.optimize_memory_usage,
-                **self.replay_buffer_kwargs,
-            )
-            self._placeholder_buffer = False
-        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-
-    def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
-        super().load_replay_buffer(path, truncate_last_traj)
-        self._placeholder_buffer = False
 
     # ----------------------------------------------------------------------------------------------------------------
     # Acting: Thompson sampling
@@ -549,7 +515,7 @@ class BayesianDQN(DQN):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "ewc", "_placeholder_buffer"]
+        return [*super()._excluded_save_params(), "ewc"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # The policy's state dict holds both Q-networks (every variational parameter, prior and held sample), the BDQN

@@ -29,12 +29,21 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from sb3_bayes.common.bayesian_layers import BayesianLinear, resample_weights
+from sb3_bayes.common.bayesian_layers import (
+    HELD_SAMPLE_BUFFERS,
+    BayesianLinear,
+    HeldSamples,
+    HeldSampleSlot,
+    held_sample_slots,
+    resample_weights,
+    swap_held_samples,
+    using_held_samples,
+)
 from sb3_bayes.common.blr import PerActionBayesianLinearRegression
+from sb3_bayes.common.utils import check_image_observations
 
 HEADS = ("bbb", "blr")
 Q_MODES = ("sample", "fixed", "mean")
-HELD_SAMPLE_BUFFERS = ("weight_sample", "bias_sample", "weight_noise", "bias_noise")
 
 
 class NatureCNNTrunk(NatureCNN):
@@ -222,43 +231,6 @@ def q_mode(module: nn.Module, mode: str) -> Iterator[None]:
             layer.mode = layer_mode
 
 
-class HeldSamples(nn.Module):
-    """
-    A set of held Thompson samples kept outside the network (the training environments' set), as buffers so that it
-    saves and loads with the policy's ``state_dict``; loading takes the saved names and shapes.
-    """
-
-    def is_empty(self) -> bool:
-        return len(self._buffers) == 0
-
-    def get(self) -> dict[str, th.Tensor]:
-        """The samples, by the network's buffer names."""
-        return {name.replace("__", "."): buffer for name, buffer in self._buffers.items() if buffer is not None}
-
-    def set(self, samples: dict[str, th.Tensor]) -> None:
-        """Hold ``samples`` (by reference), replacing the previous ones."""
-        self._buffers.clear()
-        for name, value in samples.items():
-            self._buffers[name.replace(".", "__")] = value  # what register_buffer does, without its checks per step
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # The names and shapes depend on the network and the number of environments: take the saved ones.
-        self._buffers.clear()
-        for key, value in state_dict.items():
-            if key.startswith(prefix) and "." not in key[len(prefix) :]:
-                self.register_buffer(key[len(prefix) :], th.empty_like(value))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-
-
 class BayesianDQNPolicy(DQNPolicy):
     """
     Policy of BayesianDQN: the online and target Q-networks (:class:`BayesianQNetwork`), the BDQN posterior (``"blr"``
@@ -306,6 +278,7 @@ class BayesianDQNPolicy(DQNPolicy):
     ) -> None:
         if blr_prior_var <= 0 or blr_noise_var <= 0:
             raise ValueError(f"blr_prior_var and blr_noise_var must be > 0, got {blr_prior_var} and {blr_noise_var}.")
+        check_image_observations(observation_space, features_extractor_class, features_extractor_kwargs, type(self).__name__)
         # Read by `make_q_net`, which the parent's constructor calls.
         self.head_type = check_head(head)
         self.bayesian_layer_kwargs = dict(bayesian_layer_kwargs or {})
@@ -337,7 +310,7 @@ class BayesianDQNPolicy(DQNPolicy):
             )
         # Held samples of the training environments, swapped in by `rollout_thompson`.
         self.rollout_samples = HeldSamples()
-        self._held_slots: list[tuple[str, nn.Module, str]] | None = None
+        self._held_slots: list[HeldSampleSlot] | None = None
         set_q_mode(self.q_net, "fixed")
         set_q_mode(self.q_net_target, "mean")
         self.resample(1)
@@ -394,26 +367,15 @@ class BayesianDQNPolicy(DQNPolicy):
         elif episode_start is not None:
             self.resample(indices=np.flatnonzero(np.asarray(episode_start, dtype=bool).reshape(-1)))
 
+    def _held_sample_slots(self) -> list[HeldSampleSlot]:
+        # Cached: the online network's modules never change after construction.
+        if self._held_slots is None:
+            self._held_slots = held_sample_slots(self.q_net)
+        return self._held_slots
+
     def thompson_state(self) -> dict[str, th.Tensor]:
         """Copies of the online network's held samples, by buffer name."""
-        return {name: buffer.clone() for name, buffer in self.q_net.named_buffers() if _is_held_sample(name)}
-
-    def _swap_held_samples(self, new: dict[str, th.Tensor]) -> dict[str, th.Tensor]:
-        # Exchange tensors by reference (no copies: acting swaps once per step), through cached buffer slots.
-        if self._held_slots is None:
-            self._held_slots = []
-            for name, _ in self.q_net.named_buffers():
-                if _is_held_sample(name):
-                    module_name, _, buffer_name = name.rpartition(".")
-                    self._held_slots.append((name, self.q_net.get_submodule(module_name), buffer_name))
-        old: dict[str, th.Tensor] = {}
-        for name, module, buffer_name in self._held_slots:
-            buffer = module._buffers[buffer_name]
-            assert buffer is not None
-            old[name] = buffer
-            if name in new:
-                module._buffers[buffer_name] = new[name]
-        return old
+        return {name: buffer.clone() for name, buffer in swap_held_samples(self._held_sample_slots(), {}).items()}
 
     @contextlib.contextmanager
     def rollout_thompson(self, n_envs: int) -> Iterator[None]:
@@ -423,15 +385,8 @@ class BayesianDQNPolicy(DQNPolicy):
 
         :param n_envs: Number of training environments (the first use draws one sample per environment).
         """
-        if self.rollout_samples.is_empty():
-            outside = self.thompson_state()
-            self.resample(n_envs)
-        else:
-            outside = self._swap_held_samples(self.rollout_samples.get())
-        try:
+        with using_held_samples(self._held_sample_slots(), self.rollout_samples, lambda: self.resample(n_envs)):
             yield
-        finally:
-            self.rollout_samples.set(self._swap_held_samples(outside))
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         # The number of held samples varies (one per environment): size the buffers like the saved ones first.

@@ -26,7 +26,7 @@ Variational continual learning (Nguyen et al., 2018) replaces the prior with the
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch as th
@@ -402,3 +402,106 @@ def create_bayesian_mlp(
     if squash_output:
         modules.append(nn.Tanh())
     return modules
+
+
+# ---------------------------------------------------------------------------------------------------- held sample sets
+#: Buffers that make up a held Thompson sample: the samples and the standard-normal draws behind them. The names are
+#: those of ``BayesianLinear`` (BayesianDQN's regression head holds a ``weight_sample`` too).
+HELD_SAMPLE_BUFFERS = ("weight_sample", "bias_sample", "weight_noise", "bias_noise")
+
+#: Where one held-sample buffer lives: ``(name in the network, owning module, buffer name)``.
+HeldSampleSlot = tuple[str, nn.Module, str]
+
+
+class HeldSamples(nn.Module):
+    """
+    A set of held Thompson samples kept outside the network (the training environments' set), as buffers so that it
+    saves and loads with the policy's ``state_dict``; loading takes the saved names and shapes.
+    """
+
+    def is_empty(self) -> bool:
+        return len(self._buffers) == 0
+
+    def get(self) -> dict[str, th.Tensor]:
+        """The samples, by the network's buffer names."""
+        return {name.replace("__", "."): buffer for name, buffer in self._buffers.items() if buffer is not None}
+
+    def set(self, samples: dict[str, th.Tensor]) -> None:
+        """Hold ``samples`` (by reference), replacing the previous ones."""
+        self._buffers.clear()
+        for name, value in samples.items():
+            self._buffers[name.replace(".", "__")] = value  # what register_buffer does, without its checks per step
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # The names and shapes depend on the network and the number of environments: take the saved ones.
+        self._buffers.clear()
+        for key, value in state_dict.items():
+            if key.startswith(prefix) and "." not in key[len(prefix) :]:
+                self.register_buffer(key[len(prefix) :], th.empty_like(value))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+
+def held_sample_slots(module: nn.Module) -> list[HeldSampleSlot]:
+    """
+    :param module: A network.
+    :return: Every held-sample buffer inside it (see ``HELD_SAMPLE_BUFFERS``), in ``named_buffers()`` order; cache the
+        list, the buffers are read through it at each swap.
+    """
+    slots: list[HeldSampleSlot] = []
+    for name, _ in module.named_buffers():
+        module_name, _, buffer_name = name.rpartition(".")
+        if buffer_name in HELD_SAMPLE_BUFFERS:
+            slots.append((name, module.get_submodule(module_name), buffer_name))
+    return slots
+
+
+def swap_held_samples(slots: Sequence[HeldSampleSlot], new: dict[str, th.Tensor]) -> dict[str, th.Tensor]:
+    """
+    Put the tensors of ``new`` into the network by reference (no copies: acting swaps once per step).
+
+    :param slots: From :func:`held_sample_slots`.
+    :param new: Tensors by name; slots without an entry keep theirs.
+    :return: The tensors the network held before, by name.
+    """
+    old: dict[str, th.Tensor] = {}
+    for name, owner, buffer_name in slots:
+        buffer = owner._buffers[buffer_name]
+        assert buffer is not None
+        old[name] = buffer
+        if name in new:
+            owner._buffers[buffer_name] = new[name]
+    return old
+
+
+@contextlib.contextmanager
+def using_held_samples(slots: Sequence[HeldSampleSlot], store: HeldSamples, draw: Callable[[], None]) -> Iterator[None]:
+    """
+    Run with the held samples kept in ``store`` swapped into the network, then put the network's own back and keep
+    what the block left (redraws included) in ``store``. Training acts through this, so ``predict`` calls from outside
+    ``learn`` (``EvalCallback``, ``evaluate_policy``) neither see nor disturb the training environments' samples.
+
+    :param slots: From :func:`held_sample_slots`.
+    :param store: The set swapped in.
+    :param draw: Called inside the block when ``store`` is empty (first use): draws the set in the network.
+    """
+    first_use = store.is_empty()
+    # On first use the network's own set is copied, since `draw` may redraw it in place.
+    if first_use:
+        outside = {name: buffer.clone() for name, buffer in swap_held_samples(slots, {}).items()}
+    else:
+        outside = swap_held_samples(slots, store.get())
+    try:
+        if first_use:
+            draw()
+        yield
+    finally:
+        store.set(swap_held_samples(slots, outside))

@@ -1,8 +1,11 @@
-"""Replay storage for model-based agents that retrain on all data they have seen."""
+"""Replay storage: a growable transition store for model-based agents, and lazy replay buffers for off-policy ones."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
 
 
 class TransitionBatch(NamedTuple):
@@ -105,3 +108,58 @@ class TransitionStore:
             self._next_observations[order],
             self._terminations[order],
         )
+
+
+class PlaceholderReplayBufferMixin(OffPolicyAlgorithm):
+    """
+    An off-policy algorithm that allocates its replay buffer only once it has an environment to learn from.
+
+    ``rl_zoo3.enjoy`` loads algorithms it does not know without an env and with their saved (full) ``buffer_size``:
+    SB3 would allocate the whole buffer just to act. Without an env the buffer is a one-row placeholder, replaced by the
+    real one at the next ``learn`` (or by ``load_replay_buffer``). List it before the SB3 algorithm in the bases
+    (``class BayesianDQN(PlaceholderReplayBufferMixin, DQN)``).
+    """
+
+    _placeholder_buffer = False
+
+    def _setup_model(self) -> None:
+        self._placeholder_buffer = self.env is None and self.replay_buffer is None
+        buffer_size = self.buffer_size
+        if self._placeholder_buffer:
+            self.buffer_size = 1
+        try:
+            super()._setup_model()
+        finally:
+            self.buffer_size = buffer_size  # saved and used for the real buffer
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, Any]:
+        if self._placeholder_buffer:
+            assert self.replay_buffer_class is not None
+            replay_buffer_kwargs = self.replay_buffer_kwargs.copy()  # as SB3's _setup_model: the env is not pickled
+            if issubclass(self.replay_buffer_class, HerReplayBuffer):
+                replay_buffer_kwargs["env"] = self.env
+            self.replay_buffer = self.replay_buffer_class(
+                self.buffer_size,
+                self.observation_space,
+                self.action_space,
+                device=self.device,
+                n_envs=self.n_envs,
+                optimize_memory_usage=self.optimize_memory_usage,
+                **replay_buffer_kwargs,
+            )
+            self._placeholder_buffer = False
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
+        super().load_replay_buffer(path, truncate_last_traj)
+        self._placeholder_buffer = False
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_placeholder_buffer"]

@@ -2,9 +2,12 @@
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
 
 PLANNING_DTYPES = {"float32": th.float32, "bfloat16": th.bfloat16}
@@ -106,3 +109,32 @@ def planning_precision(device: th.device, dtype: th.dtype) -> Iterator[None]:
     else:
         with th.autocast(device_type=device.type, dtype=dtype):
             yield
+
+
+def check_image_observations(
+    observation_space: spaces.Space,
+    features_extractor_class: type[BaseFeaturesExtractor],
+    features_extractor_kwargs: dict[str, Any] | None,
+    policy_name: str,
+    hint: str = "use MlpPolicy for vector observations",
+) -> None:
+    """
+    Raise a one-line ``ValueError`` where SB3's ``NatureCNN`` would fail its multi-line assertion: a NatureCNN
+    features extractor (``CnnPolicy``) on observations that are not images.
+
+    :param observation_space: The observation space.
+    :param features_extractor_class: The policy's features extractor.
+    :param features_extractor_kwargs: Its keyword arguments (``normalized_image`` relaxes the uint8 requirement).
+    :param policy_name: The policy, for the message.
+    :param hint: How to fix it.
+    """
+    if not issubclass(features_extractor_class, NatureCNN):
+        return
+    normalized_image = bool((features_extractor_kwargs or {}).get("normalized_image", False))
+    # The same test as NatureCNN's assertion.
+    if not is_image_space(observation_space, check_channels=False, normalized_image=normalized_image):
+        space = " ".join(str(observation_space).split())  # numpy wraps long bounds over lines: keep one line
+        raise ValueError(
+            f"{policy_name} needs image observations (a uint8 Box in [0, 255] of shape (C, H, W) or (H, W, C)), got the "
+            f"observation space {space}: {hint}."
+        )

@@ -143,9 +143,13 @@ class ContinualResult:
     :param labels: Task labels.
     :param returns: ``[T, T]`` mean evaluation return on task ``j`` (column) after learning task ``i`` (row).
     :param returns_std: Standard deviations of those returns over the evaluation episodes.
-    :param consolidated: Whether ``consolidate()`` was called after each task.
+    :param consolidated: Whether a consolidation took place after each task (``consolidate()`` with a method other
+        than ``"none"``).
     :param wall_time: Seconds per task (learning, consolidation and evaluation).
     :param cpu_time: Process CPU seconds per task.
+    :param consolidation: The model's ``consolidation`` setting (``"ewc"``, ``"vcl"``, ``"none"``); ``"none"`` for a
+        model without ``consolidate()`` (plain SB3 algorithms), ``"consolidate"`` for one with that method but no
+        ``consolidation`` attribute.
     """
 
     labels: list[str]
@@ -154,6 +158,7 @@ class ContinualResult:
     consolidated: list[bool]
     wall_time: list[float]
     cpu_time: list[float]
+    consolidation: str = "none"
 
     def forgetting(self) -> np.ndarray:
         """
@@ -175,6 +180,7 @@ class ContinualResult:
             "return_when_learned": [float(self.returns[j, j]) for j in range(len(self.labels))],
             "forgetting": forgetting.tolist(),
             "average_forgetting": float(forgetting.mean()) if len(forgetting) else math.nan,
+            "consolidation": self.consolidation,
             "consolidated": self.consolidated,
             "wall_time_s": self.wall_time,
             "cpu_time_s": self.cpu_time,
@@ -256,6 +262,8 @@ def run_sequence(
     if len(steps) != len(tasks) or min(steps) < 1:
         raise ValueError(f"n_timesteps must be a positive int or one per task ({len(tasks)}), got {n_timesteps}.")
     consolidate = getattr(model, "consolidate", None)
+    # What consolidate() does is the model's `consolidation` setting ("none" is a no-op), not whether it has the method.
+    consolidation = str(getattr(model, "consolidation", "consolidate")) if callable(consolidate) else "none"
     eval_seed = None if seed is None else seed + 1000
     eval_envs = [make_task_env(task, n_envs=1, seed=eval_seed) for task in tasks]
     for task, eval_env in zip(tasks, eval_envs):
@@ -274,7 +282,7 @@ def run_sequence(
         model.learn(steps[i], reset_num_timesteps=False, **(learn_kwargs or {}))
         if callable(consolidate):
             consolidate(n_samples=consolidate_samples)
-        consolidated.append(callable(consolidate))
+        consolidated.append(consolidation != "none")
         if on_task_end is not None:
             on_task_end(i, model)
         for j, eval_env in enumerate(eval_envs):
@@ -286,7 +294,8 @@ def run_sequence(
         cpu_time.append(time.process_time() - start_cpu)
     for eval_env in eval_envs:
         eval_env.close()
-    return ContinualResult([task.label for task in tasks], returns, returns_std, consolidated, wall_time, cpu_time)
+    labels = [task.label for task in tasks]
+    return ContinualResult(labels, returns, returns_std, consolidated, wall_time, cpu_time, consolidation)
 
 
 def _check_same_spaces(model: BaseAlgorithm, env: VecEnv, task: Task) -> None:
