@@ -631,6 +631,40 @@ samplers.DVRL_SEARCH_SPACE.update(n_particles=[2, 3], h_dim=[8], z_dim=[8], mult
 """
 
 
+@pytest.mark.slow
+def test_dvrl_flickering_atari_section_on_pong(tmp_path):
+    """The `atari` section (FlickeringAtariWrapper, CnnPolicy, Bernoulli emission) through rl-zoo3, tiny networks."""
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "dvrl", "--env", "PongNoFrameskip-v4", "--num-threads", "1", "-n", "40",
+         "-f", "logs", "--eval-freq", "-1", "-params", "n_envs:2", "n_particles:2", "multiplier_backprop_length:2",
+         "policy_kwargs:dict(h_dim=8, z_dim=8, cnn_channels=[4, 4, 4], action_encoding=4, emission='bernoulli', "
+         "batch_norm=True)"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "sb3_bayes.common.wrappers.FlickeringAtariWrapper" in proc.stdout
+    from sb3_bayes import DVRL
+
+    model = DVRL.load(tmp_path / "logs/dvrl/PongNoFrameskip-v4_1/PongNoFrameskip-v4.zip")
+    assert model.observation_space.shape == (1, 84, 84) and model.num_timesteps >= 40
+
+
+@pytest.mark.slow
+def test_bayes_dqn_atari_section_on_breakout(tmp_path):
+    """The `atari` section (AtariWrapper, 4 stacked frames, CnnPolicy, BDQN head) through rl-zoo3, a tiny replay."""
+    proc = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "bayes_dqn", "--env", "BreakoutNoFrameskip-v4", "--num-threads", "1", "-n",
+         "64", "-f", "logs", "--eval-freq", "-1", "-params", "buffer_size:200", "learning_starts:32",
+         "posterior_update_freq:32", "posterior_window:64", "batch_size:8"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "stable_baselines3.common.atari_wrappers.AtariWrapper" in proc.stdout
+    from sb3_bayes import BayesianDQN
+
+    model = BayesianDQN.load(tmp_path / "logs/bayes_dqn/BreakoutNoFrameskip-v4_1/BreakoutNoFrameskip-v4.zip")
+    assert model.observation_space.shape == (4, 84, 84) and model.head == "blr"
+    assert int(model.policy.blr_posterior.n_observations.sum()) > 0  # the Bayesian last layer was fitted
+
+
 def test_dvrl_converter_and_sampler():
     raw = {"learning_rate": 1e-4, "n_steps": 8, "n_particles": 15.0, "multiplier_backprop_length": 10, "h_dim": 64,
            "z_dim": 128, "optimizer": "adam", "elbo_coef": 0.5}  # fmt: skip
