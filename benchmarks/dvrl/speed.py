@@ -1,11 +1,11 @@
 """Training speed (environment steps per second) of DVRL, its RNN baseline and sb3-contrib RecurrentPPO.
 
 Same environment (MountainHikeNoise0p2-v0), same number of environments (16), one torch thread, the learning settings
-of hyperparams/dvrl.yml (DVRL with 15 particles as in the paper's runs, and with the YAML's 10; the RNN baseline is
-``use_particle_filter=False``) and of benchmarks/dvrl/ppo_lstm_mountain_hike.yml (RecurrentPPO). Each method first
-trains for a warm-up, then ``learn`` is timed over a fixed number of steps; the methods are interleaved over several
-rounds and the median is reported. Steps per CPU second (process time of this single-threaded process) is the robust
-number on a shared machine; steps per wall second is reported as well.
+and env wrappers of hyperparams/dvrl.yml (DVRL with 15 particles as in the paper's runs, and with the YAML's 10; the
+RNN baseline is ``use_particle_filter=False``) and of benchmarks/dvrl/ppo_lstm_mountain_hike.yml (RecurrentPPO).
+Each method first trains for a warm-up, then ``learn`` is timed over a fixed number of steps; the methods are
+interleaved over several rounds and the median is reported. Steps per CPU second (process time of this
+single-threaded process) is the robust number on a shared machine; steps per wall second is reported as well.
 
     python benchmarks/dvrl/speed.py --out benchmarks/dvrl/results/speed.json
     python benchmarks/dvrl/speed.py --profile dvrl15     # cProfile of the timed DVRL updates (top functions)
@@ -30,6 +30,7 @@ import torch
 torch.set_num_threads(1)
 
 import yaml  # noqa: E402
+from rl_zoo3.utils import get_wrapper_class  # noqa: E402
 from sb3_contrib import RecurrentPPO  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from torch import nn  # noqa: E402, F401  (policy_kwargs strings may name nn)
@@ -43,26 +44,29 @@ ENV_ID = "MountainHikeNoise0p2-v0"
 N_ENVS = 16
 
 
-def section(path: str, env_id: str) -> dict[str, Any]:
+def section(path: str, env_id: str) -> tuple[dict[str, Any], Any]:
+    """The model kwargs of an rl-zoo3 YAML section and the env wrapper it names (rl-zoo3's ``env_wrapper``)."""
     with open(path) as f:
         hp = dict(yaml.load(f, Loader=yaml.UnsafeLoader)[env_id])
-    for key in ("n_timesteps", "n_envs", "normalize"):
+    wrapper = get_wrapper_class(hp)
+    for key in ("n_timesteps", "n_envs", "normalize", "env_wrapper"):
         hp.pop(key, None)
     if isinstance(hp.get("policy_kwargs"), str):
         hp["policy_kwargs"] = eval(hp["policy_kwargs"])
-    return hp
+    return hp, wrapper
 
 
 def build(method: str, seed: int = 0) -> tuple[Any, int, int]:
     """The model, its warm-up steps and its timed steps (whole rollouts/updates)."""
-    env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed)
     if method == "ppo_lstm":
-        hp = section(os.path.join(HERE, "ppo_lstm_mountain_hike.yml"), ENV_ID)
+        hp, wrapper = section(os.path.join(HERE, "ppo_lstm_mountain_hike.yml"), ENV_ID)
+        env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed, wrapper_class=wrapper)
         policy = hp.pop("policy")
         model = RecurrentPPO(policy, env, seed=seed, device="cpu", **hp)
         rollout = model.n_steps * N_ENVS
         return model, rollout, 2 * rollout
-    hp = section(os.path.join(REPO_ROOT, "hyperparams", "dvrl.yml"), ENV_ID)
+    hp, wrapper = section(os.path.join(REPO_ROOT, "hyperparams", "dvrl.yml"), ENV_ID)
+    env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed, wrapper_class=wrapper)
     policy = hp.pop("policy")
     if method == "rnn":
         hp["use_particle_filter"] = False

@@ -1,14 +1,17 @@
 """Tables of the DVRL learning benchmark from results/*.json -> results/summary.csv, results/summary.md (printed too).
 
 A run's return at step t is the mean return of its training episodes that ended in (t - WINDOW, t] (all environments,
-stochastic policies, as logged by rl-zoo3's Monitor). "final" is that value at the run's budget; methods are compared
-at the same number of environment steps. Runs are grouped by environment and step budget.
+stochastic policies, as logged by rl-zoo3's Monitor, i.e. below any VecNormalize: true returns). "final" is that value
+at the group's budget; methods are compared at the same number of environment steps. Runs are grouped by environment
+and step budget (and marked when their actions were rescaled to [-1, 1] by an env wrapper).
 
-    python benchmarks/dvrl/summarize.py
+    python benchmarks/dvrl/summarize.py                                   # results/
+    python benchmarks/dvrl/summarize.py --results benchmarks/dvrl/results/unscaled_actions
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import glob
 import json
@@ -32,15 +35,20 @@ ENV_ORDER = [
 ]
 
 
-def load_runs() -> list[dict[str, Any]]:
-    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(RESULTS, "*_s[0-9]*.json")))]
+def load_runs(results: str = RESULTS) -> list[dict[str, Any]]:
+    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(results, "*_s[0-9]*.json")))]
+
+
+def rescaled(run: dict[str, Any]) -> bool:
+    """Whether the run's actions went through gymnasium's RescaleAction (from the YAML or from -params)."""
+    return "RescaleAction" in run.get("config_yml", "") or any("RescaleAction" in x for x in run.get("extra_params", []))
 
 
 def group(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Runs by ``"<env> (<budget>k)"`` and method."""
     groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        variant = ", actions rescaled to [-1, 1]" if any("RescaleAction" in x for x in run.get("extra_params", [])) else ""
+        variant = ", actions rescaled to [-1, 1]" if rescaled(run) else ""
         groups[f"{run['env']} ({run['steps'] // 1000}k{variant})"][run["method"]].append(run)
     return groups
 
@@ -51,18 +59,55 @@ def group_order(name: str) -> tuple[int, int, str]:
     return (ENV_ORDER.index(env) if env in ENV_ORDER else len(ENV_ORDER), steps + ("rescaled" in budget), env)
 
 
+def label(name: str) -> str:
+    """``"<env> (<budget>k, actions rescaled ...)"`` -> ``"<env>"`` plus a short mark of the variant."""
+    return name.split(" (")[0] + (" (actions in [-1, 1])" if "rescaled" in name else "")
+
+
 def window_return(run: dict[str, Any], t: int, window: int = WINDOW) -> float:
     rets = [e["ret"] for e in run["episodes"] if t - window < e["end_step"] <= t]
     return float(np.mean(rets)) if rets else float("nan")
 
 
 def main() -> None:
-    runs = load_runs()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=RESULTS, help="folder of the result files (summary.csv / summary.md go there)")
+    args = p.parse_args()
+    runs = load_runs(args.results)
     by_env = group(runs)
     envs = sorted(by_env, key=group_order)
 
     rows = []
-    lines = []
+    # Headline: the return at the budget and the speed of each method, one row per environment
+    lines = [
+        f"#### Return at the budget (mean ± std over seeds, episodes that ended in the last {WINDOW} steps; seeds)\n",
+        "| environment | budget | " + " | ".join(NAMES[m].split(" (")[0] for m in METHODS) + " | DVRL - RNN |",
+        "|---|---|" + "---|" * len(METHODS) + "---|",
+    ]
+    for env in envs:
+        budget = min(r["steps"] for m in by_env[env].values() for r in m)
+        cells, finals = [], {}
+        for method in METHODS:
+            mine = by_env[env].get(method, [])
+            if not mine:
+                cells.append("not run")
+                continue
+            finals[method] = np.array([window_return(r, budget) for r in mine])
+            cells.append(f"{finals[method].mean():.1f} ± {finals[method].std():.1f} ({len(mine)})")
+        diff = f"{finals['dvrl'].mean() - finals['rnn'].mean():+.1f}" if {"dvrl", "rnn"} <= set(finals) else ""
+        lines.append(f"| {label(env)} | {budget // 1000}k | " + " | ".join(cells) + f" | {diff} |")
+    lines += [
+        "\n#### Environment steps per CPU second of the whole rl-zoo3 process (mean over seeds)\n",
+        "| environment | budget | " + " | ".join(NAMES[m].split(" (")[0] for m in METHODS) + " |",
+        "|---|---|" + "---|" * len(METHODS),
+    ]
+    for env in envs:
+        cells = []
+        for method in METHODS:
+            mine = by_env[env].get(method, [])
+            cells.append(f"{np.mean([r['steps'] / r['cpu_s'] for r in mine]):.0f}" if mine else "not run")
+        budget = min(r["steps"] for m in by_env[env].values() for r in m)
+        lines.append(f"| {label(env)} | {budget // 1000}k | " + " | ".join(cells) + " |")
     for env in envs:
         budgets = [r["steps"] for m in by_env[env].values() for r in m]
         budget = min(budgets)  # compare at equal environment steps
@@ -93,13 +138,13 @@ def main() -> None:
                 per_seed.append(f"{NAMES[method].split(' ')[0]} s{r['seed']}: {window_return(r, budget):.1f}")
         lines.append("\nPer seed at " + f"{budget // 1000}k: " + "; ".join(per_seed))
 
-    with open(os.path.join(RESULTS, "summary.csv"), "w", newline="") as f:
+    with open(os.path.join(args.results, "summary.csv"), "w", newline="") as f:
         keys = sorted({k for r in rows for k in r}, key=lambda k: (not k.startswith(("env", "method", "seed")), k))
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(RESULTS, "summary.md"), "w") as f:
+    with open(os.path.join(args.results, "summary.md"), "w") as f:
         f.write(text)
     print(text)
 
