@@ -257,8 +257,8 @@ def test_consolidate_ewc_vcl_and_none():
 
 def test_learns_pendulum():
     # Seeded learning test: a random policy scores about -1200 on Pendulum-v1, a policy that swings up better than
-    # -600. No action noise: exploration comes from the posterior samples alone. (This seed reached -542 here; seeds 0
-    # and 2 reached -742 and -169: 3000 steps are at the edge of learning, so the margin depends on the seed.)
+    # -400. No action noise: exploration comes from the posterior samples alone. With the benchmark's settings
+    # (benchmarks/bayes_ddpg) and 4000 steps, seeds 0 / 1 / 2 reached -689 / -158 / -184 on the CI machine.
     threads = th.get_num_threads()
     th.set_num_threads(1)  # single-threaded: the result is reproducible on a given machine
     try:
@@ -266,16 +266,15 @@ def test_learns_pendulum():
             "MlpPolicy",
             "Pendulum-v1",
             seed=1,
-            learning_starts=500,
+            learning_starts=1000,
             gamma=0.98,
-            batch_size=128,
             policy_kwargs=dict(net_arch=[64, 64]),
         )
-        model.learn(3000)
+        model.learn(4000)
         mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
     finally:
         th.set_num_threads(threads)
-    assert mean_return > -600
+    assert mean_return > -400
 
 
 def test_actor_fisher_is_taken_before_the_tanh():
