@@ -6,7 +6,8 @@
 #   ppo_mh  RecurrentPPO on the three Mountain Hike noise levels, seeds 0-2
 #   novel   CartPoleNoVel-v1 and PendulumNoVel-v1, all three methods, seed by seed
 #   speed   steps per CPU second (results/speed.json)
-#   long    a longer budget on MountainHikeNoise0p2-v0 (LONG_STEPS, LONG_SEEDS), tagged _<k>k
+#   long    a longer budget for DVRL and RNN on LONG_ENV (LONG_STEPS, LONG_SEEDS), tagged _<k>k; the results/ runs:
+#           LONG_ENV=MountainHikeNoise0p5-v0 LONG_STEPS=100000 LONG_SEEDS="0 1 2" bash benchmarks/dvrl/run_all.sh long
 # Budgets: MH_STEPS (25000), NOVEL_STEPS (25000). A result file that exists is not run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +18,7 @@ PHASE=${1:-all}
 MH_STEPS=${MH_STEPS:-25000}
 LONG_STEPS=${LONG_STEPS:-60000}
 LONG_SEEDS=${LONG_SEEDS:-0}
+LONG_ENV=${LONG_ENV:-MountainHikeNoise0p2-v0}
 NOVEL_STEPS=${NOVEL_STEPS:-25000}
 MH_ENVS="MountainHikeNoise0p1-v0 MountainHikeNoise0p2-v0 MountainHikeNoise0p5-v0"
 
@@ -45,8 +47,8 @@ if [ "$PHASE" = speed ]; then
 fi
 if [ "$PHASE" = long ]; then
   for s in $LONG_SEEDS; do
-    run dvrl MountainHikeNoise0p2-v0 $s "$LONG_STEPS" "_$((LONG_STEPS / 1000))k"
-    run rnn MountainHikeNoise0p2-v0 $s "$LONG_STEPS" "_$((LONG_STEPS / 1000))k"
+    run dvrl "$LONG_ENV" $s "$LONG_STEPS" "_$((LONG_STEPS / 1000))k"
+    run rnn "$LONG_ENV" $s "$LONG_STEPS" "_$((LONG_STEPS / 1000))k"
   done
 fi
 if [ "$PHASE" = all ]; then
