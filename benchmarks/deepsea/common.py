@@ -14,15 +14,34 @@ from stable_baselines3.common.callbacks import BaseCallback
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 
+def record_cells(infos: list[dict[str, Any]], cells: set[tuple[int, int]]) -> None:
+    """Adds the grid cells the agents stand in after this step (``info["position"]``; rows past the grid excluded)."""
+    for info in infos:
+        row, column = info["position"]
+        if row >= 0 and column >= 0:
+            cells.add((int(row), int(column)))
+
+
+def coverage(cells: set[tuple[int, int]], size: int) -> dict[str, int]:
+    """Distinct cells visited (of ``N (N + 1) / 2`` reachable ones, the start included) and the rightmost column."""
+    inside = {(row, column) for row, column in cells if row < size} | {(0, 0)}
+    return dict(cells_visited=len(inside), cells_reachable=size * (size + 1) // 2, rightmost_column=max(c for _, c in inside))
+
+
 class EpisodeRecorder(BaseCallback):
-    """Records the return of every finished episode (from the Monitor's ``info["episode"]``) and its end step."""
+    """
+    Records the return of every finished episode (from the Monitor's ``info["episode"]``) and its end step, and the
+    DeepSea cells visited.
+    """
 
     def __init__(self, stop_after_success: int = 0) -> None:
         super().__init__()
         self.episodes: list[dict[str, float]] = []
+        self.cells: set[tuple[int, int]] = set()
         self.stop_after_success = stop_after_success
 
     def _on_step(self) -> bool:
+        record_cells(self.locals["infos"], self.cells)
         for info in self.locals["infos"]:
             if "episode" in info:
                 self.episodes.append(dict(ret=round(float(info["episode"]["r"]), 4), step=int(self.num_timesteps)))

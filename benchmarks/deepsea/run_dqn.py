@@ -12,7 +12,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from common import EpisodeRecorder, cpu_seconds, machine_info, save_json, summarize_episodes  # noqa: E402
+from common import EpisodeRecorder, coverage, cpu_seconds, machine_info, save_json, summarize_episodes  # noqa: E402
 from stable_baselines3 import DQN  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
@@ -50,7 +50,7 @@ def main() -> None:
     model.learn(total_timesteps=args.size * args.episodes, callback=rec)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     returns = [e["ret"] for e in rec.episodes][: args.episodes]  # learn() runs whole train_freq chunks
-    summary = summarize_episodes(returns)
+    summary = {**summarize_episodes(returns), **coverage(rec.cells, args.size)}
     print(f"DQN N={args.size} seed {args.seed}: {summary} wall {wall:.0f}s cpu {cpu:.0f}s", flush=True)
     save_json(
         args.out,

@@ -20,7 +20,7 @@ import torch
 torch.set_num_threads(1)
 
 import yaml  # noqa: E402
-from common import REPO_ROOT, cpu_seconds, machine_info, save_json, summarize_episodes  # noqa: E402
+from common import REPO_ROOT, coverage, cpu_seconds, machine_info, record_cells, save_json, summarize_episodes  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
@@ -31,14 +31,16 @@ from sb3_bayes import PSDRL  # noqa: E402
 class StopAfterSuccess(BaseCallback):
     """Records episode returns; stops `after` episodes after the first success (0: never) or at the budget."""
 
-    def __init__(self, budget: int, after: int) -> None:
+    def __init__(self, budget: int, after: int, size: int) -> None:
         super().__init__()
         self.returns: list[float] = []
         self.round_at_episode: list[int] = []
-        self.budget, self.after, self.first = budget, after, None
+        self.budget, self.after, self.first, self.size = budget, after, None, size
+        self.cells: set[tuple[int, int]] = set()
         self.t0 = time.perf_counter()
 
     def _on_step(self) -> bool:
+        record_cells(self.locals["infos"], self.cells)
         for info in self.locals["infos"]:
             if "episode" in info:
                 self.returns.append(round(float(info["episode"]["r"]), 4))
@@ -48,6 +50,7 @@ class StopAfterSuccess(BaseCallback):
                 if n % 50 == 0:
                     print(
                         f"episode {n}: successes {sum(r > 0.5 for r in self.returns)} first {self.first} "
+                        f"cells {coverage(self.cells, self.size)['cells_visited']} "
                         f"{time.perf_counter() - self.t0:.0f}s",
                         flush=True,
                     )
@@ -84,11 +87,11 @@ def main() -> None:
     hp = {k: v for k, v in settings.items() if k not in ("n_timesteps", "policy")}
     env = make_vec_env(f"DeepSea{args.size}-v0", n_envs=1, seed=args.seed)
     model = PSDRL(settings["policy"], env, seed=args.seed, verbose=0, **hp)
-    rec = StopAfterSuccess(args.episodes, args.after_success)
+    rec = StopAfterSuccess(args.episodes, args.after_success, args.size)
     t0, c0 = time.perf_counter(), cpu_seconds()
     model.learn(total_timesteps=args.size * args.episodes, callback=rec)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    summary = summarize_episodes(rec.returns)
+    summary = {**summarize_episodes(rec.returns), **coverage(rec.cells, args.size)}
     if rec.first is not None:
         after = [r > 0.5 for r in rec.returns[rec.first :]]
         summary["success_rate_after_first"] = round(sum(after) / max(len(after), 1), 3)

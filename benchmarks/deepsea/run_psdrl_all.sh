@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The PSDRL runs of the DeepSea benchmark that ran, one after the other (1 torch thread each), with the settings of
+# The PSDRL runs of the DeepSea benchmark, one after the other (1 torch thread each), with the settings of
 # hyperparams/psdrl.yml. A run stops at its episode budget or 50 episodes after it first reached the goal.
-# From the repository root. (N = 10 seed 2 and N = 15, 20 did not fit in the CPU time available; see README.md.)
+# From the repository root: bash benchmarks/deepsea/run_psdrl_all.sh [sizes...]   (default: 5 10 15 20)
 set -e
 cd "$(dirname "$0")"
-run() {  # size seed budget
-  python run_psdrl.py --size "$1" --seed "$2" --episodes "$3" --after-success 50 --out "results/psdrl_N$1_s$2.json"
-}
-for seed in 0 1 2; do run 5 "$seed" 200; done
-for seed in 0 1; do run 10 "$seed" 300; done
+PY=${PY:-python}
+budget() { case "$1" in 5) echo 200 ;; 10 | 15) echo 300 ;; *) echo 500 ;; esac; }
+for size in ${@:-5 10 15 20}; do
+  for seed in 0 1 2; do
+    out="results/psdrl_N${size}_s${seed}.json"
+    "$PY" run_psdrl.py --size "$size" --seed "$seed" --episodes "$(budget "$size")" --after-success 50 --out "$out"
+  done
+done

@@ -14,24 +14,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main() -> None:
     runs = []
-    for path in sorted(glob.glob(os.path.join(HERE, "results", "*.json"))):
+    paths = glob.glob(os.path.join(HERE, "results", "dqn_*.json")) + glob.glob(os.path.join(HERE, "results", "psdrl_*.json"))
+    for path in sorted(paths):
         with open(path) as f:
             runs.append(json.load(f))
     runs.sort(key=lambda r: (r["size"], r["algo"], r["seed"]))
     print(
         "| N | algo | seed | episode budget | episodes run | first goal at episode | goals | goal rate after the first "
-        "| CPU s |"
+        "| cells visited | CPU s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         s = r["summary"]
         returns = r["returns"]
         first = s["first_success_episode"]
         after = returns[first:] if first is not None else []
         rate = f"{sum(x > 0.5 for x in after) / len(after):.2f} ({len(after)} ep.)" if after else "-"
+        cells = f"{s['cells_visited']} / {s['cells_reachable']}" if "cells_visited" in s else "-"
         print(
             f"| {r['size']} | {r['algo']} | {r['seed']} | {r['episode_budget']} | {len(returns)} | {first or '-'} | "
-            f"{s['n_successes']} | {rate} | {r['cpu_s']:.0f} |"
+            f"{s['n_successes']} | {rate} | {cells} | {r['cpu_s']:.0f} |"
         )
     print()
     print("| N | algo | seeds | reached the goal within the budget | first goal at episode (per seed) |")
@@ -47,6 +49,19 @@ def main() -> None:
             f"| {size} | {algo} | {len(rs)} | {solved}/{len(rs)} (budget {budget}) | "
             f"{', '.join(str(f or '-') for f in firsts)} |"
         )
+    # The same budget for both methods: the smaller of their budgets at each size (a run's returns hold every episode,
+    # so "reached the goal within B episodes" is read off a longer run too).
+    print()
+    print("| N | equal budget B (episodes) | algo | seeds | reached the goal within B |")
+    print("|---|---|---|---|---|")
+    for size in sorted({size for size, _ in groups}):
+        algos = {algo: rs for (n, algo), rs in groups.items() if n == size}
+        if len(algos) < 2:
+            continue
+        budget = min(r["episode_budget"] for rs in algos.values() for r in rs)
+        for algo, rs in sorted(algos.items()):
+            within = sum(any(x > 0.5 for x in r["returns"][:budget]) for r in rs)
+            print(f"| {size} | {budget} | {algo} | {len(rs)} | {within}/{len(rs)} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""
+Does PSDRL's last-layer posterior know what the agent has not tried? A diagnostic on DeepSea.
+
+Trains PSDRL with the settings of `hyperparams/psdrl.yml` (section `DeepSea<N>-v0`, optionally overridden) for a number
+of episodes, then, for every start state in the replay and both actions, computes the posterior predictive standard
+deviation of the sampled reward, ``sqrt(s_r phi^T A^-1 phi)`` (`BayesianLinearRegression.predictive_variance`), and
+groups it by whether that (cell, action) pair occurs in the replay ("tried") or not ("untried"). Posterior sampling
+explores deeply only if untried pairs are far more uncertain than tried ones (tabular PSRL: prior width against ~0).
+
+python benchmarks/deepsea/diagnose_posterior.py --size 10 --episodes 60 --seed 0 \
+    --out benchmarks/deepsea/results/diagnose_N10_s0.json [--set policy_kwargs.ridge=0.01 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+from common import cpu_seconds, machine_info, save_json  # noqa: E402
+from run_psdrl import load_settings  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+
+import sb3_bayes.envs  # noqa: E402,F401  (registers DeepSea)
+from sb3_bayes import PSDRL  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--set", action="append", default=[], help="override, e.g. policy_kwargs.ridge=0.01")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+
+    settings = load_settings(args.size, args.set)
+    hp = {k: v for k, v in settings.items() if k not in ("n_timesteps", "policy")}
+    env = make_vec_env(f"DeepSea{args.size}-v0", n_envs=1, seed=args.seed)
+    model = PSDRL(settings["policy"], env, seed=args.seed, **hp)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    model.learn(total_timesteps=args.size * args.episodes)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+
+    policy, buffer = model.policy, model.replay_buffer
+    assert buffer is not None
+    episodes = list(buffer.all_episodes())
+    # The observation is the one-hot cell, so its argmax names the cell; the replay order matches _replay_features'.
+    cells = [episode.observations[:-1].reshape(len(episode), -1).argmax(axis=1) for episode in episodes]
+    tried = {(int(c), int(a)) for episode, cs in zip(episodes, cells) for c, a in zip(cs, episode.actions)}
+    ordered_cells = np.concatenate([cs for _, cs in sorted(zip([len(e) for e in episodes], cells), key=lambda x: x[0])])
+    with torch.no_grad():
+        starts = torch.cat([start for _, _, start in model._replay_features()])
+        latent, hidden = starts[:, : policy.transition.latent_dim], starts[:, policy.transition.latent_dim :]
+        groups: dict[str, list[float]] = {"tried": [], "untried": []}
+        for action in range(policy.transition.n_actions):
+            one_hot = policy.one_hot(torch.full((len(starts),), action))
+            features = policy.transition.step(latent, one_hot, hidden).features
+            reward_std = policy.posterior.predictive_variance(policy.with_bias(features))[:, -1].sqrt()
+            for cell, std in zip(ordered_cells, reward_std.tolist()):
+                groups["tried" if (int(cell), action) in tried else "untried"].append(std)
+    summary = {
+        name: dict(n=len(values), mean_std=float(np.mean(values)) if values else None) for name, values in groups.items()
+    }
+    n_cells = len({c for c, _ in tried})
+    successes = sum(float(e.rewards.sum()) > 0.5 for e in episodes)
+    print(f"N={args.size} seed {args.seed} after {args.episodes} episodes: {n_cells} cells visited, {successes} goals")
+    print(f"reward predictive std: {summary}  ({cpu:.0f} CPU s)")
+    save_json(
+        args.out,
+        dict(
+            size=args.size,
+            seed=args.seed,
+            episodes=args.episodes,
+            overrides=args.set,
+            cells_visited=n_cells,
+            cells_total=args.size * (args.size + 1) // 2,
+            goals=successes,
+            reward_predictive_std=summary,
+            wall_s=round(wall, 2),
+            cpu_s=round(cpu, 2),
+            machine=machine_info(),
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()
