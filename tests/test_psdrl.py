@@ -1,10 +1,9 @@
 """PSDRL: look-ahead and value targets against brute force, input validation, posterior use, DeepSea exploration."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from gymnasium import spaces
+from frame_envs import RandomFrames
 from stable_baselines3.common.callbacks import BaseCallback
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
@@ -166,26 +165,10 @@ def test_resumed_training_draws_the_same_replay_batches(tmp_path) -> None:
     assert np.array_equal(loaded._rng.integers(1 << 30, size=8), model._rng.integers(1 << 30, size=8))
 
 
-class FrameEnv(gym.Env):
-    """64x64 grayscale frames (channels last, as AtariWrapper returns them) and 3 actions."""
-
-    observation_space = spaces.Box(0, 255, (64, 64, 1), dtype=np.uint8)
-    action_space = spaces.Discrete(3)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        self.t += 1
-        return self.observation_space.sample(), float(action == 1), self.t >= 15, False, {}
-
-
 def test_cnn_policy_on_frames() -> None:
     model = PSDRL(
         "CnnPolicy",
-        FrameEnv(),
+        RandomFrames(channels_first=False, episode_length=15),
         batch_size=4,
         sequence_length=8,
         warmup_freq=15,

@@ -5,6 +5,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from frame_envs import RandomFrames
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -121,25 +122,6 @@ def test_psdrl_mlp_policy_n_envs_and_progress_bar(n_envs: int, tmp_path) -> None
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
 
 
-class Frames64(gym.Env):
-    """Random 64x64 grayscale frames (channels first, PSDRL's CnnPolicy input), 3 actions, 6-step episodes."""
-
-    observation_space = spaces.Box(0, 255, (1, 64, 64), dtype=np.uint8)
-    action_space = spaces.Discrete(3)
-
-    def _frame(self) -> np.ndarray:
-        return self.np_random.integers(0, 256, size=(1, 64, 64), dtype=np.uint8)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.t = 0
-        return self._frame(), {}
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.t += 1
-        return self._frame(), float(action == 1), self.t >= 6, False, {}
-
-
 PSDRL_CNN_TINY: dict[str, Any] = dict(
     batch_size=2,
     sequence_length=4,
@@ -155,7 +137,7 @@ def test_psdrl_cnn_policy_n_envs_and_progress_bar() -> None:
     from sb3_bayes import PSDRL
 
     th.set_num_threads(1)
-    env = make_vec_env(Frames64, n_envs=2, seed=0)
+    env = make_vec_env(RandomFrames, n_envs=2, seed=0)
     model = PSDRL("CnnPolicy", env, seed=0, **PSDRL_CNN_TINY)
     assert model.policy.transition.latent_dim == 8 * 4 * 2 * 2  # 4 convolutions of depth 4..32, 2x2 at the end
     model.learn(32, progress_bar=True)

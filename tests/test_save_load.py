@@ -1,10 +1,9 @@
 """Save/load round-trips exactly: networks, input statistics, log-variance bounds, optimiser and planner state."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from gymnasium import spaces
+from frame_envs import RandomFrames
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
@@ -136,32 +135,13 @@ def test_psdrl_save_load_exact(tmp_path) -> None:
     loaded.learn(40, reset_num_timesteps=False)
 
 
-class Frames64(gym.Env):
-    """Random 64x64 grayscale frames (channels first, PSDRL's CnnPolicy input), 3 actions, 6-step episodes."""
-
-    observation_space = spaces.Box(0, 255, (1, 64, 64), dtype=np.uint8)
-    action_space = spaces.Discrete(3)
-
-    def _frame(self) -> np.ndarray:
-        return self.np_random.integers(0, 256, size=(1, 64, 64), dtype=np.uint8)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.t = 0
-        return self._frame(), {}
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.t += 1
-        return self._frame(), float(action == 1), self.t >= 6, False, {}
-
-
 def test_psdrl_cnn_policy_save_load_exact(tmp_path) -> None:
     from sb3_bayes import PSDRL
 
     th.set_num_threads(1)
 
     def env():
-        return make_vec_env(Frames64, n_envs=2, seed=0)
+        return make_vec_env(RandomFrames, n_envs=2, seed=0)
 
     policy_kwargs = dict(
         cnn_depth=4, gru_dim=8, transition_hidden_dim=16, terminal_hidden_dim=16, value_hidden_dim=16, ridge=10.0
