@@ -1,5 +1,7 @@
 """Save/load round-trips exactly: networks, input statistics, log-variance bounds, optimiser and planner state."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch as th
@@ -96,64 +98,35 @@ def test_replay_buffer_round_trip(trained_pets: PETS, tmp_path) -> None:
         np.testing.assert_array_equal(ours, theirs)
 
 
-def test_psdrl_save_load_exact(tmp_path) -> None:
-    from sb3_bayes import PSDRL
-
-    model = PSDRL(
-        "MlpPolicy",
-        make_vec_env("CartPole-v1", n_envs=2, seed=0),
-        batch_size=8,
-        sequence_length=10,
-        warmup_freq=20,
-        value_batch_size=64,
-        seed=0,
-        policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16, ridge=10.0, reward_prior_scale=0.5),
-    )
-    model.learn(100)
-    model.save(tmp_path / "psdrl")
-    loaded = PSDRL.load(tmp_path / "psdrl", env=make_vec_env("CartPole-v1", n_envs=2, seed=0))
-    # Networks, target network, posterior (mean, Cholesky factor of the precision, prior scales) and the model sample.
-    assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
-    posterior, loaded_posterior = model.policy.posterior, loaded.policy.posterior
-    assert th.equal(posterior.mean, loaded_posterior.mean) and posterior.mean.abs().sum() > 0
-    assert th.equal(posterior.precision_cholesky, loaded_posterior.precision_cholesky)
-    assert th.equal(model.policy.sampled_weight, loaded.policy.sampled_weight)
-    for name in ("autoencoder_optimizer", "model_optimizer", "value_optimizer"):
-        ours, theirs = getattr(model.policy, name).state.values(), getattr(loaded.policy, name).state.values()
-        for state, loaded_state in zip(ours, theirs):
-            assert_same_tensors(state, loaded_state)
-    assert th.equal(model._last_hidden, loaded._last_hidden)
-    assert loaded.n_training_rounds == model.n_training_rounds and loaded.policy.ridge == 10.0
-    obs = model.env.reset()
-    state = (np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32),)
-    th.manual_seed(5)
-    expected, expected_state = model.predict(obs, state=state)
-    th.manual_seed(5)
-    actual, actual_state = loaded.predict(obs, state=state)
-    np.testing.assert_array_equal(expected, actual)
-    np.testing.assert_array_equal(expected_state[0], actual_state[0])
-    loaded.learn(40, reset_num_timesteps=False)
+def psdrl_cartpole() -> tuple[str, Any, dict[str, Any]]:
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    kwargs = dict(batch_size=8, sequence_length=10, warmup_freq=20, value_batch_size=64)
+    policy_kwargs = dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16, ridge=10.0, reward_prior_scale=0.5)
+    return "MlpPolicy", env, {**kwargs, "policy_kwargs": policy_kwargs}
 
 
-def test_psdrl_cnn_policy_save_load_exact(tmp_path) -> None:
+def psdrl_frames() -> tuple[str, Any, dict[str, Any]]:
+    env = make_vec_env(RandomFrames, n_envs=2, seed=0)
+    kwargs = dict(batch_size=2, sequence_length=4, warmup_freq=8, value_batch_size=16)
+    policy_kwargs = dict(cnn_depth=4, gru_dim=8, transition_hidden_dim=16, terminal_hidden_dim=16, value_hidden_dim=16)
+    return "CnnPolicy", env, {**kwargs, "policy_kwargs": {**policy_kwargs, "ridge": 10.0}}
+
+
+@pytest.mark.parametrize("setup", [psdrl_cartpole, psdrl_frames], ids=["MlpPolicy", "CnnPolicy"])
+def test_psdrl_save_load_exact(tmp_path, setup) -> None:
     from sb3_bayes import PSDRL
 
     th.set_num_threads(1)
-
-    def env():
-        return make_vec_env(RandomFrames, n_envs=2, seed=0)
-
-    policy_kwargs = dict(
-        cnn_depth=4, gru_dim=8, transition_hidden_dim=16, terminal_hidden_dim=16, value_hidden_dim=16, ridge=10.0
-    )
-    model = PSDRL("CnnPolicy", env(), batch_size=2, sequence_length=4, warmup_freq=8, value_batch_size=16, seed=0,
-                  policy_kwargs=policy_kwargs)  # fmt: skip
-    model.learn(32)
-    model.save(tmp_path / "psdrl_cnn")
-    loaded = PSDRL.load(tmp_path / "psdrl_cnn", env=env())
-    # Convolutional autoencoder, transition, terminal and value networks, the posterior and the model sample.
+    policy, env, kwargs = setup()
+    model = PSDRL(policy, env, seed=0, **kwargs)
+    model.learn(100 if policy == "MlpPolicy" else 32)
+    model.save(tmp_path / "psdrl")
+    loaded = PSDRL.load(tmp_path / "psdrl", env=setup()[1])
+    # Every network (the convolutional autoencoder for CnnPolicy), the target network, the posterior (mean, Cholesky
+    # factor of the precision, prior scales) and the model sample.
     assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
-    assert any(key.startswith("autoencoder.encoder.0.") for key in model.policy.state_dict())  # the convolutions
+    if policy == "CnnPolicy":
+        assert any(key.startswith("autoencoder.encoder.0.") for key in model.policy.state_dict())  # the convolutions
     posterior, loaded_posterior = model.policy.posterior, loaded.policy.posterior
     assert th.equal(posterior.mean, loaded_posterior.mean) and posterior.mean.abs().sum() > 0
     assert th.equal(posterior.precision_cholesky, loaded_posterior.precision_cholesky)
@@ -164,8 +137,9 @@ def test_psdrl_cnn_policy_save_load_exact(tmp_path) -> None:
         for state, loaded_state in zip(ours, theirs):
             assert_same_tensors(state, loaded_state)
     assert th.equal(model._last_hidden, loaded._last_hidden)
-    assert loaded.n_training_rounds == model.n_training_rounds >= 2 and loaded.policy.cnn_depth == 4
-    obs = env().reset()
+    assert loaded._rng.bit_generator.state == model._rng.bit_generator.state  # the replay-sampling stream resumes
+    assert loaded.n_training_rounds == model.n_training_rounds >= 2 and loaded.policy.ridge == 10.0
+    obs = model.env.reset()
     assert isinstance(obs, np.ndarray)
     state = (np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32),)
     th.manual_seed(5)
