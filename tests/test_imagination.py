@@ -2,18 +2,18 @@
 
 import numpy as np
 import torch as th
+from frame_envs import RandomFrames
 from PIL import Image
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
 from sb3_bayes import PSDRL
 from sb3_bayes.psdrl.imagination import imagine, main, save_grid_and_gif, to_images
-from tests.test_psdrl import FrameEnv
 
 
 def test_imagined_frames_from_sampled_models(tmp_path) -> None:
     model = PSDRL(
         "CnnPolicy",
-        FrameEnv(),
+        RandomFrames(channels_first=False, episode_length=15),
         batch_size=4,
         sequence_length=8,
         warmup_freq=15,
@@ -50,7 +50,9 @@ def test_command_line_on_deep_sea(tmp_path) -> None:
 
 def test_command_line_on_an_atari_game(tmp_path) -> None:
     """Atari ids (registered by ale-py) get the psdrl.yml preprocessing: 64x64 grayscale frames, channels first."""
-    model = PSDRL("CnnPolicy", FrameEnv(), policy_kwargs=dict(cnn_depth=4, gru_dim=8), seed=0)
+    model = PSDRL(
+        "CnnPolicy", RandomFrames(channels_first=False, episode_length=15), policy_kwargs=dict(cnn_depth=4, gru_dim=8), seed=0
+    )
     model.save(tmp_path / "model")
     main(["--model", str(tmp_path / "model.zip"), "--env", "PongNoFrameskip-v4", "--n-models", "2", "--horizon", "2",
           "--warmup-steps", "1", "--out", str(tmp_path / "pong")])  # fmt: skip
