@@ -264,8 +264,8 @@ class PerActionBayesianLinearRegression(nn.Module):
     the samples where ``a`` was taken, so each action has its own precision ``A_a = noise_precision X_a^T X_a + ridge I``,
     mean ``w_a = noise_precision A_a^-1 X_a^T y_a`` and covariance ``A_a^-1`` (Bishop, PRML, eq. 3.53-3.54; BDQN's
     prior variance ``sigma^2`` is ``1 / ridge``, its noise variance ``sigma_eps^2`` is ``1 / noise_precision``).
-    Statistics are accumulated in float64, one batched matrix product for all actions per chunk
-    (:func:`grouped_statistics`), and the ``K`` regressions are solved as one batch.
+    Statistics are accumulated in float64, one matrix product per action and chunk (:func:`grouped_statistics`), and
+    the ``K`` regressions are solved as one batch.
 
     :param n_features: ``d``.
     :param n_actions: ``K``.
@@ -321,7 +321,7 @@ class PerActionBayesianLinearRegression(nn.Module):
                 raise ValueError(f"features, actions and targets differ in length: {x.shape[0]}, {a.shape[0]}, {y.shape[0]}.")
             if a.numel() and (int(a.min()) < 0 or int(a.max()) >= k):
                 raise ValueError(f"actions must lie in [0, {k}), got values in [{int(a.min())}, {int(a.max())}].")
-            # Only the rows where each action was taken: X_a^T X_a and X_a^T y_a, all actions at once.
+            # Only the rows where each action was taken: X_a^T X_a and X_a^T y_a for every action.
             chunk_gram, chunk_cross, chunk_counts = grouped_statistics(x, y[:, None], a, k)
             gram += chunk_gram
             cross += chunk_cross
