@@ -22,11 +22,9 @@ import torch
 torch.set_num_threads(1)
 
 from common import cpu_seconds, machine_info, save_json  # noqa: E402
-from run_psdrl import load_settings  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from run_psdrl import build_model, load_settings  # noqa: E402
 
 import sb3_bayes.envs  # noqa: E402,F401  (registers DeepSea)
-from sb3_bayes import PSDRL  # noqa: E402
 
 
 def main() -> None:
@@ -38,10 +36,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
-    settings = load_settings(args.size, args.set)
-    hp = {k: v for k, v in settings.items() if k not in ("n_timesteps", "policy")}
-    env = make_vec_env(f"DeepSea{args.size}-v0", n_envs=1, seed=args.seed)
-    model = PSDRL(settings["policy"], env, seed=args.seed, **hp)
+    model = build_model(args.size, args.seed, load_settings(args.size, args.set))
     t0, c0 = time.perf_counter(), cpu_seconds()
     model.learn(total_timesteps=args.size * args.episodes)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0

@@ -73,6 +73,13 @@ def load_settings(size: int, overrides: list[str]) -> dict[str, Any]:
     return section
 
 
+def build_model(size: int, seed: int, settings: dict[str, Any]) -> PSDRL:
+    """PSDRL on a seeded ``DeepSea<size>-v0`` with the settings of :func:`load_settings`."""
+    hp = {k: v for k, v in settings.items() if k not in ("n_timesteps", "policy")}
+    env = make_vec_env(f"DeepSea{size}-v0", n_envs=1, seed=seed)
+    return PSDRL(settings["policy"], env, seed=seed, verbose=0, **hp)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=int, required=True)
@@ -84,9 +91,7 @@ def main() -> None:
     args = p.parse_args()
 
     settings = load_settings(args.size, args.set)
-    hp = {k: v for k, v in settings.items() if k not in ("n_timesteps", "policy")}
-    env = make_vec_env(f"DeepSea{args.size}-v0", n_envs=1, seed=args.seed)
-    model = PSDRL(settings["policy"], env, seed=args.seed, verbose=0, **hp)
+    model = build_model(args.size, args.seed, settings)
     rec = StopAfterSuccess(args.episodes, args.after_success, args.size)
     t0, c0 = time.perf_counter(), cpu_seconds()
     model.learn(total_timesteps=args.size * args.episodes, callback=rec)
