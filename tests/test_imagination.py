@@ -38,8 +38,13 @@ def test_imagined_frames_from_sampled_models(tmp_path) -> None:
 
 
 def test_command_line_on_deep_sea(tmp_path) -> None:
-    model = PSDRL("MlpPolicy", "DeepSea5-v0", warmup_freq=5, batch_size=4, sequence_length=5, seed=0)
+    # With the random-feature prior of the DeepSea YAML: imagined states have no observation, the prior sees the
+    # decoded one.
+    prior = dict(prior_features=32, prior_lengthscale=0.5, prior_feature_scale=10.0, ridge=100.0)
+    model = PSDRL("MlpPolicy", "DeepSea5-v0", warmup_freq=5, batch_size=4, sequence_length=5, seed=0, policy_kwargs=prior)
     model.learn(20)
+    decoded = imagine(model, model.env.reset()[0], n_models=2, horizon=4, seed=0)
+    assert decoded.shape == (2, 5, 25) and np.abs(decoded[0, 1:] - decoded[1, 1:]).max() > 0
     model.save(tmp_path / "model")
     main(["--model", str(tmp_path / "model.zip"), "--env", "DeepSea5-v0", "--n-models", "2", "--horizon", "4",
           "--warmup-steps", "2", "--out", str(tmp_path / "deep_sea")])  # fmt: skip

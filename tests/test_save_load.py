@@ -112,7 +112,15 @@ def psdrl_frames() -> tuple[str, Any, dict[str, Any]]:
     return "CnnPolicy", env, {**kwargs, "policy_kwargs": {**policy_kwargs, "ridge": 10.0}}
 
 
-@pytest.mark.parametrize("setup", [psdrl_cartpole, psdrl_frames], ids=["MlpPolicy", "CnnPolicy"])
+def psdrl_random_feature_prior() -> tuple[str, Any, dict[str, Any]]:
+    policy, env, kwargs = psdrl_cartpole()
+    prior = dict(prior_features=16, prior_lengthscale=0.5, prior_feature_scale=3.0)
+    return policy, env, {**kwargs, "policy_kwargs": {**kwargs["policy_kwargs"], **prior}}
+
+
+@pytest.mark.parametrize(
+    "setup", [psdrl_cartpole, psdrl_frames, psdrl_random_feature_prior], ids=["MlpPolicy", "CnnPolicy", "MlpPolicy-prior"]
+)
 def test_psdrl_save_load_exact(tmp_path, setup) -> None:
     from sb3_bayes import PSDRL
 
@@ -127,6 +135,10 @@ def test_psdrl_save_load_exact(tmp_path, setup) -> None:
     assert_same_tensors(model.policy.state_dict(), loaded.policy.state_dict())
     if policy == "CnnPolicy":
         assert any(key.startswith("autoencoder.encoder.0.") for key in model.policy.state_dict())  # the convolutions
+    if model.policy.prior_kernel is not None:  # the random-feature prior's draw
+        assert loaded.policy.prior_kernel is not None and loaded.policy.prior_feature_scale == 3.0
+        assert th.equal(model.policy.prior_kernel.projection, loaded.policy.prior_kernel.projection)
+        assert th.equal(model.policy.prior_kernel.phase, loaded.policy.prior_kernel.phase)
     posterior, loaded_posterior = model.policy.posterior, loaded.policy.posterior
     assert th.equal(posterior.mean, loaded_posterior.mean) and posterior.mean.abs().sum() > 0
     assert th.equal(posterior.precision_cholesky, loaded_posterior.precision_cholesky)

@@ -267,6 +267,26 @@ def test_converter_maps_raw_params():
         samplers.convert_pets_params({"net_arch": "huge"})
 
 
+def test_psdrl_converter_puts_posterior_settings_in_policy_kwargs():
+    kwargs = samplers.convert_psdrl_params(
+        {"learning_rate": 1e-3, "ridge": 100, "noise_precision": 10, "prior_features": 512.0, "prior_lengthscale": 0.5,
+         "prior_feature_scale": 10, "value_iterations": 50.0, "resample_schedule": "episode"}
+    )  # fmt: skip
+    assert kwargs == {
+        "learning_rate": 1e-3,
+        "value_iterations": 50,
+        "resample_schedule": "episode",
+        "policy_kwargs": {
+            "ridge": 100.0,
+            "noise_precision": 10.0,
+            "prior_features": 512,
+            "prior_lengthscale": 0.5,
+            "prior_feature_scale": 10.0,
+        },
+    }
+    assert type(kwargs["policy_kwargs"]["prior_features"]) is int and type(kwargs["value_iterations"]) is int
+
+
 def test_sampler_with_fixed_trial_equals_converter():
     params = {
         "net_arch": "small",

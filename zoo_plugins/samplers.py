@@ -137,29 +137,57 @@ def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
 
 
 #: Search space of :func:`sample_psdrl_params`, in the same format as :data:`PETS_SEARCH_SPACE`. The prior and noise
-#: scales decide how far posterior sampling explores, so they come first.
+#: scales decide how far posterior sampling explores, so they come first; the random-feature prior (width 0: none,
+#: the paper's model) and its scales are part of the posterior.
 PSDRL_SEARCH_SPACE: dict[str, Any] = {
     "learning_rate": (1e-5, 1e-3),
     "reward_prior_scale": (1e-4, 1.0),
     "transition_prior_scale": (1e-5, 1e-1),
     "ridge": (1.0, 1000.0),
+    "noise_precision": (1.0, 1000.0),
+    "prior_features": [0, 256, 512],
+    "prior_feature_scale": (1.0, 100.0),
+    "prior_lengthscale": (0.1, 2.0),
     "model_iterations": [1, 3, 5, 10],
-    "value_iterations": [1, 3, 5, 10],
+    "value_iterations": [1, 3, 5, 10, 50],
     "resample_schedule": ["round", "episode"],
 }
 
 #: PSDRL parameters sampled log-uniformly.
-PSDRL_LOG_SCALE = frozenset({"learning_rate", "reward_prior_scale", "transition_prior_scale", "ridge"})
+PSDRL_LOG_SCALE = frozenset(
+    {
+        "learning_rate",
+        "reward_prior_scale",
+        "transition_prior_scale",
+        "ridge",
+        "noise_precision",
+        "prior_feature_scale",
+        "prior_lengthscale",
+    }
+)
 #: PSDRL parameters that belong to the policy (and so to ``policy_kwargs``).
-PSDRL_POLICY_PARAMS = ("reward_prior_scale", "transition_prior_scale", "ridge")
+PSDRL_POLICY_PARAMS = (
+    "reward_prior_scale",
+    "transition_prior_scale",
+    "ridge",
+    "noise_precision",
+    "prior_features",
+    "prior_feature_scale",
+    "prior_lengthscale",
+)
+#: PSDRL parameters that are integers (Optuna may hand categorical values back as other types through storage).
+PSDRL_INT_PARAMS = ("prior_features", "model_iterations", "value_iterations")
 
 
 def convert_psdrl_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """Map raw Optuna parameters (``trial.params``) to PSDRL constructor kwargs (posterior settings go to
     ``policy_kwargs``, the rest is passed through). Any subset of the parameters is accepted."""
     hyperparams = dict(sampled_params)
-    policy_kwargs = {key: float(hyperparams.pop(key)) for key in PSDRL_POLICY_PARAMS if key in hyperparams}
-    for key in ("model_iterations", "value_iterations"):
+    policy_kwargs = {
+        key: int(value) if key in PSDRL_INT_PARAMS else float(value)
+        for key, value in ((key, hyperparams.pop(key)) for key in PSDRL_POLICY_PARAMS if key in hyperparams)
+    }
+    for key in PSDRL_INT_PARAMS:
         if key in hyperparams:
             hyperparams[key] = int(hyperparams[key])
     if policy_kwargs:

@@ -49,13 +49,15 @@ def main() -> None:
     tried = {(int(c), int(a)) for episode, cs in zip(episodes, cells) for c, a in zip(cs, episode.actions)}
     ordered_cells = np.concatenate([cs for _, cs in sorted(zip([len(e) for e in episodes], cells), key=lambda x: x[0])])
     with torch.no_grad():
-        starts = torch.cat([start for _, _, start in model._replay_features()])
+        parts = list(model._replay_features())
+        starts = torch.cat([start for _, _, start, _ in parts])
+        projections = torch.cat([p for *_, p in parts]) if policy.prior_kernel is not None else None
         latent, hidden = starts[:, : policy.transition.latent_dim], starts[:, policy.transition.latent_dim :]
         groups: dict[str, list[float]] = {"tried": [], "untried": []}
         for action in range(policy.transition.n_actions):
             one_hot = policy.one_hot(torch.full((len(starts),), action))
-            features = policy.transition.step(latent, one_hot, hidden).features
-            reward_std = policy.posterior.predictive_variance(policy.with_bias(features))[:, -1].sqrt()
+            features = policy.bayesian_features(policy.transition.step(latent, one_hot, hidden).features, projections, one_hot)
+            reward_std = policy.posterior.predictive_variance(features)[:, -1].sqrt()
             for cell, std in zip(ordered_cells, reward_std.tolist()):
                 groups["tried" if (int(cell), action) in tried else "untried"].append(std)
     summary = {

@@ -1,6 +1,7 @@
 """Table of the DeepSea runs in results/: episodes until the goal was first reached, seeds solved within the budget.
 
 python benchmarks/deepsea/summarize.py > benchmarks/deepsea/results/summary.md
+python benchmarks/deepsea/summarize.py results/learned_features_only   # the runs in a subfolder (with the DQN runs)
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main() -> None:
     runs = []
-    paths = glob.glob(os.path.join(HERE, "results", "dqn_*.json")) + glob.glob(os.path.join(HERE, "results", "psdrl_*.json"))
+    psdrl_dir = os.path.join(HERE, sys.argv[1] if len(sys.argv) > 1 else "results")
+    paths = glob.glob(os.path.join(HERE, "results", "dqn_*.json")) + glob.glob(os.path.join(psdrl_dir, "psdrl_*.json"))
     for path in sorted(paths):
         with open(path) as f:
             runs.append(json.load(f))

@@ -58,10 +58,12 @@ def imagine(
                 latent, hidden = start_latent, policy.initial_hidden(1)
                 row = [policy.autoencoder.decode(latent)]  # type: ignore[operator]
                 for action in actions:
-                    step = policy.transition.step(
-                        latent, policy.one_hot(th.tensor([int(action)], device=policy.device)), hidden
-                    )
-                    latent, _ = policy.predict_sampled(step.features)
+                    action_one_hot = policy.one_hot(th.tensor([int(action)], device=policy.device))
+                    step = policy.transition.step(latent, action_one_hot, hidden)
+                    # Imagined states have no observation: the prior looks at the decoded one.
+                    projection = policy.prior_projection(policy.autoencoder.decode(latent))  # type: ignore[operator]
+                    features = policy.bayesian_features(step.features, projection, action_one_hot)
+                    latent, _ = policy.predict_sampled(features)
                     hidden = step.hidden
                     row.append(policy.autoencoder.decode(latent))  # type: ignore[operator]
                 decoded.append(th.cat(row).cpu().numpy())

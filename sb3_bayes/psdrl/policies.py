@@ -13,6 +13,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_bayes.common.blr import SAMPLING_MODES, BayesianLinearRegression
+from sb3_bayes.common.random_features import RandomFourierFeatures
 from sb3_bayes.common.utils import PLANNING_DTYPES, check_finite, planning_precision
 
 
@@ -170,6 +171,17 @@ class PSDRLPolicy(BasePolicy):
     :param reward_prior_scale: Posterior covariance scale of the reward output (1e-3).
     :param sampling: ``"thompson"`` (default, samples from the posterior) or ``"original"`` (the original code's
         covariance-as-scale draw).
+    :param prior_features: Width ``K`` of a random-feature prior appended to the Bayesian last layer's input (0, the
+        paper's model: none). The learned features generalise, so the regression is as confident about moves never
+        tried as about tried ones; ``K`` random Fourier features of ``[o, a]`` (the preprocessed observation, flattened,
+        and the one-hot action: a squared-exponential kernel,
+        :class:`~sb3_bayes.common.random_features.RandomFourierFeatures`) add prior uncertainty that only data near
+        ``(o, a)`` remove, which makes the sampled models optimistic exactly where the agent has not been. The kernel
+        is on the observation, not on the latent ``z``: the autoencoder maps inputs it has rarely seen close together.
+    :param prior_lengthscale: Lengthscale of that kernel, in the units of the preprocessed observation (frames in
+        [0, 1]); two actions are at distance ``sqrt(2)``.
+    :param prior_feature_scale: Multiplier ``c`` of the random features: their part of a prediction has the prior
+        variance ``c^2 prior_scale / ridge`` for every output.
     :param gamma: Discount of the look-ahead.
     :param exploration_epsilon: Probability of a uniformly random action (0.001).
     :param inference_dtype: ``"float32"`` or ``"bfloat16"``: autocast of the look-ahead and value-target passes
@@ -198,6 +210,9 @@ class PSDRLPolicy(BasePolicy):
         transition_prior_scale: float = 1e-3,
         reward_prior_scale: float = 1e-3,
         sampling: str = "thompson",
+        prior_features: int = 0,
+        prior_lengthscale: float = 1.0,
+        prior_feature_scale: float = 1.0,
         gamma: float = 0.99,
         exploration_epsilon: float = 0.001,
         inference_dtype: str = "float32",
@@ -230,6 +245,11 @@ class PSDRLPolicy(BasePolicy):
         self.transition_prior_scale = transition_prior_scale
         self.reward_prior_scale = reward_prior_scale
         self.sampling = sampling
+        if prior_features < 0:
+            raise ValueError(f"prior_features must be >= 0 (0: no random-feature prior), got {prior_features}.")
+        self.prior_features = prior_features
+        self.prior_lengthscale = prior_lengthscale
+        self.prior_feature_scale = prior_feature_scale
         self.gamma = gamma
         self.exploration_epsilon = exploration_epsilon
         if inference_dtype not in PLANNING_DTYPES:
@@ -254,11 +274,19 @@ class PSDRLPolicy(BasePolicy):
         self.value = mlp([latent_dim + self.gru_dim, *[value_hidden] * 4, 1], last_activation=False)
         self.value_target = copy.deepcopy(self.value)
         self.value_target.requires_grad_(False)
-        # The Bayesian last layer: a bias feature is appended to phi, and there is one output per latent unit + reward.
+        # The Bayesian last layer: a bias feature (and the random-feature prior, if any) is appended to phi, and there
+        # is one output per latent unit + reward.
+        assert self.observation_space.shape is not None
+        obs_dim = int(np.prod(self.observation_space.shape))
+        self.prior_kernel = (
+            RandomFourierFeatures(obs_dim + n_actions, self.prior_features, self.prior_lengthscale)
+            if self.prior_features > 0
+            else None
+        )
         prior_scale = th.full((latent_dim + 1,), self.transition_prior_scale, dtype=th.float64)
         prior_scale[-1] = self.reward_prior_scale
         self.posterior = BayesianLinearRegression(
-            transition_hidden + 1, latent_dim + 1, self.ridge, self.noise_precision, prior_scale
+            transition_hidden + 1 + self.prior_features, latent_dim + 1, self.ridge, self.noise_precision, prior_scale
         )
         # The model the agent currently acts on: a draw from the prior until the first training round.
         self.register_buffer("sampled_weight", self.posterior.sample(self.sampling).float())
@@ -288,6 +316,9 @@ class PSDRLPolicy(BasePolicy):
             transition_prior_scale=self.transition_prior_scale,
             reward_prior_scale=self.reward_prior_scale,
             sampling=self.sampling,
+            prior_features=self.prior_features,
+            prior_lengthscale=self.prior_lengthscale,
+            prior_feature_scale=self.prior_feature_scale,
             gamma=self.gamma,
             exploration_epsilon=self.exploration_epsilon,
             inference_dtype=self.inference_dtype,
@@ -311,36 +342,70 @@ class PSDRLPolicy(BasePolicy):
     def one_hot(self, actions: th.Tensor) -> th.Tensor:
         return F.one_hot(actions.long(), self.transition.n_actions).float()
 
-    @staticmethod
-    def with_bias(features: th.Tensor) -> th.Tensor:
-        """``[phi, 1]``: the Bayesian last layer has a bias."""
-        return th.cat([features, th.ones_like(features[..., :1])], dim=-1)
+    def prior_projection(self, processed_obs: th.Tensor) -> th.Tensor | None:
+        """
+        The observation's part of the random-feature prior's projection (:meth:`bayesian_features` adds the
+        action's), or None without a prior. Computed once per state and shared by all actions.
 
-    def predict_sampled(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """``(z', r)`` under the current model sample."""
-        out = self.with_bias(features) @ self.sampled_weight
+        :param processed_obs: Preprocessed observations (:meth:`preprocess`) ``[batch, ...]``.
+        """
+        if self.prior_kernel is None:
+            return None
+        return self.prior_kernel.projection_of(processed_obs.flatten(1))
+
+    def bayesian_features(
+        self, features: th.Tensor, prior_projection: th.Tensor | None, action_one_hot: th.Tensor
+    ) -> th.Tensor:
+        """
+        Input of the Bayesian last layer: ``[phi, 1]`` (it has a bias), followed by ``c psi([o, a])`` when the policy
+        has a random-feature prior (``prior_features > 0``).
+
+        :param features: ``phi`` ``[..., feature_dim]`` (:meth:`TransitionModel.features`).
+        :param prior_projection: :meth:`prior_projection` of the observation the transition starts from
+            (``[..., K]``), None without a prior.
+        :param action_one_hot: ``[..., n_actions]``.
+        """
+        parts = [features, th.ones_like(features[..., :1])]
+        if self.prior_kernel is not None:
+            if prior_projection is None:
+                raise ValueError("This policy has a random-feature prior: pass the observation's prior_projection.")
+            obs_dim = self.prior_kernel.input_dim - self.transition.n_actions
+            projection = prior_projection + self.prior_kernel.projection_of(action_one_hot, start=obs_dim)
+            prior = self.prior_kernel.features_from_projection(projection)
+            parts.append((self.prior_feature_scale * prior).to(features.dtype))
+        return th.cat(parts, dim=-1)
+
+    def predict_sampled(self, bayesian_features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``(z', r)`` under the current model sample, from :meth:`bayesian_features`."""
+        out = bayesian_features @ self.sampled_weight
         return out[..., :-1], out[..., -1]
 
     def resample(self, generator: th.Generator | None = None) -> None:
         """Draw a new model from the posterior (posterior sampling, section 3 of the paper)."""
         self.sampled_weight = self.posterior.sample(self.sampling, generator).float()
 
-    def lookahead(self, latent: th.Tensor, hidden: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    def lookahead(
+        self, latent: th.Tensor, hidden: th.Tensor, prior_projection: th.Tensor | None = None
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
         One step of the sampled model for every action from every state.
 
         :param latent: ``z`` ``[batch, latent_dim]``.
         :param hidden: ``h`` ``[batch, gru_dim]``.
+        :param prior_projection: :meth:`prior_projection` of the states' observations ``[batch, K]`` (needed only with
+            a random-feature prior).
         :return: ``(next_latent [batch, A, latent_dim], next_hidden [batch, A, gru_dim], reward [batch, A],
             not_terminal [batch, A])``.
         """
         batch, n_actions = latent.shape[0], self.transition.n_actions
         actions = th.arange(n_actions, device=latent.device).repeat(batch)
         with planning_precision(self.device, PLANNING_DTYPES[self.inference_dtype]):
+            action_one_hot = self.one_hot(actions)
             step = self.transition.step(
-                latent.repeat_interleave(n_actions, 0), self.one_hot(actions), hidden.repeat_interleave(n_actions, 0)
+                latent.repeat_interleave(n_actions, 0), action_one_hot, hidden.repeat_interleave(n_actions, 0)
             )
-            next_latent, reward = self.predict_sampled(step.features)
+            projection = None if prior_projection is None else prior_projection.repeat_interleave(n_actions, 0)
+            next_latent, reward = self.predict_sampled(self.bayesian_features(step.features, projection, action_one_hot))
             # The terminal model thresholds its prediction at 0.5 (it is regressed on the done flag).
             not_terminal = (self.terminal(next_latent).squeeze(-1) < 0.5).float()
         shape = (batch, n_actions)
@@ -370,8 +435,9 @@ class PSDRLPolicy(BasePolicy):
         :return: ``(actions [batch], next hidden states [batch, gru_dim])``; the state follows the chosen action.
         """
         with th.no_grad():
-            latent = self.encode(obs)
-            next_latent, next_hidden, reward, not_terminal = self.lookahead(latent, hidden)
+            processed = self.preprocess(obs)
+            latent = self.autoencoder.encode(processed)  # type: ignore[operator]
+            next_latent, next_hidden, reward, not_terminal = self.lookahead(latent, hidden, self.prior_projection(processed))
             q_values = self.action_values(next_latent, next_hidden, reward, not_terminal)
             # NaN values would make every action "not the best" (and multinomial fail with an obscure message).
             check_finite(

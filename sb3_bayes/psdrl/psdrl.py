@@ -284,14 +284,17 @@ class PSDRL(BaseAlgorithm):
         check_finite(terminal_mean, "The PSDRL terminal model loss", "lower learning_rate")
         return float(transition_mean), float(terminal_mean)
 
-    def _replay_features(self, chunk_transitions: int = 8192) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor]]:
+    def _replay_features(
+        self, chunk_transitions: int = 8192
+    ) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor | None]]:
         """
         Run the encoder and the recurrent model over every stored episode from its start (``h`` follows the data).
 
         :param chunk_transitions: Episodes are processed together up to about this many (padded) steps; the GRU runs
             step by step over a chunk, the head once over all its steps.
-        :return: Chunks of ``(features [m, d], targets [m, latent + 1], start states [m, latent + gru])`` where the
-            start state of a transition is ``[z_t, h_t]`` before it.
+        :return: Chunks of ``(Bayesian features [m, d], targets [m, latent + 1], start states [m, latent + gru],
+            prior projections [m, K] or None)`` where the start state of a transition is ``[z_t, h_t]`` before it and
+            the prior projection is the random-feature prior's projection of ``o_t`` (None without a prior).
         """
         assert self.replay_buffer is not None
         policy = self.policy
@@ -317,7 +320,15 @@ class PSDRL(BaseAlgorithm):
             # Padding frames are not encoded.
             frame_valid = th.cat([valid[:, :1], valid], dim=1)
             latents = th.zeros(len(chunk), length + 1, policy.transition.latent_dim, device=self.device)
-            latents[frame_valid] = policy.encode(obs_t[frame_valid])
+            processed = policy.preprocess(obs_t[frame_valid])
+            latents[frame_valid] = policy.autoencoder.encode(processed)  # type: ignore[operator]
+            projection = policy.prior_projection(processed)
+            start_projection = None
+            if projection is not None:
+                # The frames o_0 ... o_{T-1} that start a transition, in the order of `valid`.
+                projections = projection.new_zeros(len(chunk), length + 1, projection.shape[-1])
+                projections[frame_valid] = projection
+                start_projection = projections[:, :-1][valid]
             one_hot = policy.one_hot(th.as_tensor(actions, device=self.device))
             hidden = policy.initial_hidden(len(chunk))
             hiddens = [hidden]
@@ -326,33 +337,41 @@ class PSDRL(BaseAlgorithm):
                 hiddens.append(hidden)
             stacked = th.stack(hiddens, dim=1)  # h_0 ... h_T
             features = policy.transition.features(stacked[:, 1:][valid], latents[:, :-1][valid], one_hot[valid])
+            features = policy.bayesian_features(features, start_projection, one_hot[valid])
             targets = th.cat([latents[:, 1:], th.as_tensor(rewards, device=self.device)[..., None]], dim=-1)[valid]
             starts = th.cat([latents[:, :-1], stacked[:, :-1]], dim=-1)[valid]
-            yield policy.with_bias(features), targets, starts
+            yield features, targets, starts, start_projection
 
-    def _fit_posterior(self) -> th.Tensor:
+    def _fit_posterior(self) -> tuple[th.Tensor, th.Tensor | None]:
         """
         Recompute the Bayesian linear regression of the last layer on the whole buffer (the features changed with
-        the network), and return the start states ``[z_t, h_t]`` of every transition for value fitting.
+        the network), and return the start states ``[z_t, h_t]`` of every transition (and their prior projections,
+        None without a random-feature prior) for value fitting.
         """
         starts: list[th.Tensor] = []
+        projections: list[th.Tensor] = []
 
         def chunks() -> Iterator[tuple[th.Tensor, th.Tensor]]:
-            for features, targets, start_states in self._replay_features():
+            for features, targets, start_states, start_projection in self._replay_features():
                 starts.append(start_states)
+                if start_projection is not None:
+                    projections.append(start_projection)
                 yield features, targets
 
         with th.no_grad():
             self.policy.posterior.fit(chunks())
-        return th.cat(starts)
+        return th.cat(starts), th.cat(projections) if projections else None
 
-    def _fit_value(self, start_states: th.Tensor) -> float:
+    def _fit_value(self, start_states: th.Tensor, start_projections: th.Tensor | None = None) -> float:
         """
         Fit the value network to the sampled model (section 3.3): for start states from the replay,
         ``V(z, h) <- max_a r(a) + gamma V_target(z'(a), h'(a)) [not terminal(a)]`` with the sampled last layer.
 
         The sampled model is fixed while the value network is fitted, so its one-step predictions are computed once
         and reused by every pass (when they fit in ``lookahead_cache_bytes``).
+
+        :param start_states: ``[z_t, h_t]`` ``[n, latent + gru]``.
+        :param start_projections: Their observations' random-feature prior projections ``[n, K]`` (only with a prior).
         """
         policy = self.policy
         if self.value_max_states is not None and start_states.shape[0] > self.value_max_states:
@@ -360,6 +379,7 @@ class PSDRL(BaseAlgorithm):
                 self._rng.choice(start_states.shape[0], self.value_max_states, replace=False), device=self.device
             )
             start_states = start_states[subset]
+            start_projections = None if start_projections is None else start_projections[subset]
         latent_dim = policy.transition.latent_dim
         n_states, n_actions = start_states.shape[0], policy.transition.n_actions
         batch_size = min(self.value_batch_size, n_states)
@@ -367,8 +387,9 @@ class PSDRL(BaseAlgorithm):
 
         def lookahead(index: th.Tensor) -> tuple[th.Tensor, ...]:
             states = start_states[index]
+            projection = None if start_projections is None else start_projections[index]
             with th.no_grad():
-                return policy.lookahead(states[:, :latent_dim], states[:, latent_dim:])
+                return policy.lookahead(states[:, :latent_dim], states[:, latent_dim:], projection)
 
         cached: tuple[th.Tensor, ...] | None = None
         if cache_bytes <= self.lookahead_cache_bytes:
@@ -409,7 +430,7 @@ class PSDRL(BaseAlgorithm):
         self._update_learning_rate(self.policy.optimizers)
         autoencoder_loss = self._train_autoencoder()
         transition_loss, terminal_loss = self._train_transition_and_terminal()
-        self._start_states = self._fit_posterior()
+        self._start_states, self._start_projections = self._fit_posterior()
         self.n_training_rounds += 1
         self.logger.record("train/autoencoder_loss", autoencoder_loss)
         self.logger.record("train/transition_loss", transition_loss)
@@ -423,9 +444,12 @@ class PSDRL(BaseAlgorithm):
     def _resample_and_fit_value(self) -> None:
         if getattr(self, "_start_states", None) is None:  # e.g. after loading: recompute from the replay
             with th.no_grad():
-                self._start_states = th.cat([starts for _, _, starts in self._replay_features()])
+                parts = list(self._replay_features())
+            self._start_states = th.cat([starts for _, _, starts, _ in parts])
+            projections = [projection for _, _, _, projection in parts if projection is not None]
+            self._start_projections = th.cat(projections) if projections else None
         self.policy.resample()
-        value_loss = self._fit_value(self._start_states)
+        value_loss = self._fit_value(self._start_states, self._start_projections)
         self.logger.record("train/value_loss", value_loss)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -524,4 +548,4 @@ class PSDRL(BaseAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         # The start states are recomputed from the replay when needed (the replay is not part of the model file); the
         # replay-sampling generator is saved with its state.
-        return [*super()._excluded_save_params(), "_start_states"]
+        return [*super()._excluded_save_params(), "_start_states", "_start_projections"]
