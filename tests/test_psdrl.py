@@ -62,16 +62,12 @@ def trained(request: pytest.FixtureRequest) -> PSDRL:
     return model
 
 
-def projection_of(policy, obs: th.Tensor) -> th.Tensor | None:
-    return policy.prior_projection(obs) if policy.prior_kernel is not None else None
-
-
 def test_lookahead_matches_a_loop_over_actions(trained: PSDRL) -> None:
     policy = trained.policy
     th.manual_seed(0)
     latent, hidden, obs = th.randn(5, 8), th.randn(5, 8), th.randn(5, 4)
     with th.no_grad():
-        next_latent, next_hidden, reward, not_terminal = policy.lookahead(latent, hidden, projection_of(policy, obs))
+        next_latent, next_hidden, reward, not_terminal = policy.lookahead(latent, hidden, policy.prior_projection(obs))
         for action in range(2):
             one_hot = policy.one_hot(th.full((5,), action))
             step = policy.transition.step(latent, one_hot, hidden)
@@ -88,7 +84,7 @@ def test_value_targets_equal_brute_force(trained: PSDRL) -> None:
     th.manual_seed(1)
     latent, hidden, obs = th.randn(4, 8), th.randn(4, 8), th.randn(4, 4)
     with th.no_grad():
-        lookahead = policy.lookahead(latent, hidden, projection_of(policy, obs))
+        lookahead = policy.lookahead(latent, hidden, policy.prior_projection(obs))
         targets = policy.action_values(*lookahead, target=True).max(dim=1).values
         for i in range(4):
             best = -np.inf
@@ -241,7 +237,7 @@ def test_bfloat16_lookahead_keeps_the_greedy_actions(trained: PSDRL) -> None:
     for dtype in ("float32", "bfloat16"):
         policy.inference_dtype = dtype
         with th.no_grad():
-            q_values[dtype] = policy.action_values(*policy.lookahead(latent, hidden, projection_of(policy, obs)))
+            q_values[dtype] = policy.action_values(*policy.lookahead(latent, hidden, policy.prior_projection(obs)))
     policy.inference_dtype = "float32"
     assert q_values["bfloat16"].dtype == th.float32
     gap = (q_values["float32"][:, 0] - q_values["float32"][:, 1]).abs()

@@ -182,14 +182,11 @@ PSDRL_INT_PARAMS = ("prior_features", "model_iterations", "value_iterations")
 def convert_psdrl_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """Map raw Optuna parameters (``trial.params``) to PSDRL constructor kwargs (posterior settings go to
     ``policy_kwargs``, the rest is passed through). Any subset of the parameters is accepted."""
-    hyperparams = dict(sampled_params)
-    policy_kwargs = {
-        key: int(value) if key in PSDRL_INT_PARAMS else float(value)
-        for key, value in ((key, hyperparams.pop(key)) for key in PSDRL_POLICY_PARAMS if key in hyperparams)
-    }
-    for key in PSDRL_INT_PARAMS:
-        if key in hyperparams:
-            hyperparams[key] = int(hyperparams[key])
+    hyperparams = {key: int(value) if key in PSDRL_INT_PARAMS else value for key, value in sampled_params.items()}
+    policy_kwargs = {key: hyperparams.pop(key) for key in PSDRL_POLICY_PARAMS if key in hyperparams}
+    for key, value in policy_kwargs.items():
+        if key not in PSDRL_INT_PARAMS:
+            policy_kwargs[key] = float(value)
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
     return hyperparams

@@ -60,8 +60,8 @@ def imagine(
                 for action in actions:
                     action_one_hot = policy.one_hot(th.tensor([int(action)], device=policy.device))
                     step = policy.transition.step(latent, action_one_hot, hidden)
-                    # Imagined states have no observation: the prior looks at the decoded one.
-                    projection = policy.prior_projection(policy.autoencoder.decode(latent))  # type: ignore[operator]
+                    # Imagined states have no observation: the prior looks at the decoded one (the row's last frame).
+                    projection = policy.prior_projection(row[-1])
                     features = policy.bayesian_features(step.features, projection, action_one_hot)
                     latent, _ = policy.predict_sampled(features)
                     hidden = step.hidden

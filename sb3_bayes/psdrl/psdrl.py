@@ -342,11 +342,13 @@ class PSDRL(BaseAlgorithm):
             starts = th.cat([latents[:, :-1], stacked[:, :-1]], dim=-1)[valid]
             yield features, targets, starts, start_projection
 
-    def _fit_posterior(self) -> tuple[th.Tensor, th.Tensor | None]:
+    def _fit_posterior(self, refit: bool = True) -> tuple[th.Tensor, th.Tensor | None]:
         """
         Recompute the Bayesian linear regression of the last layer on the whole buffer (the features changed with
         the network), and return the start states ``[z_t, h_t]`` of every transition (and their prior projections,
         None without a random-feature prior) for value fitting.
+
+        :param refit: False only collects the start states (e.g. after loading) and leaves the posterior as it is.
         """
         starts: list[th.Tensor] = []
         projections: list[th.Tensor] = []
@@ -359,7 +361,11 @@ class PSDRL(BaseAlgorithm):
                 yield features, targets
 
         with th.no_grad():
-            self.policy.posterior.fit(chunks())
+            if refit:
+                self.policy.posterior.fit(chunks())
+            else:
+                for _ in chunks():
+                    pass
         return th.cat(starts), th.cat(projections) if projections else None
 
     def _fit_value(self, start_states: th.Tensor, start_projections: th.Tensor | None = None) -> float:
@@ -443,11 +449,7 @@ class PSDRL(BaseAlgorithm):
 
     def _resample_and_fit_value(self) -> None:
         if getattr(self, "_start_states", None) is None:  # e.g. after loading: recompute from the replay
-            with th.no_grad():
-                parts = list(self._replay_features())
-            self._start_states = th.cat([starts for _, _, starts, _ in parts])
-            projections = [projection for _, _, _, projection in parts if projection is not None]
-            self._start_projections = th.cat(projections) if projections else None
+            self._start_states, self._start_projections = self._fit_posterior(refit=False)
         self.policy.resample()
         value_loss = self._fit_value(self._start_states, self._start_projections)
         self.logger.record("train/value_loss", value_loss)
