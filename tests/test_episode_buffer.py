@@ -73,3 +73,27 @@ def test_frame_ids_identify_equal_frames() -> None:
     # Different frames have different ids (frame values are unique per episode and step in `fill`).
     assert len(np.unique(ids)) == len(np.unique(frames[:, 0]))
     assert len(np.unique(ids)) < ids.size  # overlapping windows share frames
+
+
+def test_observation_keys_and_distinct_observations() -> None:
+    """Keys are equal exactly for equal contents; distinct observations are drawn uniformly over contents."""
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=1000)
+    # 20 episodes revisit the same three observations (0, 1, 2); one episode sees 100, 101, ... once each.
+    for _ in range(20):
+        for t in range(2):
+            buffer.add(np.full((1, 2), t, np.float32), np.array([0]), np.array([0.0]), np.full((1, 2), t + 1, np.float32),
+                       np.array([t == 1]), np.array([t == 1]))  # fmt: skip
+    fill(buffer, [5])  # episode 0 of `fill`: observations 0 ... 5, so 0, 1 and 2 again, and 3, 4, 5
+    keys = np.concatenate([episode.observation_keys() for episode in buffer.all_episodes()])
+    frames = np.concatenate([episode.observations for episode in buffer.all_episodes()])[:, 0]
+    np.testing.assert_array_equal(keys[:, None] == keys[None, :], frames[:, None] == frames[None, :])
+    # Fewer distinct observations than asked for: each of them once.
+    every = buffer.sample_distinct_observations(50, np.random.default_rng(0))
+    np.testing.assert_array_equal(np.sort(every[:, 0]), np.arange(6))
+    # A draw of 2 of the 6: every content equally likely (1/3 each), although 0, 1 and 2 fill 63 of the 66 frames.
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([buffer.sample_distinct_observations(2, rng)[:, 0] for _ in range(3000)])
+    assert len(drawn) == 6000
+    np.testing.assert_allclose(np.bincount(drawn.astype(int), minlength=6) / 3000, np.full(6, 1 / 3), atol=0.04)
+    with pytest.raises(ValueError, match="empty"):
+        EpisodeReplayBuffer((2,), np.float32, capacity=10).sample_distinct_observations(1, rng)

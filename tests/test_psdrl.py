@@ -12,6 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
 from sb3_bayes import PSDRL
+from sb3_bayes.psdrl.psdrl import StartStates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -37,6 +38,13 @@ def reference_bayesian_features(policy, features: th.Tensor, obs: th.Tensor, one
     return th.cat(parts, dim=1)
 
 
+def reference_terminal(policy, latent: th.Tensor, one_hot: th.Tensor, next_latent: th.Tensor) -> th.Tensor:
+    """The terminal model on ``z'`` (the original) or on ``[z, a]`` (``terminal_input="state_action"``)."""
+    if policy.terminal_input == "state_action":
+        return policy.terminal(th.cat([latent, one_hot], dim=1)).squeeze(-1)
+    return policy.terminal(next_latent).squeeze(-1)
+
+
 def test_unsupported_spaces_raise_value_error() -> None:
     with pytest.raises(ValueError, match="PSDRL supports only Discrete action spaces, got Box"):
         PSDRL("MlpPolicy", "Pendulum-v1")
@@ -46,6 +54,8 @@ def test_unsupported_spaces_raise_value_error() -> None:
         PSDRL("MlpPolicy", "CartPole-v1", resample_schedule="step")
     with pytest.raises(ValueError, match="Unknown sampling"):
         PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(sampling="mean"))
+    with pytest.raises(ValueError, match="Unknown terminal_input"):
+        PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(terminal_input="next_frame"))
     with pytest.raises(ValueError, match="prior_features must be >= 0"):
         PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(prior_features=-1))
     model = PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=PRIOR)
@@ -53,7 +63,11 @@ def test_unsupported_spaces_raise_value_error() -> None:
         model.policy.lookahead(th.zeros(1, 64), th.zeros(1, 64))
 
 
-@pytest.fixture(scope="module", params=[{}, PRIOR], ids=["learned-features", "random-feature-prior"])
+@pytest.fixture(
+    scope="module",
+    params=[{}, PRIOR, {**PRIOR, "terminal_input": "state_action"}],
+    ids=["learned-features", "random-feature-prior", "prior-state-action-terminal"],
+)
 def trained(request: pytest.FixtureRequest) -> PSDRL:
     model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, **{**TINY, "policy_kwargs": {**TINY["policy_kwargs"], **request.param}})
     model.learn(120)
@@ -75,7 +89,7 @@ def test_lookahead_matches_a_loop_over_actions(trained: PSDRL) -> None:
             th.testing.assert_close(next_hidden[:, action], step.hidden)
             th.testing.assert_close(next_latent[:, action], out[:, :-1])
             th.testing.assert_close(reward[:, action], out[:, -1])
-            expected_alive = (policy.terminal(out[:, :-1]).squeeze(-1) < 0.5).float()
+            expected_alive = (reference_terminal(policy, latent, one_hot, out[:, :-1]) < 0.5).float()
             th.testing.assert_close(not_terminal[:, action], expected_alive)
 
 
@@ -93,7 +107,7 @@ def test_value_targets_equal_brute_force(trained: PSDRL) -> None:
                 step = policy.transition.step(latent[i : i + 1], one_hot, hidden[i : i + 1])
                 features = reference_bayesian_features(policy, step.features, obs[i : i + 1], one_hot)
                 out = features @ policy.sampled_weight
-                terminal = float(policy.terminal(out[:, :-1])) >= 0.5
+                terminal = float(reference_terminal(policy, latent[i : i + 1], one_hot, out[:, :-1])) >= 0.5
                 value = float(policy.value_target(th.cat([out[:, :-1], step.hidden], dim=1)))
                 best = max(best, float(out[0, -1]) + policy.gamma * value * (not terminal))
             assert float(targets[i]) == pytest.approx(best, rel=1e-5, abs=1e-6)
@@ -275,7 +289,8 @@ def _reference_round_parts(model: PSDRL, batch_ae: dict, batch_model: dict) -> t
         policy.model_optimizer.zero_grad()
         (loss / mask.sum()).backward()
         policy.model_optimizer.step()
-    terminal = policy.terminal(latents[:, 1:]).squeeze(-1)
+    terminal = reference_terminal(policy, latents[:, :-1].flatten(0, 1), actions.flatten(0, 1), latents[:, 1:].flatten(0, 1))
+    terminal = terminal.view(n, length)
     terminal_loss = ((terminal - batch_model["terminations"]).pow(2) * mask).sum() / mask.sum()
     policy.model_optimizer.zero_grad()
     terminal_loss.backward()
@@ -283,7 +298,8 @@ def _reference_round_parts(model: PSDRL, batch_ae: dict, batch_model: dict) -> t
     return dict(policy.autoencoder.state_dict()), {**policy.transition.state_dict(), **policy.terminal.state_dict()}
 
 
-def test_deduplicated_training_equals_the_full_batch() -> None:
+@pytest.mark.parametrize("terminal_input", ["next_latent", "state_action"])
+def test_deduplicated_training_equals_the_full_batch(terminal_input: str) -> None:
     """Distinct frames weighted by their counts and the head batched over TBPTT windows give the full batch's update."""
     import copy
 
@@ -297,7 +313,7 @@ def test_deduplicated_training_equals_the_full_batch() -> None:
         autoencoder_iterations=1,
         model_iterations=1,
         seed=3,
-        policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16),
+        policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16, terminal_input=terminal_input),
     )
     model.learn(80)  # fills the replay (about 4 episodes: the 16 windows overlap)
     to_tensors = model._sample
@@ -323,14 +339,17 @@ def test_replay_features_follow_each_episode_from_its_start(trained: PSDRL) -> N
     assert trained.replay_buffer is not None
     with th.no_grad():
         chunks = list(trained._replay_features(chunk_transitions=7))
-        got = [th.cat(parts) for parts in list(zip(*chunks))[:3]]
+        got = [th.cat([features for features, _, _ in chunks]), th.cat([targets for _, targets, _ in chunks])]
+        got.append(th.cat([start.states for *_, start in chunks]))
         expected: list[list[th.Tensor]] = [[], [], []]
         projections: list[th.Tensor] = []
+        observations: list[np.ndarray] = []
         for episode in sorted(trained.replay_buffer.all_episodes(), key=len):
             latents = policy.encode(th.as_tensor(episode.observations))
             hidden = policy.initial_hidden(1)
             for t, action in enumerate(episode.actions):
                 expected[2].append(th.cat([latents[t : t + 1], hidden], dim=1))
+                observations.append(episode.observations[t])
                 one_hot = policy.one_hot(th.tensor([action]))
                 step = policy.transition.step(latents[t : t + 1], one_hot, hidden)
                 hidden = step.hidden
@@ -341,11 +360,16 @@ def test_replay_features_follow_each_episode_from_its_start(trained: PSDRL) -> N
                     projections.append(obs @ policy.prior_kernel.projection[:, :4].T)
     for actual, reference in zip(got, expected):
         th.testing.assert_close(actual, th.cat(reference), rtol=1e-5, atol=1e-5)
+    # Equal keys exactly for equal observations.
+    keys = th.cat([start.observation_keys for *_, start in chunks]).numpy()
+    flat = np.stack(observations).reshape(len(observations), -1)
+    same_key, same_observation = keys[:, None] == keys[None, :], (flat[:, None] == flat[None, :]).all(axis=-1)
+    np.testing.assert_array_equal(same_key, same_observation)
     # The observation's part of the prior's projection, kept per start state for value fitting.
     if policy.prior_kernel is None:
-        assert all(projection is None for *_, projection in chunks)
+        assert all(start.projections is None for *_, start in chunks)
     else:
-        th.testing.assert_close(th.cat([projection for *_, projection in chunks]), th.cat(projections))
+        th.testing.assert_close(th.cat([start.projections for *_, start in chunks]), th.cat(projections))
 
 
 def test_value_fit_on_a_bounded_subset_of_start_states() -> None:
@@ -354,6 +378,47 @@ def test_value_fit_on_a_bounded_subset_of_start_states() -> None:
     model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, value_max_states=20, value_iterations=2, **TINY)
     model.learn(60)
     updates = model.n_value_updates
-    model._fit_value(th.randn(500, 16))
+    model._fit_value(StartStates(th.randn(500, 16), None, th.arange(500)))
     # 20 states in minibatches of at most 64: one update per pass, whatever the number of start states.
     assert model.n_value_updates - updates == 2
+
+
+def test_distinct_state_weighting_weighs_every_observation_alike() -> None:
+    with pytest.raises(ValueError, match="state_weighting"):
+        PSDRL("MlpPolicy", "CartPole-v1", state_weighting="novelty")
+    model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, state_weighting="distinct", **TINY)
+    # 490 start states share one observation, 10 others are seen once each.
+    keys = th.cat([th.full((490,), 7), th.arange(100, 110)])
+    start = StartStates(th.randn(500, 16), None, keys)
+    # All states: the loss weights are 1 / count, normalised to mean 1, so each observation weighs 1 / 11 in all.
+    fitted, weights = model._value_fit_states(start)
+    assert fitted is start and weights is not None
+    th.testing.assert_close(weights[:490].sum(), th.tensor(500 / 11), rtol=1e-5, atol=0)
+    th.testing.assert_close(weights[490:], th.full((10,), 500 / 11), rtol=1e-5, atol=0)
+    # A subset of 20 (weighted sampling without replacement): the 10 rare observations are all in it; uniform
+    # sampling would keep each with probability 20 / 500.
+    model.value_max_states = 20
+    fitted, weights = model._value_fit_states(start)
+    assert weights is None and len(fitted.states) == 20
+    assert set(range(100, 110)) <= set(fitted.observation_keys.tolist())
+    assert (fitted.observation_keys == 7).sum() == 10
+    # The states travel with their keys.
+    index = [int((start.states == row).all(dim=1).nonzero()) for row in fitted.states]
+    th.testing.assert_close(start.observation_keys[index], fitted.observation_keys)
+    # Uniform sampling (the original) weighs every transition alike.
+    model.state_weighting = "visits"
+    model.value_max_states = None
+    assert model._value_fit_states(start) == (start, None)
+    # The weighted loss trains: one update per minibatch of 64.
+    model.state_weighting, model.value_iterations = "distinct", 1
+    model.learn(60)
+    updates = model.n_value_updates
+    model._fit_value(start)
+    assert model.n_value_updates - updates == 8
+    # The autoencoder trains on every distinct observation of the replay once (80 = 8 x 10 > the replay's frames).
+    assert model.replay_buffer is not None
+    inputs, weights = model._autoencoder_batch()
+    stored = np.concatenate([episode.observations for episode in model.replay_buffer.all_episodes()])
+    expected = model.policy.preprocess(th.as_tensor(np.unique(stored, axis=0)))
+    assert len(inputs) == len(expected) and (weights == 1).all()
+    th.testing.assert_close(inputs[th.argsort(inputs[:, 0])], expected[th.argsort(expected[:, 0])])

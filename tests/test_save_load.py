@@ -113,9 +113,10 @@ def psdrl_frames() -> tuple[str, Any, dict[str, Any]]:
 
 
 def psdrl_random_feature_prior() -> tuple[str, Any, dict[str, Any]]:
+    """The DeepSea settings' options: the random-feature prior, the state-action terminal model, distinct weighting."""
     policy, env, kwargs = psdrl_cartpole()
-    prior = dict(prior_features=16, prior_lengthscale=0.5, prior_feature_scale=3.0)
-    return policy, env, {**kwargs, "policy_kwargs": {**kwargs["policy_kwargs"], **prior}}
+    prior = dict(prior_features=16, prior_lengthscale=0.5, prior_feature_scale=3.0, terminal_input="state_action")
+    return policy, env, {**kwargs, "state_weighting": "distinct", "policy_kwargs": {**kwargs["policy_kwargs"], **prior}}
 
 
 @pytest.mark.parametrize(
@@ -139,6 +140,7 @@ def test_psdrl_save_load_exact(tmp_path, setup) -> None:
         assert loaded.policy.prior_kernel is not None and loaded.policy.prior_feature_scale == 3.0
         assert th.equal(model.policy.prior_kernel.projection, loaded.policy.prior_kernel.projection)
         assert th.equal(model.policy.prior_kernel.phase, loaded.policy.prior_kernel.phase)
+        assert loaded.policy.terminal_input == "state_action" and loaded.state_weighting == "distinct"
     posterior, loaded_posterior = model.policy.posterior, loaded.policy.posterior
     assert th.equal(posterior.mean, loaded_posterior.mean) and posterior.mean.abs().sum() > 0
     assert th.equal(posterior.precision_cholesky, loaded_posterior.precision_cholesky)

@@ -138,7 +138,8 @@ def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
 
 #: Search space of :func:`sample_psdrl_params`, in the same format as :data:`PETS_SEARCH_SPACE`. The prior and noise
 #: scales decide how far posterior sampling explores, so they come first; the random-feature prior (width 0: none,
-#: the paper's model) and its scales are part of the posterior.
+#: the paper's model) and its scales are part of the posterior, and the value fit's weighting of start states decides
+#: whether the sampled optimism reaches the start.
 PSDRL_SEARCH_SPACE: dict[str, Any] = {
     "learning_rate": (1e-5, 1e-3),
     "reward_prior_scale": (1e-4, 1.0),
@@ -150,6 +151,7 @@ PSDRL_SEARCH_SPACE: dict[str, Any] = {
     "prior_lengthscale": (0.1, 2.0),
     "model_iterations": [1, 3, 5, 10],
     "value_iterations": [1, 3, 5, 10, 50],
+    "state_weighting": ["visits", "distinct"],
     "resample_schedule": ["round", "episode"],
 }
 

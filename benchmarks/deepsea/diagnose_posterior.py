@@ -50,8 +50,8 @@ def main() -> None:
     ordered_cells = np.concatenate([cs for _, cs in sorted(zip([len(e) for e in episodes], cells), key=lambda x: x[0])])
     with torch.no_grad():
         parts = list(model._replay_features())
-        starts = torch.cat([start for _, _, start, _ in parts])
-        projections = torch.cat([p for *_, p in parts]) if policy.prior_kernel is not None else None
+        starts = torch.cat([start.states for *_, start in parts])
+        projections = torch.cat([start.projections for *_, start in parts]) if policy.prior_kernel is not None else None
         latent, hidden = starts[:, : policy.transition.latent_dim], starts[:, policy.transition.latent_dim :]
         groups: dict[str, list[float]] = {"tried": [], "untried": []}
         for action in range(policy.transition.n_actions):

@@ -131,13 +131,13 @@ def main() -> None:
         print("transition_terminal", results["transition_terminal"], flush=True)
     if "posterior" in components or "value" in components:
         with Timer() as t:
-            start_states, start_projections = model._fit_posterior()
-        results["posterior"] = dict(wall_s=t.wall, cpu_s=t.cpu, n_start_states=int(start_states.shape[0]))
+            start = model._fit_posterior()
+        results["posterior"] = dict(wall_s=t.wall, cpu_s=t.cpu, n_start_states=int(start.states.shape[0]))
         print("posterior", results["posterior"], flush=True)
         if "value" in components:
             policy.resample()
             with Timer() as t:
-                loss = model._fit_value(start_states, start_projections)
+                loss = model._fit_value(start)
             results["value"] = dict(wall_s=t.wall, cpu_s=t.cpu, iterations=model.value_iterations, loss=loss)
             print("value", results["value"], flush=True)
     policy.set_training_mode(False)

@@ -1,11 +1,25 @@
 """Replay of whole episodes, sampled as windows of consecutive steps (for recurrent world models such as PSDRL's)."""
 
+import hashlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+
+
+def observation_keys(observations: np.ndarray) -> np.ndarray:
+    """
+    A 64-bit content hash of every observation: equal observations get equal keys, and distinct ones collide with
+    probability about ``n^2 / 2^65`` (negligible for any replay size).
+
+    :param observations: ``[n, *obs_shape]``.
+    :return: ``[n]`` int64.
+    """
+    rows = np.ascontiguousarray(observations).reshape(len(observations), -1)
+    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in rows)
+    return np.frombuffer(digests, dtype=np.int64).copy()
 
 
 @dataclass
@@ -23,9 +37,16 @@ class Episode:
     actions: np.ndarray
     rewards: np.ndarray
     terminated: bool
+    _keys: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def observation_keys(self) -> np.ndarray:
+        """``[T + 1]`` content keys of the observations (:func:`observation_keys`), computed once per episode."""
+        if self._keys is None:
+            self._keys = observation_keys(self.observations)
+        return self._keys
 
 
 @dataclass
@@ -142,6 +163,24 @@ class EpisodeReplayBuffer:
                     np.asarray(running.rewards, dtype=np.float32),
                     False,
                 )
+
+    def sample_distinct_observations(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """
+        Draw ``n`` distinct observations (by content), each distinct one equally likely however often it was stored;
+        all of them if fewer are stored.
+
+        :param n: Number of observations.
+        :param rng: NumPy random generator.
+        :return: ``[min(n, distinct), *obs_shape]``.
+        """
+        episodes = list(self.all_episodes())
+        if not episodes:
+            raise ValueError("The replay buffer is empty: collect at least one step before sampling.")
+        _, first = np.unique(np.concatenate([e.observation_keys() for e in episodes]), return_index=True)
+        chosen = first if len(first) <= n else rng.choice(first, n, replace=False)
+        starts = np.cumsum([0] + [len(e.observations) for e in episodes])
+        episode_index = np.searchsorted(starts, chosen, side="right") - 1
+        return np.stack([episodes[e].observations[i - starts[e]] for e, i in zip(episode_index, chosen)])
 
     def sample(self, batch_size: int, sequence_length: int, rng: np.random.Generator) -> SequenceBatch:
         """

@@ -16,6 +16,8 @@ from sb3_bayes.common.blr import SAMPLING_MODES, BayesianLinearRegression
 from sb3_bayes.common.random_features import RandomFourierFeatures
 from sb3_bayes.common.utils import PLANNING_DTYPES, check_finite, planning_precision
 
+TERMINAL_INPUTS = ("next_latent", "state_action")
+
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh, last_activation: bool = True) -> nn.Sequential:
     """Linear layers of the given widths with ``activation`` between them (and after the last one if asked)."""
@@ -164,6 +166,11 @@ class PSDRLPolicy(BasePolicy):
     :param gru_dim: Recurrent state size.
     :param transition_hidden_dim: Width of the transition head; None: ``latent_dim + gru_dim`` (the paper's 2292).
     :param terminal_hidden_dim: Width of the terminal model; None: ``latent_dim``.
+    :param terminal_input: What the terminal model sees: ``"next_latent"`` (the original: the next latent, the
+        sampled model's prediction of it when planning) or ``"state_action"`` (the latent before the move and the
+        one-hot action). A move never tried has a next-latent prediction the model has never been trained on, and a
+        terminal model that misreads it lets the value fit bootstrap past the episode end, which inflates every value
+        (it pays on tasks whose termination the current state tells, such as DeepSea's last row).
     :param value_hidden_dim: Width of the value network; None: ``latent_dim + gru_dim``.
     :param ridge: Prior precision of the Bayesian linear regression (100).
     :param noise_precision: Its noise precision (1).
@@ -204,6 +211,7 @@ class PSDRLPolicy(BasePolicy):
         gru_dim: int = 64,
         transition_hidden_dim: int | None = None,
         terminal_hidden_dim: int | None = None,
+        terminal_input: str = "next_latent",
         value_hidden_dim: int | None = None,
         ridge: float = 100.0,
         noise_precision: float = 1.0,
@@ -239,6 +247,9 @@ class PSDRLPolicy(BasePolicy):
         self.gru_dim = gru_dim
         self.transition_hidden_dim = transition_hidden_dim
         self.terminal_hidden_dim = terminal_hidden_dim
+        if terminal_input not in TERMINAL_INPUTS:
+            raise ValueError(f"Unknown terminal_input '{terminal_input}': choose one of {', '.join(TERMINAL_INPUTS)}.")
+        self.terminal_input = terminal_input
         self.value_hidden_dim = value_hidden_dim
         self.ridge = ridge
         self.noise_precision = noise_precision
@@ -269,7 +280,8 @@ class PSDRLPolicy(BasePolicy):
         transition_hidden = self.transition_hidden_dim or latent_dim + self.gru_dim
         self.transition = TransitionModel(latent_dim, n_actions, self.gru_dim, transition_hidden)
         terminal_hidden = self.terminal_hidden_dim or latent_dim
-        self.terminal = mlp([latent_dim, terminal_hidden, terminal_hidden, terminal_hidden, 1], last_activation=False)
+        terminal_in = latent_dim + (n_actions if self.terminal_input == "state_action" else 0)
+        self.terminal = mlp([terminal_in, terminal_hidden, terminal_hidden, terminal_hidden, 1], last_activation=False)
         value_hidden = self.value_hidden_dim or latent_dim + self.gru_dim
         self.value = mlp([latent_dim + self.gru_dim, *[value_hidden] * 4, 1], last_activation=False)
         self.value_target = copy.deepcopy(self.value)
@@ -310,6 +322,7 @@ class PSDRLPolicy(BasePolicy):
             gru_dim=self.gru_dim,
             transition_hidden_dim=self.transition_hidden_dim,
             terminal_hidden_dim=self.terminal_hidden_dim,
+            terminal_input=self.terminal_input,
             value_hidden_dim=self.value_hidden_dim,
             ridge=self.ridge,
             noise_precision=self.noise_precision,
@@ -407,10 +420,23 @@ class PSDRLPolicy(BasePolicy):
             projection = None if prior_projection is None else prior_projection.repeat_interleave(n_actions, 0)
             next_latent, reward = self.predict_sampled(self.bayesian_features(step.features, projection, action_one_hot))
             # The terminal model thresholds its prediction at 0.5 (it is regressed on the done flag).
-            not_terminal = (self.terminal(next_latent).squeeze(-1) < 0.5).float()
+            terminal = self.terminal_prediction(latent.repeat_interleave(n_actions, 0), action_one_hot, next_latent)
+            not_terminal = (terminal < 0.5).float()
         shape = (batch, n_actions)
         next_hidden = step.hidden.float().view(*shape, -1)
         return next_latent.float().view(*shape, -1), next_hidden, reward.float().view(shape), not_terminal.view(shape)
+
+    def terminal_prediction(self, latent: th.Tensor, action_one_hot: th.Tensor, next_latent: th.Tensor) -> th.Tensor:
+        """
+        The terminal model's prediction of the done flag of moves ``[batch]`` (see ``terminal_input``).
+
+        :param latent: ``z`` before the move ``[batch, latent_dim]``.
+        :param action_one_hot: ``[batch, n_actions]``.
+        :param next_latent: ``z'`` after it (true or predicted) ``[batch, latent_dim]``.
+        """
+        if self.terminal_input == "state_action":
+            return self.terminal(th.cat([latent, action_one_hot.to(latent.dtype)], dim=-1)).squeeze(-1)
+        return self.terminal(next_latent).squeeze(-1)
 
     def action_values(
         self, next_latent: th.Tensor, next_hidden: th.Tensor, reward: th.Tensor, not_terminal: th.Tensor, target: bool = False

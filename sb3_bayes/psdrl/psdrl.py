@@ -1,7 +1,7 @@
 """PSDRL: posterior sampling for deep reinforcement learning (Sasso, Conserva and Rauber, ICML 2023)."""
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -19,6 +19,15 @@ from sb3_bayes.psdrl.policies import CnnPolicy, MlpPolicy, PSDRLPolicy
 SelfPSDRL = TypeVar("SelfPSDRL", bound="PSDRL")
 RESAMPLE_SCHEDULES = ("round", "episode")
 REWARD_TRANSFORMS = ("tanh", "none")
+STATE_WEIGHTINGS = ("visits", "distinct")
+
+
+class StartStates(NamedTuple):
+    """The start states of the replay's transitions, on which the value network is fitted."""
+
+    states: th.Tensor  # [n, latent + gru]: [z_t, h_t] before the transition (h follows the data)
+    projections: th.Tensor | None  # [n, K]: the random-feature prior's projection of o_t (None without a prior)
+    observation_keys: th.Tensor  # [n] int64: a content key of o_t (equal observations, equal keys)
 
 
 def distinct(ids: th.Tensor, weights: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
@@ -60,9 +69,18 @@ class PSDRL(BaseAlgorithm):
     :param model_iterations: Transition and terminal model updates per round, each on ``batch_size`` sequences (3).
     :param value_iterations: Passes of value fitting over the replay's start states per round (3).
     :param value_batch_size: Start states per value-fitting minibatch.
-    :param value_max_states: Start states per value fit: a uniformly drawn subset of this many of the replay's start
-        states, fresh at every fit, which bounds the cost of a round as the replay grows. None (the original): all of
-        them.
+    :param value_max_states: Start states per value fit: a subset of this many of the replay's start states, drawn
+        afresh at every fit (see ``state_weighting``), which bounds the cost of a round as the replay grows. None
+        (the original): all of them.
+    :param state_weighting: How the autoencoder and the value fit weigh the replay's states. ``"visits"`` (the
+        original): every stored transition alike, so a state weighs as often as it was visited. ``"distinct"``: every
+        distinct observation alike. The autoencoder then trains on ``batch_size * sequence_length`` distinct
+        observations drawn uniformly (all of them in a small task); in the value fit a start state weighs ``1 / count``
+        of its observation in the replay (the subset of ``value_max_states`` is drawn with these weights without
+        replacement; without a subset the loss is weighted by them). Value iteration backs up every state, however
+        rarely visited; weighing by visits starves the rarely visited states at the frontier of exploration, through
+        which the sampled model's optimism (or a newly found reward) must travel back to the start, and the
+        autoencoder maps them almost onto each other.
     :param target_update_interval: Value updates between hard copies to the target network (4).
     :param warmup_steps: Steps during which rounds run every ``warmup_freq`` steps (100k).
     :param warmup_freq: Round interval during the warm-up (250).
@@ -100,6 +118,7 @@ class PSDRL(BaseAlgorithm):
         value_iterations: int = 3,
         value_batch_size: int = 1024,
         value_max_states: int | None = None,
+        state_weighting: str = "visits",
         target_update_interval: int = 4,
         warmup_steps: int = 100_000,
         warmup_freq: int = 250,
@@ -148,6 +167,9 @@ class PSDRL(BaseAlgorithm):
         if value_max_states is not None and value_max_states < 1:
             raise ValueError(f"value_max_states must be >= 1 or None, got {value_max_states}.")
         self.value_max_states = value_max_states
+        if state_weighting not in STATE_WEIGHTINGS:
+            raise ValueError(f"Unknown state_weighting '{state_weighting}': choose one of {', '.join(STATE_WEIGHTINGS)}.")
+        self.state_weighting = state_weighting
         self.target_update_interval = target_update_interval
         self.warmup_steps = warmup_steps
         self.warmup_freq = warmup_freq
@@ -158,6 +180,7 @@ class PSDRL(BaseAlgorithm):
         self.n_training_rounds = 0
         self.n_value_updates = 0
         self.replay_buffer: EpisodeReplayBuffer | None = None
+        self._start_states: StartStates | None = None
         # Recurrent state of the environments inside `learn` (saved, so that training resumes exactly).
         self._last_hidden = th.zeros(0)
         if _init_setup_model:
@@ -202,6 +225,19 @@ class PSDRL(BaseAlgorithm):
         batch = self.replay_buffer.sample(self.batch_size, self.sequence_length, self._rng)
         return {name: th.as_tensor(value, device=self.device) for name, value in batch._asdict().items()}
 
+    def _autoencoder_batch(self) -> tuple[th.Tensor, th.Tensor]:
+        """Preprocessed frames of one autoencoder update and their loss weights (see ``state_weighting``)."""
+        assert self.replay_buffer is not None
+        policy = self.policy
+        if self.state_weighting == "distinct":
+            frames = self.replay_buffer.sample_distinct_observations(self.batch_size * self.sequence_length, self._rng)
+            inputs = policy.preprocess(th.as_tensor(frames, device=self.device))
+            return inputs, th.ones(len(inputs), device=self.device)
+        batch = self._sample()
+        first, _, weight = distinct(batch["frame_ids"][:, :-1].flatten(), batch["mask"].flatten())
+        drawn = weight > 0  # padding has weight 0
+        return policy.preprocess(batch["observations"][:, :-1].flatten(0, 1)[first[drawn]]), weight[drawn]
+
     def _train_autoencoder(self) -> float:
         """
         Pixel (or vector) reconstruction error, trained on its own (section 3.1). Windows drawn from the replay overlap
@@ -210,13 +246,10 @@ class PSDRL(BaseAlgorithm):
         """
         policy, losses = self.policy, []
         for _ in range(self.autoencoder_iterations):
-            batch = self._sample()
-            first, _, weight = distinct(batch["frame_ids"][:, :-1].flatten(), batch["mask"].flatten())
-            drawn = weight > 0  # padding has weight 0
-            inputs = policy.preprocess(batch["observations"][:, :-1].flatten(0, 1)[first[drawn]])
+            inputs, weight = self._autoencoder_batch()
             reconstruction = policy.autoencoder.decode(policy.autoencoder.encode(inputs))  # type: ignore[operator]
             per_frame = F.mse_loss(reconstruction, inputs, reduction="none").flatten(1).mean(dim=1)
-            loss = (per_frame * weight[drawn]).sum() / weight.sum()
+            loss = (per_frame * weight).sum() / weight.sum()
             policy.autoencoder_optimizer.zero_grad()
             loss.backward()
             policy.autoencoder_optimizer.step()
@@ -228,7 +261,8 @@ class PSDRL(BaseAlgorithm):
     def _train_transition_and_terminal(self) -> tuple[float, float]:
         """
         Transition model: MSE to ``[z', r]`` with truncated back-propagation through time over ``tbptt_window``-step
-        windows; terminal model: MSE of its prediction on the true next latent to the termination flag.
+        windows; terminal model: MSE of its prediction (on the true next latent, or on the latent and action before
+        the move: ``terminal_input``) to the termination flag.
 
         Only the GRU is recurrent, so within a window it runs step by step and the head then runs once over all the
         window's steps. Latents are computed once per distinct frame, the recurrent model once per distinct window and
@@ -269,9 +303,14 @@ class PSDRL(BaseAlgorithm):
                 window_loss.backward()
                 policy.model_optimizer.step()
                 transition_loss = transition_loss + window_loss.detach()
+            # A next frame names its transition (the step before it in the same episode).
             first_next, _, next_weight = distinct(frame_ids[:, 1:].flatten(), mask.flatten())
             drawn = first_next[next_weight > 0]
-            terminal_prediction = policy.terminal(latents[:, 1:].flatten(0, 1)[drawn]).squeeze(-1)
+            terminal_prediction = policy.terminal_prediction(
+                latents[:, :-1].flatten(0, 1)[drawn],
+                policy.one_hot(batch["actions"]).flatten(0, 1)[drawn],
+                latents[:, 1:].flatten(0, 1)[drawn],
+            )
             terminal_error = (terminal_prediction - batch["terminations"].flatten()[drawn]).pow(2)
             terminal_loss = (terminal_error * next_weight[next_weight > 0]).sum() / mask.sum()
             policy.model_optimizer.zero_grad()
@@ -284,17 +323,14 @@ class PSDRL(BaseAlgorithm):
         check_finite(terminal_mean, "The PSDRL terminal model loss", "lower learning_rate")
         return float(transition_mean), float(terminal_mean)
 
-    def _replay_features(
-        self, chunk_transitions: int = 8192
-    ) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor | None]]:
+    def _replay_features(self, chunk_transitions: int = 8192) -> Iterator[tuple[th.Tensor, th.Tensor, StartStates]]:
         """
         Run the encoder and the recurrent model over every stored episode from its start (``h`` follows the data).
 
         :param chunk_transitions: Episodes are processed together up to about this many (padded) steps; the GRU runs
             step by step over a chunk, the head once over all its steps.
-        :return: Chunks of ``(Bayesian features [m, d], targets [m, latent + 1], start states [m, latent + gru],
-            prior projections [m, K] or None)`` where the start state of a transition is ``[z_t, h_t]`` before it and
-            the prior projection is the random-feature prior's projection of ``o_t`` (None without a prior).
+        :return: Chunks of ``(Bayesian features [m, d], targets [m, latent + 1], start states)``, with the start
+            state ``[z_t, h_t]`` before each transition, the prior's projection of ``o_t`` and its content key.
         """
         assert self.replay_buffer is not None
         policy = self.policy
@@ -310,11 +346,13 @@ class PSDRL(BaseAlgorithm):
             actions = np.zeros((len(chunk), length), dtype=np.int64)
             rewards = np.zeros((len(chunk), length), dtype=np.float32)
             mask = np.zeros((len(chunk), length), dtype=bool)
+            keys = np.zeros((len(chunk), length), dtype=np.int64)
             for row, episode in enumerate(chunk):
                 obs[row, : len(episode) + 1] = episode.observations
                 actions[row, : len(episode)] = episode.actions
                 rewards[row, : len(episode)] = episode.rewards
                 mask[row, : len(episode)] = True
+                keys[row, : len(episode)] = episode.observation_keys()[:-1]
             valid = th.as_tensor(mask, device=self.device)
             obs_t = th.as_tensor(obs, device=self.device)
             # Padding frames are not encoded.
@@ -340,24 +378,20 @@ class PSDRL(BaseAlgorithm):
             features = policy.bayesian_features(features, start_projection, one_hot[valid])
             targets = th.cat([latents[:, 1:], th.as_tensor(rewards, device=self.device)[..., None]], dim=-1)[valid]
             starts = th.cat([latents[:, :-1], stacked[:, :-1]], dim=-1)[valid]
-            yield features, targets, starts, start_projection
+            yield features, targets, StartStates(starts, start_projection, th.as_tensor(keys, device=self.device)[valid])
 
-    def _fit_posterior(self, refit: bool = True) -> tuple[th.Tensor, th.Tensor | None]:
+    def _fit_posterior(self, refit: bool = True) -> StartStates:
         """
         Recompute the Bayesian linear regression of the last layer on the whole buffer (the features changed with
-        the network), and return the start states ``[z_t, h_t]`` of every transition (and their prior projections,
-        None without a random-feature prior) for value fitting.
+        the network), and return the start states of every transition for value fitting.
 
         :param refit: False only collects the start states (e.g. after loading) and leaves the posterior as it is.
         """
-        starts: list[th.Tensor] = []
-        projections: list[th.Tensor] = []
+        starts: list[StartStates] = []
 
         def chunks() -> Iterator[tuple[th.Tensor, th.Tensor]]:
-            for features, targets, start_states, start_projection in self._replay_features():
+            for features, targets, start_states in self._replay_features():
                 starts.append(start_states)
-                if start_projection is not None:
-                    projections.append(start_projection)
                 yield features, targets
 
         with th.no_grad():
@@ -366,9 +400,36 @@ class PSDRL(BaseAlgorithm):
             else:
                 for _ in chunks():
                     pass
-        return th.cat(starts), th.cat(projections) if projections else None
+        projections = [part.projections for part in starts if part.projections is not None]
+        return StartStates(
+            th.cat([part.states for part in starts]),
+            th.cat(projections) if projections else None,
+            th.cat([part.observation_keys for part in starts]),
+        )
 
-    def _fit_value(self, start_states: th.Tensor, start_projections: th.Tensor | None = None) -> float:
+    def _value_fit_states(self, start: StartStates) -> tuple[StartStates, th.Tensor | None]:
+        """
+        The start states of one value fit (``value_max_states``, ``state_weighting``) and their loss weights
+        (None: equal weights).
+        """
+        n_states, max_states = start.states.shape[0], self.value_max_states
+        weights = None
+        if self.state_weighting == "distinct":
+            _, inverse, counts = th.unique(start.observation_keys, return_inverse=True, return_counts=True)
+            weights = 1.0 / counts[inverse].double()  # every distinct observation weighs 1 in all
+        if max_states is None or n_states <= max_states:
+            return start, None if weights is None else (weights / weights.mean()).float()
+        if weights is None:
+            subset = self._rng.choice(n_states, max_states, replace=False)
+        else:
+            # Weighted sampling without replacement (Efraimidis and Spirakis, 2006): the largest u^(1 / w).
+            keys = np.log(self._rng.random(n_states)) / weights.cpu().numpy()
+            subset = np.argpartition(-keys, max_states - 1)[:max_states]
+        index = th.as_tensor(subset, device=self.device)
+        projections = None if start.projections is None else start.projections[index]
+        return StartStates(start.states[index], projections, start.observation_keys[index]), None
+
+    def _fit_value(self, start: StartStates) -> float:
         """
         Fit the value network to the sampled model (section 3.3): for start states from the replay,
         ``V(z, h) <- max_a r(a) + gamma V_target(z'(a), h'(a)) [not terminal(a)]`` with the sampled last layer.
@@ -376,16 +437,11 @@ class PSDRL(BaseAlgorithm):
         The sampled model is fixed while the value network is fitted, so its one-step predictions are computed once
         and reused by every pass (when they fit in ``lookahead_cache_bytes``).
 
-        :param start_states: ``[z_t, h_t]`` ``[n, latent + gru]``.
-        :param start_projections: Their observations' random-feature prior projections ``[n, K]`` (only with a prior).
+        :param start: The replay's start states (from :meth:`_fit_posterior`).
         """
         policy = self.policy
-        if self.value_max_states is not None and start_states.shape[0] > self.value_max_states:
-            subset = th.as_tensor(
-                self._rng.choice(start_states.shape[0], self.value_max_states, replace=False), device=self.device
-            )
-            start_states = start_states[subset]
-            start_projections = None if start_projections is None else start_projections[subset]
+        fit_states, weights = self._value_fit_states(start)
+        start_states, start_projections = fit_states.states, fit_states.projections
         latent_dim = policy.transition.latent_dim
         n_states, n_actions = start_states.shape[0], policy.transition.n_actions
         batch_size = min(self.value_batch_size, n_states)
@@ -418,7 +474,10 @@ class PSDRL(BaseAlgorithm):
                         policy.action_values(next_latent, next_hidden, reward, not_terminal, target=True).max(dim=1).values
                     )
                 prediction = policy.value(start_states[index]).squeeze(-1)
-                loss = F.mse_loss(prediction, target)
+                if weights is None:
+                    loss = F.mse_loss(prediction, target)
+                else:
+                    loss = (weights[index] * (prediction - target).pow(2)).sum() / weights[index].sum()
                 policy.value_optimizer.zero_grad()
                 loss.backward()
                 policy.value_optimizer.step()
@@ -436,7 +495,7 @@ class PSDRL(BaseAlgorithm):
         self._update_learning_rate(self.policy.optimizers)
         autoencoder_loss = self._train_autoencoder()
         transition_loss, terminal_loss = self._train_transition_and_terminal()
-        self._start_states, self._start_projections = self._fit_posterior()
+        self._start_states = self._fit_posterior()
         self.n_training_rounds += 1
         self.logger.record("train/autoencoder_loss", autoencoder_loss)
         self.logger.record("train/transition_loss", transition_loss)
@@ -448,10 +507,10 @@ class PSDRL(BaseAlgorithm):
         self.policy.set_training_mode(False)
 
     def _resample_and_fit_value(self) -> None:
-        if getattr(self, "_start_states", None) is None:  # e.g. after loading: recompute from the replay
-            self._start_states, self._start_projections = self._fit_posterior(refit=False)
+        if self._start_states is None:  # e.g. after loading: recompute from the replay
+            self._start_states = self._fit_posterior(refit=False)
         self.policy.resample()
-        value_loss = self._fit_value(self._start_states, self._start_projections)
+        value_loss = self._fit_value(self._start_states)
         self.logger.record("train/value_loss", value_loss)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -550,4 +609,4 @@ class PSDRL(BaseAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         # The start states are recomputed from the replay when needed (the replay is not part of the model file); the
         # replay-sampling generator is saved with its state.
-        return [*super()._excluded_save_params(), "_start_states", "_start_projections"]
+        return [*super()._excluded_save_params(), "_start_states"]
