@@ -28,6 +28,18 @@ def coverage(cells: set[tuple[int, int]], size: int) -> dict[str, int]:
     return dict(cells_visited=len(inside), cells_reachable=size * (size + 1) // 2, rightmost_column=max(c for _, c in inside))
 
 
+def tried_pairs(episodes: list[Any]) -> set[tuple[int, int]]:
+    """
+    The (cell, action) pairs of a PSDRL replay's episodes (:class:`~sb3_bayes.common.episode_buffer.Episode`); the
+    observation is the one-hot cell, so its argmax names the cell (``row * N + column``).
+    """
+    pairs = set()
+    for episode in episodes:
+        cells = episode.observations[:-1].reshape(len(episode), -1).argmax(axis=1)
+        pairs.update((int(cell), int(action)) for cell, action in zip(cells, episode.actions))
+    return pairs
+
+
 class EpisodeRecorder(BaseCallback):
     """
     Records the return of every finished episode (from the Monitor's ``info["episode"]``) and its end step, and the

@@ -9,23 +9,18 @@ python benchmarks/deepsea/diagnose_path.py --size 15 --seed 0 --episodes 500 --a
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 
 torch.set_num_threads(1)
 
-from run_psdrl import StopAfterSuccess, build_model, load_settings  # noqa: E402
+from common import tried_pairs  # noqa: E402
+from run_psdrl import StopAfterSuccess, build_model, load_settings, run_arguments  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--episodes", type=int, required=True)
+    p = run_arguments()
     p.add_argument("--after-success", type=int, default=3)
-    p.add_argument("--set", action="append", default=[])
     args = p.parse_args()
     model = build_model(args.size, args.seed, load_settings(args.size, args.set))
     rec = StopAfterSuccess(args.episodes, args.after_success, args.size)
@@ -75,11 +70,7 @@ def main() -> None:
                 break
         # The untried (cell, action) pairs at visited cells: how optimistic is the current sample about them, and does
         # the greedy policy of the sample go to one?
-        tried = {
-            (int(c), int(a))
-            for e in buffer.all_episodes()
-            for c, a in zip(e.observations[:-1].reshape(len(e), -1).argmax(axis=1), e.actions)
-        }
+        tried = tried_pairs(list(buffer.all_episodes()))
         untried = [(int(c), a) for c in np.unique(cell_of) for a in range(2) if (int(c), a) not in tried]
         frame_of = {int(c): f for c, f in zip(cell_of, frames)}
         if untried:

@@ -13,7 +13,6 @@ python benchmarks/deepsea/diagnose_posterior.py --size 10 --episodes 60 --seed 0
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -21,18 +20,14 @@ import torch
 
 torch.set_num_threads(1)
 
-from common import cpu_seconds, machine_info, save_json  # noqa: E402
-from run_psdrl import build_model, load_settings  # noqa: E402
+from common import cpu_seconds, machine_info, save_json, tried_pairs  # noqa: E402
+from run_psdrl import build_model, load_settings, run_arguments  # noqa: E402
 
 import sb3_bayes.envs  # noqa: E402,F401  (registers DeepSea)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--episodes", type=int, required=True)
-    p.add_argument("--set", action="append", default=[], help="override, e.g. policy_kwargs.ridge=0.01")
+    p = run_arguments()
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -46,7 +41,7 @@ def main() -> None:
     episodes = list(buffer.all_episodes())
     # The observation is the one-hot cell, so its argmax names the cell; the replay order matches _replay_features'.
     cells = [episode.observations[:-1].reshape(len(episode), -1).argmax(axis=1) for episode in episodes]
-    tried = {(int(c), int(a)) for episode, cs in zip(episodes, cells) for c, a in zip(cs, episode.actions)}
+    tried = tried_pairs(episodes)
     ordered_cells = np.concatenate([cs for _, cs in sorted(zip([len(e) for e in episodes], cells), key=lambda x: x[0])])
     with torch.no_grad():
         parts = list(model._replay_features())

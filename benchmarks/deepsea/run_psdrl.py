@@ -73,6 +73,16 @@ def load_settings(size: int, overrides: list[str]) -> dict[str, Any]:
     return section
 
 
+def run_arguments() -> argparse.ArgumentParser:
+    """The arguments every PSDRL DeepSea script takes: size, seed, episode budget and YAML overrides."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--set", action="append", default=[], help="override, e.g. value_iterations=40 or policy_kwargs.ridge=1")
+    return p
+
+
 def build_model(size: int, seed: int, settings: dict[str, Any]) -> PSDRL:
     """PSDRL on a seeded ``DeepSea<size>-v0`` with the settings of :func:`load_settings`."""
     hp = {k: v for k, v in settings.items() if k not in ("n_timesteps", "policy")}
@@ -81,12 +91,8 @@ def build_model(size: int, seed: int, settings: dict[str, Any]) -> PSDRL:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--episodes", type=int, required=True)
+    p = run_arguments()
     p.add_argument("--after-success", type=int, default=50)
-    p.add_argument("--set", action="append", default=[], help="override, e.g. value_iterations=40")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 

@@ -414,13 +414,12 @@ class PSDRLPolicy(BasePolicy):
         actions = th.arange(n_actions, device=latent.device).repeat(batch)
         with planning_precision(self.device, PLANNING_DTYPES[self.inference_dtype]):
             action_one_hot = self.one_hot(actions)
-            step = self.transition.step(
-                latent.repeat_interleave(n_actions, 0), action_one_hot, hidden.repeat_interleave(n_actions, 0)
-            )
+            latents = latent.repeat_interleave(n_actions, 0)  # every state once per action
+            step = self.transition.step(latents, action_one_hot, hidden.repeat_interleave(n_actions, 0))
             projection = None if prior_projection is None else prior_projection.repeat_interleave(n_actions, 0)
             next_latent, reward = self.predict_sampled(self.bayesian_features(step.features, projection, action_one_hot))
             # The terminal model thresholds its prediction at 0.5 (it is regressed on the done flag).
-            terminal = self.terminal_prediction(latent.repeat_interleave(n_actions, 0), action_one_hot, next_latent)
+            terminal = self.terminal_prediction(latents, action_one_hot, next_latent)
             not_terminal = (terminal < 0.5).float()
         shape = (batch, n_actions)
         next_hidden = step.hidden.float().view(*shape, -1)

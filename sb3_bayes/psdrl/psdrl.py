@@ -29,6 +29,21 @@ class StartStates(NamedTuple):
     projections: th.Tensor | None  # [n, K]: the random-feature prior's projection of o_t (None without a prior)
     observation_keys: th.Tensor  # [n] int64: a content key of o_t (equal observations, equal keys)
 
+    def select(self, index: th.Tensor) -> "StartStates":
+        """The start states at ``index``."""
+        projections = None if self.projections is None else self.projections[index]
+        return StartStates(self.states[index], projections, self.observation_keys[index])
+
+    @staticmethod
+    def concatenate(parts: list["StartStates"]) -> "StartStates":
+        """The start states of ``parts``, one after the other."""
+        projections = [part.projections for part in parts if part.projections is not None]
+        return StartStates(
+            th.cat([part.states for part in parts]),
+            th.cat(projections) if projections else None,
+            th.cat([part.observation_keys for part in parts]),
+        )
+
 
 def distinct(ids: th.Tensor, weights: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """
@@ -400,12 +415,7 @@ class PSDRL(BaseAlgorithm):
             else:
                 for _ in chunks():
                     pass
-        projections = [part.projections for part in starts if part.projections is not None]
-        return StartStates(
-            th.cat([part.states for part in starts]),
-            th.cat(projections) if projections else None,
-            th.cat([part.observation_keys for part in starts]),
-        )
+        return StartStates.concatenate(starts)
 
     def _value_fit_states(self, start: StartStates) -> tuple[StartStates, th.Tensor | None]:
         """
@@ -425,9 +435,7 @@ class PSDRL(BaseAlgorithm):
             # Weighted sampling without replacement (Efraimidis and Spirakis, 2006): the largest u^(1 / w).
             keys = np.log(self._rng.random(n_states)) / weights.cpu().numpy()
             subset = np.argpartition(-keys, max_states - 1)[:max_states]
-        index = th.as_tensor(subset, device=self.device)
-        projections = None if start.projections is None else start.projections[index]
-        return StartStates(start.states[index], projections, start.observation_keys[index]), None
+        return start.select(th.as_tensor(subset, device=self.device)), None
 
     def _fit_value(self, start: StartStates) -> float:
         """
