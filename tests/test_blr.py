@@ -6,6 +6,7 @@ import torch as th
 
 from sb3_bayes.common.blr import (
     BayesianLinearRegression,
+    FixedFeatureGram,
     PerActionBayesianLinearRegression,
     cholesky_with_jitter,
     grouped_statistics,
@@ -36,6 +37,52 @@ def test_posterior_equals_numpy_closed_form() -> None:
     # Predictive variance of the mean prediction: s x^T A^-1 x.
     expected = 0.5 * np.einsum("nd,de,ne->n", xn[:5], covariance, xn[:5])
     np.testing.assert_allclose(blr.predictive_variance(x[:5]).numpy(), np.repeat(expected[:, None], 3, axis=1), rtol=1e-10)
+
+
+def test_fit_with_a_known_gram_block_equals_the_full_fit() -> None:
+    """The last f columns' Gram block given by the caller: the same posterior as accumulating it from the chunks."""
+    x, y = data(n=50, d=6, k=2, seed=3)
+    full = BayesianLinearRegression(6, 2, ridge=2.0, noise_precision=3.0)
+    full.fit([(x[:20], y[:20]), (x[20:], y[20:])])
+    known = BayesianLinearRegression(6, 2, ridge=2.0, noise_precision=3.0)
+    known.fit([(x[:20], y[:20]), (x[20:], y[20:])], fixed_gram=x[:, 2:].T @ x[:, 2:])
+    th.testing.assert_close(known.mean, full.mean, rtol=1e-12, atol=1e-12)
+    th.testing.assert_close(known.precision_cholesky, full.precision_cholesky, rtol=1e-12, atol=1e-12)
+    # The block is used, not recomputed: a different one changes the posterior's precision exactly there.
+    other = BayesianLinearRegression(6, 2, ridge=2.0, noise_precision=3.0)
+    other.fit([(x, y)], fixed_gram=2 * x[:, 2:].T @ x[:, 2:])
+    precision = other.precision_cholesky @ other.precision_cholesky.T
+    th.testing.assert_close(precision[2:, 2:], 3.0 * 2 * x[:, 2:].T @ x[:, 2:] + 2.0 * th.eye(4, dtype=th.float64))
+    with pytest.raises(ValueError, match="fixed_gram must be a square block"):
+        known.fit([(x, y)], fixed_gram=th.zeros(7, 7, dtype=th.float64))
+
+
+def test_fixed_feature_gram_follows_a_first_in_first_out_store() -> None:
+    """Items entering and leaving a FIFO store: the running block equals the fresh sum over the current items."""
+    generator = th.Generator().manual_seed(0)
+    items = [th.randn(int(n), 5, generator=generator, dtype=th.float64) for n in th.randint(1, 6, (12,), generator=generator)]
+    computed: list[int] = []
+
+    def features_of(item: th.Tensor) -> th.Tensor:
+        computed.append(id(item))
+        return item
+
+    running = FixedFeatureGram(5, features_of)
+    th.testing.assert_close(running.update([]), th.zeros(5, 5, dtype=th.float64))
+    for window in [(0, 3), (0, 5), (2, 6), (5, 9), (5, 9), (8, 12)]:
+        computed.clear()
+        store = items[window[0] : window[1]]
+        x = th.cat(store)
+        th.testing.assert_close(running.update(store), x.T @ x, rtol=1e-12, atol=1e-12)
+        assert list(running.included) == store
+    # The last steps touched only the items that came or went: (5, 9) again computes nothing.
+    assert len(computed) == (12 - 9) + (8 - 5)
+    # Not a continuation of the sum (a replaced store): computed afresh.
+    store = [items[1], items[4]]
+    x = th.cat(store)
+    th.testing.assert_close(running.update(store), x.T @ x, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"features_of must return \[n, 4\] features"):
+        FixedFeatureGram(4, features_of).update(store)
 
 
 @pytest.mark.parametrize("mode, power", [("thompson", 1), ("original", 2)])

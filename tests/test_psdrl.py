@@ -12,6 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
 from sb3_bayes import PSDRL
+from sb3_bayes.common.blr import BayesianLinearRegression
 from sb3_bayes.psdrl.psdrl import StartStates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -376,6 +377,35 @@ def test_replay_features_follow_each_episode_from_its_start(trained: PSDRL) -> N
         assert all(start.projections is None for *_, start in chunks)
     else:
         th.testing.assert_close(th.cat([start.projections for *_, start in chunks]), th.cat(projections))
+
+
+def test_prior_gram_kept_across_evictions_equals_a_fresh_fit() -> None:
+    """
+    The random-feature prior's Gram block is summed once per stored episode and its evicted episodes subtracted: after
+    many rounds with a small replay (evictions, a running episode) the posterior equals a fit from scratch.
+    """
+    kwargs = {**TINY, "policy_kwargs": {**TINY["policy_kwargs"], **PRIOR}}
+    model = PSDRL("MlpPolicy", "CartPole-v1", seed=0, buffer_size=60, **kwargs)
+    model.learn(300)
+    buffer = model.replay_buffer
+    assert buffer is not None and model._prior_gram is not None
+    assert model._episode_num > buffer.n_complete_episodes() and buffer.running[0].actions  # evicted, and one running
+    model._fit_posterior()
+    assert list(model._prior_gram.included) == list(buffer.episodes)
+    policy, posterior = model.policy, model.policy.posterior
+    reference = BayesianLinearRegression(
+        posterior.n_features, posterior.n_outputs, policy.ridge, policy.noise_precision, posterior.prior_scale
+    )
+    with th.no_grad():
+        reference.fit((features, targets) for features, targets, _ in model._replay_features())
+    th.testing.assert_close(policy.posterior.mean, reference.mean, rtol=1e-9, atol=1e-9)
+    th.testing.assert_close(policy.posterior.precision_cholesky, reference.precision_cholesky, rtol=1e-9, atol=1e-9)
+    # Loading new prior weights into the policy (same replay) starts the block afresh instead of reusing a stale one.
+    with th.no_grad():
+        policy.prior_kernel.projection.mul_(1.5)
+        model._fit_posterior()
+        reference.fit((features, targets) for features, targets, _ in model._replay_features())
+    th.testing.assert_close(policy.posterior.precision_cholesky, reference.precision_cholesky, rtol=1e-9, atol=1e-9)
 
 
 def test_value_fit_on_a_bounded_subset_of_start_states() -> None:

@@ -17,15 +17,20 @@ The mathematics lives once, in module-level functions on tensors with any leadin
 (:func:`cholesky_with_jitter`, :func:`posterior_from_statistics`, :func:`thompson_sample`, :func:`predictive_variance`,
 and :func:`grouped_statistics` for per-group sufficient statistics); :class:`BayesianLinearRegression` (one regression,
 shared precision) and :class:`PerActionBayesianLinearRegression` (a batch of one regression per action) only hold the
-buffers and call them.
+buffers and call them. :class:`FixedFeatureGram` keeps the Gram block of feature columns that never change for a stored
+row (a fixed random-feature prior) up to date as a replay gains and drops episodes, so that a refit only computes the
+blocks that involve the learned features.
 """
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import torch as th
 from torch import nn
 
 SAMPLING_MODES = ("thompson", "original")
+Item = TypeVar("Item")
 
 
 def cholesky_with_jitter(matrix: th.Tensor, initial_jitter: float = 1e-8, max_tries: int = 8) -> th.Tensor:
@@ -156,6 +161,64 @@ def grouped_statistics(
     return gram, cross, counts
 
 
+class FixedFeatureGram(Generic[Item]):
+    """
+    ``X_f^T X_f`` of features that never change once a row is stored, kept up to date as a first-in-first-out store
+    gains and drops items (e.g. PSDRL's random-feature prior over each stored episode's observations and actions).
+
+    A refit of a Bayesian last layer needs the whole Gram matrix every round, but this block of it only changes by the
+    items that entered or left the store since the last call: each of them costs one ``n_item x f x f`` product, instead
+    of the whole store's ``n x f x f`` (at ``f = 2048`` and 20k rows, 170 GFLOP per round). The block is a float64
+    running sum, so it equals the fresh sum up to the order of summation.
+
+    Items are tracked by identity: :meth:`update` expects the store's items oldest first, and the store to drop only
+    from the front and add only at the back; anything else (a replaced store) starts the sum afresh.
+
+    :param n_features: ``f``.
+    :param features_of: The fixed features ``[n_item, f]`` of one item's rows.
+    """
+
+    def __init__(self, n_features: int, features_of: Callable[[Item], th.Tensor]) -> None:
+        self.n_features = n_features
+        self.features_of = features_of
+        self.included: deque[Item] = deque()
+        self.gram: th.Tensor | None = None
+
+    def contribution(self, items: Sequence[Item]) -> th.Tensor:
+        """``X^T X`` (float64, ``[f, f]``) of the items' fixed features, as one matrix product over all their rows."""
+        x = th.cat([self.features_of(item) for item in items]).to(th.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"features_of must return [n, {self.n_features}] features, got shape {tuple(x.shape)}.")
+        return x.T @ x
+
+    def update(self, items: Sequence[Item]) -> th.Tensor:
+        """
+        Bring the sum up to date with the store's current items and return it (``[f, f]``, float64; zeros for none).
+
+        :param items: The store's items, oldest first.
+        """
+        # The items the store dropped since the last call are the ones before its current first item.
+        first = items[0] if len(items) else None
+        dropped = []
+        while self.included and self.included[0] is not first:
+            dropped.append(self.included.popleft())
+        if dropped and self.included:
+            assert self.gram is not None
+            self.gram = self.gram - self.contribution(dropped)
+        kept = len(self.included)
+        if kept == 0 or kept > len(items) or any(a is not b for a, b in zip(self.included, items)):
+            # Nothing kept, or not a first-in-first-out continuation of what was summed: start afresh.
+            self.included, self.gram, kept = deque(), None, 0
+        added = list(items)[kept:]
+        if added:
+            block = self.contribution(added)
+            self.gram = block if self.gram is None else self.gram + block
+            self.included.extend(added)
+        if self.gram is None:
+            return th.zeros(self.n_features, self.n_features, dtype=th.float64)
+        return self.gram
+
+
 class BayesianLinearRegression(nn.Module):
     """
     Posterior over the weights of a linear map ``y = W^T x`` with ``W`` of shape ``[d, k]``.
@@ -201,20 +264,33 @@ class BayesianLinearRegression(nn.Module):
     def device(self) -> th.device:
         return self.mean.device
 
-    def fit(self, chunks: Iterable[tuple[th.Tensor, th.Tensor]]) -> None:
+    def fit(self, chunks: Iterable[tuple[th.Tensor, th.Tensor]], fixed_gram: th.Tensor | None = None) -> None:
         """
         Recompute the posterior from the prior and all data (the features change whenever the network below retrains).
 
         :param chunks: An iterable of ``(features [n_i, d], targets [n_i, k])`` pairs.
+        :param fixed_gram: ``X_f^T X_f`` (``[f, f]``) of the last ``f`` feature columns over all the rows of ``chunks``,
+            when the caller already knows it (columns that never change for a stored row, such as a fixed
+            random-feature prior: :class:`FixedFeatureGram` keeps it up to date). The chunks then only contribute the
+            ``d - f`` rows of the Gram matrix that involve the other columns, which saves ``n f^2`` of the ``n d^2``
+            multiply-adds. The result is the full fit's, up to the order of float64 summation.
         """
-        gram = th.zeros(self.n_features, self.n_features, dtype=th.float64, device=self.device)
-        cross = th.zeros(self.n_features, self.n_outputs, dtype=th.float64, device=self.device)
+        d = self.n_features
+        n_fixed = 0 if fixed_gram is None else fixed_gram.shape[-1]
+        if fixed_gram is not None and (fixed_gram.shape != (n_fixed, n_fixed) or not 0 < n_fixed <= d):
+            raise ValueError(f"fixed_gram must be a square block of at most {d} columns, got shape {tuple(fixed_gram.shape)}.")
+        learned = d - n_fixed
+        gram = th.zeros(d, d, dtype=th.float64, device=self.device)
+        cross = th.zeros(d, self.n_outputs, dtype=th.float64, device=self.device)
         n = 0
         for features, targets in chunks:
             x = features.to(self.device, th.float64)
-            gram += x.T @ x
+            gram[:learned] += x[:, :learned].T @ x
             cross += x.T @ targets.to(self.device, th.float64)
             n += x.shape[0]
+        if fixed_gram is not None:
+            gram[learned:, :learned] = gram[:learned, learned:].T
+            gram[learned:, learned:] = fixed_gram.to(self.device, th.float64)
         self._set_posterior(gram, cross, n)
 
     def _set_posterior(self, gram: th.Tensor, cross: th.Tensor, n: int) -> None:

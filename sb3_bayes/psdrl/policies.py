@@ -382,11 +382,21 @@ class PSDRLPolicy(BasePolicy):
         if self.prior_kernel is not None:
             if prior_projection is None:
                 raise ValueError("This policy has a random-feature prior: pass the observation's prior_projection.")
-            obs_dim = self.prior_kernel.input_dim - self.transition.n_actions
-            projection = prior_projection + self.prior_kernel.projection_of(action_one_hot, start=obs_dim)
-            prior = self.prior_kernel.features_from_projection(projection)
-            parts.append((self.prior_feature_scale * prior).to(features.dtype))
+            parts.append(self.prior_part(prior_projection, action_one_hot).to(features.dtype))
         return th.cat(parts, dim=-1)
+
+    def prior_part(self, prior_projection: th.Tensor, action_one_hot: th.Tensor) -> th.Tensor:
+        """
+        ``c psi([o, a])``, the random-feature prior's columns of :meth:`bayesian_features` (they depend on the
+        observation and action only, never on the trained networks).
+
+        :param prior_projection: :meth:`prior_projection` of the observations ``[..., K]``.
+        :param action_one_hot: ``[..., n_actions]``.
+        """
+        assert self.prior_kernel is not None
+        obs_dim = self.prior_kernel.input_dim - self.transition.n_actions
+        projection = prior_projection + self.prior_kernel.projection_of(action_one_hot, start=obs_dim)
+        return self.prior_feature_scale * self.prior_kernel.features_from_projection(projection)
 
     def predict_sampled(self, bayesian_features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``(z', r)`` under the current model sample, from :meth:`bayesian_features`."""

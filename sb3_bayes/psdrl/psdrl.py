@@ -11,7 +11,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_bayes.common.episode_buffer import EpisodeReplayBuffer
+from sb3_bayes.common.blr import FixedFeatureGram
+from sb3_bayes.common.episode_buffer import Episode, EpisodeReplayBuffer
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
 from sb3_bayes.common.utils import check_finite
 from sb3_bayes.psdrl.policies import CnnPolicy, MlpPolicy, PSDRLPolicy
@@ -196,6 +197,10 @@ class PSDRL(BaseAlgorithm):
         self.n_value_updates = 0
         self.replay_buffer: EpisodeReplayBuffer | None = None
         self._start_states: StartStates | None = None
+        # The random-feature prior's block of the posterior's Gram matrix over the replay's complete episodes, and the
+        # prior it was computed with (derived from the replay, which is not saved: rebuilt when needed).
+        self._prior_gram: FixedFeatureGram[Episode] | None = None
+        self._prior_gram_kernel: tuple[th.Tensor, ...] | None = None
         # Recurrent state of the environments inside `learn` (saved, so that training resumes exactly).
         self._last_hidden = th.zeros(0)
         if _init_setup_model:
@@ -395,6 +400,35 @@ class PSDRL(BaseAlgorithm):
             starts = th.cat([latents[:, :-1], stacked[:, :-1]], dim=-1)[valid]
             yield features, targets, StartStates(starts, start_projection, th.as_tensor(keys, device=self.device)[valid])
 
+    def _episode_prior_features(self, episode: Episode) -> th.Tensor:
+        """The random-feature prior's columns ``c psi([o_t, a_t])`` of an episode's transitions ``[T, K]``."""
+        policy = self.policy
+        processed = policy.preprocess(th.as_tensor(episode.observations[:-1], device=self.device))
+        projection = policy.prior_projection(processed)
+        assert projection is not None
+        return policy.prior_part(projection, policy.one_hot(th.as_tensor(episode.actions, device=self.device)))
+
+    def _fixed_prior_gram(self) -> th.Tensor | None:
+        """
+        ``Psi^T Psi`` of the random-feature prior's columns over every stored transition (None without a prior).
+
+        These columns depend on the observation and action only, so their block of the Gram matrix changes only by the
+        episodes that entered or left the replay: complete episodes are summed once (:class:`FixedFeatureGram`),
+        running ones at every call. At ``K = 2048`` and 20k transitions this is 170 of the round's 180 GFLOP.
+        """
+        policy, buffer = self.policy, self.replay_buffer
+        if policy.prior_kernel is None:
+            return None
+        assert buffer is not None
+        kernel = (policy.prior_kernel.projection, policy.prior_kernel.phase, th.tensor(policy.prior_feature_scale))
+        stale = self._prior_gram_kernel is None or not all(th.equal(a, b) for a, b in zip(kernel, self._prior_gram_kernel))
+        if self._prior_gram is None or stale:
+            self._prior_gram = FixedFeatureGram(policy.prior_features, self._episode_prior_features)
+            self._prior_gram_kernel = tuple(part.clone() for part in kernel)
+        gram = self._prior_gram.update(buffer.episodes).to(self.device)
+        running = list(buffer.all_episodes())[len(buffer.episodes) :]
+        return gram + self._prior_gram.contribution(running).to(self.device) if running else gram
+
     def _fit_posterior(self, refit: bool = True) -> StartStates:
         """
         Recompute the Bayesian linear regression of the last layer on the whole buffer (the features changed with
@@ -411,7 +445,7 @@ class PSDRL(BaseAlgorithm):
 
         with th.no_grad():
             if refit:
-                self.policy.posterior.fit(chunks())
+                self.policy.posterior.fit(chunks(), fixed_gram=self._fixed_prior_gram())
             else:
                 for _ in chunks():
                     pass
@@ -615,6 +649,6 @@ class PSDRL(BaseAlgorithm):
         return state_dicts, ["_last_hidden"]
 
     def _excluded_save_params(self) -> list[str]:
-        # The start states are recomputed from the replay when needed (the replay is not part of the model file); the
-        # replay-sampling generator is saved with its state.
-        return [*super()._excluded_save_params(), "_start_states"]
+        # The start states and the prior's Gram block are recomputed from the replay when needed (the replay is not part
+        # of the model file); the replay-sampling generator is saved with its state.
+        return [*super()._excluded_save_params(), "_start_states", "_prior_gram", "_prior_gram_kernel"]
