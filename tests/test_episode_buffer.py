@@ -97,3 +97,29 @@ def test_observation_keys_and_distinct_observations() -> None:
     np.testing.assert_allclose(np.bincount(drawn.astype(int), minlength=6) / 3000, np.full(6, 1 / 3), atol=0.04)
     with pytest.raises(ValueError, match="empty"):
         EpisodeReplayBuffer((2,), np.float32, capacity=10).sample_distinct_observations(1, rng)
+
+
+def test_running_episode_keys_are_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running episode read at every round hashes only its new observations, and keeps its keys when it closes."""
+    from sb3_bayes.common import episode_buffer
+
+    hashed: list[int] = []
+    original = episode_buffer.observation_keys
+
+    def counting(observations: np.ndarray) -> np.ndarray:
+        hashed.append(len(observations))
+        return original(observations)
+
+    monkeypatch.setattr(episode_buffer, "observation_keys", counting)
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=100)
+    for t in range(6):
+        obs = np.full((1, 2), t, dtype=np.float32)
+        done = np.array([t == 5])
+        buffer.add(obs, np.array([0]), np.array([0.0]), obs + 1, done, done)
+        if t in (1, 2, 4):
+            (running,) = buffer.all_episodes()
+            np.testing.assert_array_equal(running.observation_keys(), original(running.observations))
+    (complete,) = buffer.all_episodes()
+    np.testing.assert_array_equal(complete.observation_keys(), original(complete.observations))
+    # o_0 ... o_2 at t = 1, then o_3, then o_4 and o_5, then o_6 at the close: each of the 7 once.
+    assert hashed == [3, 1, 2, 1]

@@ -379,6 +379,22 @@ def test_replay_features_follow_each_episode_from_its_start(trained: PSDRL) -> N
         th.testing.assert_close(th.cat([start.projections for *_, start in chunks]), th.cat(projections))
 
 
+def test_start_states_without_a_refit(trained: PSDRL) -> None:
+    """``_fit_posterior(refit=False)`` (after loading) gives the refit's start states and leaves the posterior as it is."""
+    posterior = {name: value.clone() for name, value in trained.policy.posterior.state_dict().items()}
+    with th.no_grad():
+        only = trained._fit_posterior(refit=False)
+        chunks = [start for *_, start in trained._replay_features()]
+    expected = StartStates.concatenate(chunks)
+    th.testing.assert_close(only.states, expected.states)
+    th.testing.assert_close(only.observation_keys, expected.observation_keys)
+    assert (only.projections is None) == (expected.projections is None)
+    if expected.projections is not None:
+        th.testing.assert_close(only.projections, expected.projections)
+    for name, value in trained.policy.posterior.state_dict().items():
+        assert th.equal(value, posterior[name])
+
+
 def test_prior_gram_kept_across_evictions_equals_a_fresh_fit() -> None:
     """
     The random-feature prior's Gram block is summed once per stored episode and its evicted episodes subtracted: after

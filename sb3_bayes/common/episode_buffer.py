@@ -54,6 +54,19 @@ class _RunningEpisode:
     observations: list[np.ndarray] = field(default_factory=list)
     actions: list[int] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    # Content keys of the first observations, extended on demand: a long running episode (a 27k-step Atari game) is
+    # read at every training round, and only its new observations need hashing.
+    _keys: list[np.ndarray] = field(default_factory=list)
+    _n_keyed: int = 0
+
+    def observation_keys(self) -> np.ndarray:
+        """``[T + 1]`` content keys of the observations so far (:func:`observation_keys`), each computed once."""
+        if self._n_keyed < len(self.observations):
+            self._keys.append(observation_keys(np.stack(self.observations[self._n_keyed :])))
+            self._n_keyed = len(self.observations)
+        if len(self._keys) > 1:
+            self._keys = [np.concatenate(self._keys)]
+        return self._keys[0]
 
 
 class SequenceBatch(NamedTuple):
@@ -145,6 +158,7 @@ class EpisodeReplayBuffer:
             np.asarray(running.actions, dtype=np.int64),
             np.asarray(running.rewards, dtype=np.float32),
             terminated,
+            running.observation_keys() if running._n_keyed else None,  # keys read while it ran are kept
         )
         self.running[env_index] = _RunningEpisode()
         self.episodes.append(episode)
@@ -162,6 +176,7 @@ class EpisodeReplayBuffer:
                     np.asarray(running.actions, dtype=np.int64),
                     np.asarray(running.rewards, dtype=np.float32),
                     False,
+                    running.observation_keys(),
                 )
 
     def sample_distinct_observations(self, n: int, rng: np.random.Generator) -> np.ndarray:

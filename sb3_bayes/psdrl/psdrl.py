@@ -46,6 +46,16 @@ class StartStates(NamedTuple):
         )
 
 
+class ReplayChunk(NamedTuple):
+    """The recurrent pass over some of the replay's transitions (``m`` of them, in the order of their episodes)."""
+
+    next_hidden: th.Tensor  # [m, gru]: h_{t+1} = GRU([z_t, a_t], h_t)
+    next_latent: th.Tensor  # [m, latent]: z_{t+1}, the encoded next observation
+    action_one_hot: th.Tensor  # [m, n_actions]
+    reward: th.Tensor  # [m]: the stored reward
+    start_states: StartStates  # [z_t, h_t], the prior's projection of o_t and its content key
+
+
 def distinct(ids: th.Tensor, weights: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """
     Distinct values of a flat id tensor.
@@ -343,14 +353,13 @@ class PSDRL(BaseAlgorithm):
         check_finite(terminal_mean, "The PSDRL terminal model loss", "lower learning_rate")
         return float(transition_mean), float(terminal_mean)
 
-    def _replay_features(self, chunk_transitions: int = 8192) -> Iterator[tuple[th.Tensor, th.Tensor, StartStates]]:
+    def _replay_chunks(self, chunk_transitions: int = 8192) -> Iterator[ReplayChunk]:
         """
-        Run the encoder and the recurrent model over every stored episode from its start (``h`` follows the data).
+        Run the encoder and the recurrent part of the transition model over every stored episode from its start
+        (``h`` follows the data), in chunks of episodes.
 
         :param chunk_transitions: Episodes are processed together up to about this many (padded) steps; the GRU runs
-            step by step over a chunk, the head once over all its steps.
-        :return: Chunks of ``(Bayesian features [m, d], targets [m, latent + 1], start states)``, with the start
-            state ``[z_t, h_t]`` before each transition, the prior's projection of ``o_t`` and its content key.
+            step by step over a chunk.
         """
         assert self.replay_buffer is not None
         policy = self.policy
@@ -394,11 +403,30 @@ class PSDRL(BaseAlgorithm):
                 hidden = policy.transition.recur(latents[:, t], one_hot[:, t], hidden)
                 hiddens.append(hidden)
             stacked = th.stack(hiddens, dim=1)  # h_0 ... h_T
-            features = policy.transition.features(stacked[:, 1:][valid], latents[:, :-1][valid], one_hot[valid])
-            features = policy.bayesian_features(features, start_projection, one_hot[valid])
-            targets = th.cat([latents[:, 1:], th.as_tensor(rewards, device=self.device)[..., None]], dim=-1)[valid]
             starts = th.cat([latents[:, :-1], stacked[:, :-1]], dim=-1)[valid]
-            yield features, targets, StartStates(starts, start_projection, th.as_tensor(keys, device=self.device)[valid])
+            yield ReplayChunk(
+                stacked[:, 1:][valid],
+                latents[:, 1:][valid],
+                one_hot[valid],
+                th.as_tensor(rewards, device=self.device)[valid],
+                StartStates(starts, start_projection, th.as_tensor(keys, device=self.device)[valid]),
+            )
+
+    def _replay_features(self, chunk_transitions: int = 8192) -> Iterator[tuple[th.Tensor, th.Tensor, StartStates]]:
+        """
+        The Bayesian last layer's regression data over every stored transition (:meth:`_replay_chunks`).
+
+        :param chunk_transitions: See :meth:`_replay_chunks`.
+        :return: Chunks of ``(Bayesian features [m, d], targets [m, latent + 1], start states)``, with the start
+            state ``[z_t, h_t]`` before each transition, the prior's projection of ``o_t`` and its content key.
+        """
+        policy = self.policy
+        for chunk in self._replay_chunks(chunk_transitions):
+            latents = chunk.start_states.states[:, : policy.transition.latent_dim]
+            features = policy.transition.features(chunk.next_hidden, latents, chunk.action_one_hot)
+            features = policy.bayesian_features(features, chunk.start_states.projections, chunk.action_one_hot)
+            targets = th.cat([chunk.next_latent, chunk.reward[:, None]], dim=-1)
+            yield features, targets, chunk.start_states
 
     def _episode_prior_features(self, episode: Episode) -> th.Tensor:
         """The random-feature prior's columns ``c psi([o_t, a_t])`` of an episode's transitions ``[T, K]``."""
@@ -446,9 +474,8 @@ class PSDRL(BaseAlgorithm):
         with th.no_grad():
             if refit:
                 self.policy.posterior.fit(chunks(), fixed_gram=self._fixed_prior_gram())
-            else:
-                for _ in chunks():
-                    pass
+            else:  # the start states only: no head, no Bayesian features
+                starts = [chunk.start_states for chunk in self._replay_chunks()]
         return StartStates.concatenate(starts)
 
     def _value_fit_states(self, start: StartStates) -> tuple[StartStates, th.Tensor | None]:
