@@ -1,0 +1,88 @@
+"""
+What the posterior refit of one PSDRL round costs on DeepSea with a random-feature prior of ``K`` features: a replay of
+random-play episodes, then the refit with the prior's Gram block kept per stored episode (as in training: the block is
+built once, then only the episodes that enter or leave the replay change it) against the refit that sums the whole
+Gram matrix over every transition, and the value fit on the new sample.
+
+python benchmarks/deepsea/round_cost.py --size 20 --episodes 1000 --features 512 2048 \
+    --out benchmarks/deepsea/results/round_cost_N20.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+from common import machine_info, save_json  # noqa: E402
+from run_psdrl import build_model, load_settings  # noqa: E402
+
+from sb3_bayes import PSDRL  # noqa: E402
+
+
+def fill_with_random_play(model: PSDRL, episodes: int, seed: int) -> int:
+    """Store ``episodes`` episodes of uniformly random moves in the model's replay; returns the transitions stored."""
+    model._setup_learn(1, None)
+    buffer, env, rng = model._ensure_replay_buffer(), model.env, np.random.default_rng(seed)
+    assert env is not None
+    obs, finished = env.reset(), 0
+    while finished < episodes:
+        actions = rng.integers(0, 2, size=1)
+        new_obs, rewards, dones, infos = env.step(actions)
+        next_obs = new_obs.copy()
+        if dones[0]:
+            next_obs[0] = infos[0]["terminal_observation"]
+        buffer.add(obs, actions, rewards, next_obs, dones, dones)
+        obs, finished = new_obs, finished + int(dones[0])
+    return buffer.n_transitions()
+
+
+def refit_summing_everything(model: PSDRL) -> None:
+    """The refit without the kept block: the whole Gram matrix from every transition's features."""
+    model.policy.posterior.fit((features, targets) for features, targets, _ in model._replay_features())
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, default=20)
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--features", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    rows = []
+    for n_features in args.features:
+        model = build_model(args.size, 0, load_settings(args.size, [f"policy_kwargs.prior_features={n_features}"]))
+        transitions = fill_with_random_play(model, args.episodes, seed=0)
+        with torch.no_grad():
+            building = seconds(model._fit_posterior)  # builds the prior's block over the whole replay
+            kept = seconds(model._fit_posterior)  # the block is up to date: what a round pays
+            full = seconds(functools.partial(refit_summing_everything, model))
+        model._start_states = model._fit_posterior()
+        value = seconds(model._resample_and_fit_value)
+        row = dict(
+            prior_features=n_features,
+            transitions=transitions,
+            refit_with_kept_prior_block_s=round(kept, 2),
+            refit_building_the_block_s=round(building, 2),
+            refit_summing_everything_s=round(full, 2),
+            resample_and_value_fit_s=round(value, 2),
+        )
+        print(row, flush=True)
+        rows.append(row)
+    save_json(args.out, dict(size=args.size, episodes=args.episodes, machine=machine_info(), torch_threads=1, rows=rows))
+
+
+if __name__ == "__main__":
+    main()
