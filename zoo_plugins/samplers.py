@@ -146,7 +146,7 @@ PSDRL_SEARCH_SPACE: dict[str, Any] = {
     "transition_prior_scale": (1e-5, 1e-1),
     "ridge": (1.0, 1000.0),
     "noise_precision": (1.0, 1000.0),
-    "prior_features": [0, 256, 512],
+    "prior_features": [0, 256, 512, 1024, 2048],
     "prior_feature_scale": (1.0, 100.0),
     "prior_lengthscale": (0.1, 2.0),
     "model_iterations": [1, 3, 5, 10],
