@@ -231,10 +231,10 @@ def test_psdrl_reaches_the_deep_sea_goal(section_name: str) -> None:
     """
     Seeded learning test on DeepSea 5 with the settings of ``hyperparams/psdrl.yml`` (random-feature prior), those
     of its DeepSea 5 section and those of its DeepSea 20 section (distinct state weighting, state-action terminal
-    model, gamma 0.9, prior features scaled by 20) with DeepSea 5's sequence length and round interval: uniformly random play reaches the goal with
-    probability 2^-5 per episode, 1.25 times in 40 episodes on average and 30 or more times with a probability below
-    1e-30. Measured (seed 0): 38 of the last 40 episodes with the DeepSea 5 settings, 40 with the
-    DeepSea 20 ones (40 also before their prior scale went from 10 to 20).
+    model, gamma 0.9, prior features scaled by 20) with DeepSea 5's sequence length and round interval: uniformly
+    random play reaches the goal with probability 2^-5 per episode, 1.25 times in 40 episodes on average and 30 or
+    more times with a probability below 1e-30. Measured (seed 0): 38 of the last 40 episodes with the DeepSea 5
+    settings, 40 with the DeepSea 20 ones (40 also before their prior scale went from 10 to 20).
     """
     th.set_num_threads(1)
     sections = yaml.load((REPO_ROOT / "hyperparams" / "psdrl.yml").read_text(), Loader=yaml.UnsafeLoader)
