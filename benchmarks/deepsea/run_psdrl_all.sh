@@ -6,7 +6,7 @@ set -e
 cd "$(dirname "$0")"
 PY=${PY:-python}
 SEEDS=${SEEDS:-0 1 2}
-budget() { case "$1" in 5) echo 200 ;; 10) echo 300 ;; 15) echo 500 ;; 30) echo 500 ;; *) echo 1000 ;; esac; }
+budget() { case "$1" in 5) echo 200 ;; 10) echo 300 ;; 15) echo 500 ;; 30) echo 300 ;; *) echo 1000 ;; esac; }
 for size in ${@:-5 10 15 20}; do
   for seed in $SEEDS; do
     out="results/psdrl_N${size}_s${seed}.json"
