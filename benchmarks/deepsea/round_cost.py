@@ -24,6 +24,7 @@ from common import machine_info, save_json  # noqa: E402
 from run_psdrl import build_model, load_settings  # noqa: E402
 
 from sb3_bayes import PSDRL  # noqa: E402
+from sb3_bayes.common.rollout import final_observations  # noqa: E402
 
 
 def fill_with_random_play(model: PSDRL, episodes: int, seed: int) -> int:
@@ -35,10 +36,8 @@ def fill_with_random_play(model: PSDRL, episodes: int, seed: int) -> int:
     while finished < episodes:
         actions = rng.integers(0, 2, size=1)
         new_obs, rewards, dones, infos = env.step(actions)
-        next_obs = new_obs.copy()
-        if dones[0]:
-            next_obs[0] = infos[0]["terminal_observation"]
-        buffer.add(obs, actions, rewards, next_obs, dones, dones)
+        next_obs, terminations = final_observations(new_obs, dones, infos)
+        buffer.add(obs, actions, rewards, next_obs, dones, terminations)
         obs, finished = new_obs, finished + int(dones[0])
     return buffer.n_transitions()
 

@@ -56,17 +56,14 @@ class _RunningEpisode:
     rewards: list[float] = field(default_factory=list)
     # Content keys of the first observations, extended on demand: a long running episode (a 27k-step Atari game) is
     # read at every training round, and only its new observations need hashing.
-    _keys: list[np.ndarray] = field(default_factory=list)
-    _n_keyed: int = 0
+    _keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def observation_keys(self) -> np.ndarray:
         """``[T + 1]`` content keys of the observations so far (:func:`observation_keys`), each computed once."""
-        if self._n_keyed < len(self.observations):
-            self._keys.append(observation_keys(np.stack(self.observations[self._n_keyed :])))
-            self._n_keyed = len(self.observations)
-        if len(self._keys) > 1:
-            self._keys = [np.concatenate(self._keys)]
-        return self._keys[0]
+        if len(self._keys) < len(self.observations):
+            new = observation_keys(np.stack(self.observations[len(self._keys) :]))
+            self._keys = np.concatenate([self._keys, new])
+        return self._keys
 
 
 class SequenceBatch(NamedTuple):
@@ -158,7 +155,7 @@ class EpisodeReplayBuffer:
             np.asarray(running.actions, dtype=np.int64),
             np.asarray(running.rewards, dtype=np.float32),
             terminated,
-            running.observation_keys() if running._n_keyed else None,  # keys read while it ran are kept
+            running.observation_keys() if len(running._keys) else None,  # keys read while it ran are kept
         )
         self.running[env_index] = _RunningEpisode()
         self.episodes.append(episode)
