@@ -1,9 +1,10 @@
 """Small helpers shared by the algorithms: input validation, finiteness checks, precision control."""
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space
@@ -24,6 +25,67 @@ def check_finite(value: th.Tensor, what: str, hint: str = "lower the learning ra
     """
     if not bool(th.isfinite(value).all()):
         raise ValueError(f"{what} is NaN or inf: {hint}.")
+
+
+def check_finite_data(value: Any, what: str, algo: str) -> None:
+    """
+    Raise a one-line ``ValueError`` when data from the environment (an observation, a reward) holds NaN or inf, as it
+    enters a buffer: a non-finite input is the environment's fault, not the optimiser's, and must never reach a loss.
+
+    :param value: Array (or tensor) to check.
+    :param what: What it is, for the message (``"reward"``, ``"observation"``).
+    :param algo: Algorithm name, for the message.
+    """
+    array = value.detach().cpu().numpy() if isinstance(value, th.Tensor) else np.asarray(value)
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        # Data arrive batched over the environments: name the ones that sent the bad value.
+        rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)) if array.ndim else np.zeros(0)
+        where = f" (env index {', '.join(map(str, rows))})" if len(rows) else ""
+        raise ValueError(
+            f"{algo}: the {what} from the environment is NaN or inf{where}: check the environment or its wrappers; "
+            "nothing was stored and the model is unchanged."
+        )
+
+
+def checked_step(
+    optimizer: th.optim.Optimizer,
+    loss: th.Tensor,
+    what: str,
+    max_grad_norm: float | None = None,
+    parameters: Iterable[th.Tensor] | None = None,
+) -> th.Tensor:
+    """
+    One optimiser update that never writes a non-finite value into the weights: ``zero_grad``, a finiteness check of
+    the loss, ``backward``, a finiteness check of the gradients' global norm, optional clipping, ``step``.
+
+    A NaN or inf raises a ``ValueError`` (pruned by rl-zoo3's Optuna objective) *before* ``optimizer.step()``, so the
+    weights and the optimiser's moments stay those of the last finite update and the model can still be saved.
+
+    :param optimizer: The optimiser of the network(s) the loss trains.
+    :param loss: Scalar loss.
+    :param what: Which loss, for the message (``"the PETS dynamics model loss"``).
+    :param max_grad_norm: Clip the gradients' global norm to this (None: no clipping).
+    :param parameters: The parameters whose gradients are checked and clipped (default: the optimiser's).
+    :return: The gradients' global norm before clipping.
+    """
+    optimizer.zero_grad()
+    check_finite(
+        loss.detach(), what[:1].upper() + what[1:], "lower the learning rate (the weights are those of the last finite update)"
+    )
+    loss.backward()
+    params = list(parameters) if parameters is not None else [p for group in optimizer.param_groups for p in group["params"]]
+    grads = [p.grad for p in params if p.grad is not None]
+    grad_norm = th.linalg.vector_norm(th.stack([th.linalg.vector_norm(g) for g in grads])) if grads else th.zeros(())
+    if not bool(th.isfinite(grad_norm)):
+        optimizer.zero_grad()
+        raise ValueError(
+            f"The gradient of {what} is NaN or inf: lower the learning rate or clip the gradients "
+            "(the weights are those of the last finite update)."
+        )
+    if max_grad_norm is not None:
+        th.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    return grad_norm
 
 
 def check_flat_box(space: spaces.Space, what: str, algo: str, finite: bool = False) -> spaces.Box:
