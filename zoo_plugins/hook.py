@@ -9,7 +9,7 @@ interpreter start-up, so this module is stdlib-only and does almost nothing unti
   wraps ``ExperimentManager`` so that our default YAML is used when no ``-conf`` is given.
 - If those modules are already imported, they are patched at once.
 - Idempotent (a ``.pth`` may run twice), never raises (a failure becomes one :class:`ZooPluginWarning` and rl-zoo3 keeps
-  working), and switched off by ``SB3_BAYES_ZOO_PLUGIN=0``.
+  working), and switched off by ``SB3_BAYES_ZOO_PLUGIN=0`` (which the ``.pth`` line tests before importing this module).
 
 Never import rl_zoo3 (or torch, sb3_bayes) at module level here: the finder fires while ``rl_zoo3/__init__`` is still
 executing.
@@ -17,47 +17,19 @@ executing.
 
 from __future__ import annotations
 
-import os
 import sys
+
+from zoo_plugins.failures import ENV_VAR, ZooPluginWarning, enabled, warn_failure
+
+__all__ = ["ENV_VAR", "TARGETS", "ZooPluginWarning", "enabled", "install", "patch_module", "uninstall", "warn_failure"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at start-up
     from typing import Any
 
-ENV_VAR = "SB3_BAYES_ZOO_PLUGIN"
 #: rl-zoo3 modules whose execution triggers a patch.
 TARGETS = ("rl_zoo3.utils", "rl_zoo3.hyperparams_opt", "rl_zoo3.exp_manager")
 _FINDER_MARK = "_sb3_bayes_zoo_finder"
-
-#: Messages already warned about (one warning per distinct failure).
-_warned: set[str] = set()
-
-
-class ZooPluginWarning(RuntimeWarning):
-    """The sb3-bayes rl-zoo3 plugin could not (fully) register itself; rl-zoo3 keeps working without it."""
-
-
-def enabled() -> bool:
-    """False when ``SB3_BAYES_ZOO_PLUGIN`` is set to 0/false/no/off."""
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in {"0", "false", "no", "off"}
-
-
-def warn_failure(what: str, exc: BaseException | str) -> None:
-    """Emit one :class:`ZooPluginWarning` per distinct failure; never raises."""
-    try:
-        import warnings
-
-        detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        message = (
-            f"sb3-bayes rl-zoo3 plugin: {what} failed ({detail}). rl-zoo3's own algorithms are unaffected; "
-            f"set {ENV_VAR}=0 to switch the plugin off."
-        )
-        if message in _warned:
-            return
-        _warned.add(message)
-        warnings.warn(message, ZooPluginWarning, stacklevel=3)
-    except Exception:  # pragma: no cover - warnings turned into errors by a filter, or worse
-        pass
 
 
 class _PatchingLoader:
@@ -122,6 +94,7 @@ def patch_module(fullname: str, module: Any) -> None:
     if not enabled():
         return
     try:
+        # Imported only once rl-zoo3 runs; patches never imports this module (no import circle).
         from zoo_plugins import patches
 
         patches.PATCHERS[fullname](module)

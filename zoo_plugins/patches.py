@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from zoo_plugins.hook import warn_failure
+from zoo_plugins.failures import warn_failure
 from zoo_plugins.registry import REGISTRY, find_yaml, resolve
 
 #: Attribute set on every wrapper we install, so a second install never wraps twice.
 WRAPPED_MARK = "__sb3_bayes_wrapped__"
-
-_local = threading.local()
 
 
 def _mark(wrapper: Callable, wrapped: Callable) -> Callable:
@@ -76,12 +73,25 @@ def merge_policy_kwargs(base: Any, sampled: dict[str, Any]) -> dict[str, Any]:
     return {**base, **sampled}
 
 
+#: Attributes set on the Optuna trial while rl-zoo3's objective runs (one trial object per trial, so thread-safe).
+BASE_POLICY_KWARGS_ATTR = "_sb3_bayes_base_policy_kwargs"
+SAMPLED_NAMES_ATTR = "_sb3_bayes_sampled_names"
+
+
 def _wrap_sampler(sampler: Callable) -> Callable:
+    # rl-zoo3's objective does ``kwargs.update(sampled)``, which replaces the YAML's policy_kwargs with the sampled ones
+    # and loses environment-specific entries (PETS's angle_dims, DVRL's encoder sizes): merge them instead. The sampler
+    # also notes the names it sampled, so that the objective can fail a trial whose *sampled* value is invalid.
     def sample(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
         hyperparams = sampler(trial, n_actions, n_envs, additional_args)
-        base = getattr(_local, "base_policy_kwargs", None)
+        base = getattr(trial, BASE_POLICY_KWARGS_ATTR, None)
         if base is not None and "policy_kwargs" in hyperparams:
             hyperparams = {**hyperparams, "policy_kwargs": merge_policy_kwargs(base, hyperparams["policy_kwargs"])}
+        names = set(hyperparams) | set(hyperparams.get("policy_kwargs") or {})
+        try:
+            setattr(trial, SAMPLED_NAMES_ATTR, names)
+        except AttributeError:  # pragma: no cover - a trial class with __slots__
+            pass
         return hyperparams
 
     return _mark(sample, sampler)
@@ -138,70 +148,61 @@ def _wrap_init(init: Callable) -> Callable:
 
 
 def _wrap_objective(objective: Callable) -> Callable:
+    # rl-zoo3 builds the model outside the try that prunes failed trials, so an invalid value makes the constructor's
+    # HyperparameterError end the whole study. A value the sampler chose fails that trial only (Optuna marks a NaN
+    # result as failed and goes on); an invalid value fixed in the YAML or -params still ends the study, since every
+    # trial would fail the same way.
     def objective_(self: Any, trial: Any) -> Any:
         if self.algo not in REGISTRY:
             return objective(self, trial)
-        previous = getattr(_local, "base_policy_kwargs", None)
-        _local.base_policy_kwargs = self._hyperparams.get("policy_kwargs")
+        from sb3_bayes.common.validation import HyperparameterError
+
+        setattr(trial, BASE_POLICY_KWARGS_ATTR, self._hyperparams.get("policy_kwargs"))
         try:
             return objective(self, trial)
-        finally:
-            _local.base_policy_kwargs = previous
+        except HyperparameterError as error:
+            if error.parameter not in getattr(trial, SAMPLED_NAMES_ATTR, set()):
+                raise
+            print(f"Trial {trial.number} failed: its sampled hyperparameters are invalid: {error}")
+            return float("nan")
 
     return _mark(objective_, objective)
 
 
-def _loads_trial(manager: Any) -> bool:
-    # ExperimentManager.read_hyperparameters tests ``trial_id`` for truth, so rl-zoo3 ignores ``--trial-id 0``; we do not
-    return manager.algo in REGISTRY and bool(manager.storage and manager.study_name) and manager.trial_id is not None
-
-
 def _wrap_read_hyperparameters(read: Callable) -> Callable:
+    # rl-zoo3 tests ``trial_id`` for truth, so it ignores ``--trial-id 0``, and its ``hyperparams.update(trial)`` replaces
+    # the YAML's policy_kwargs by the trial's. For our algorithms with a study and a trial id: read the YAML without
+    # the trial and -params, then apply the trial (its policy_kwargs merged onto the YAML's) and -params, in rl-zoo3's
+    # order.
     def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        if not _loads_trial(self):
+        if not (self.algo in REGISTRY and self.storage and self.study_name and self.trial_id is not None):
             return read(self)
-        stash: dict[str, Any] = {}
-        self.__dict__["_sb3_bayes_trial_stash"] = stash
+        trial_id, custom = self.trial_id, self.custom_hyperparams
+        self.trial_id, self.custom_hyperparams = None, None
         try:
-            hyperparams, saved_hyperparams = read(self)
-            if not self.trial_id:  # trial 0: rl-zoo3 skipped it; same order as rl-zoo3: YAML, trial, then -params
-                print("Loading from Optuna study...")
-                hyperparams.update(self.load_trial(self.storage, self.study_name, self.trial_id))
-                hyperparams.update(self.custom_hyperparams or {})
-                saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
+            hyperparams, _ = read(self)
         finally:
-            self.__dict__.pop("_sb3_bayes_trial_stash", None)
-        custom = self.custom_hyperparams or {}
-        if "policy_kwargs" in stash and "policy_kwargs" not in custom:
-            # The trial's policy_kwargs on top of the YAML's (a -params policy_kwargs replaces both, as in rl-zoo3)
-            hyperparams["policy_kwargs"] = merge_policy_kwargs(hyperparams.get("policy_kwargs"), stash["policy_kwargs"])
-            saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
-            print(f"policy_kwargs (YAML merged with the trial's): {hyperparams['policy_kwargs']}")
-        return hyperparams, saved_hyperparams
+            self.trial_id, self.custom_hyperparams = trial_id, custom
+        print("Loading from Optuna study...")
+        trial_params = dict(self.load_trial(self.storage, self.study_name, trial_id))
+        if "policy_kwargs" in trial_params and "policy_kwargs" not in (custom or {}):
+            yaml_policy_kwargs = hyperparams.get("policy_kwargs")
+            trial_params["policy_kwargs"] = merge_policy_kwargs(yaml_policy_kwargs, trial_params["policy_kwargs"])
+            print(f"policy_kwargs (YAML merged with the trial's): {trial_params['policy_kwargs']}")
+        hyperparams.update(trial_params)
+        hyperparams.update(custom or {})
+        return hyperparams, OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
 
     return _mark(read_hyperparameters, read)
 
 
-def _wrap_load_trial(load_trial: Callable) -> Callable:
-    def load_trial_(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        params = load_trial(self, *args, **kwargs)
-        stash = self.__dict__.get("_sb3_bayes_trial_stash")
-        if stash is not None and isinstance(params, dict) and "policy_kwargs" in params:
-            params = dict(params)
-            stash["policy_kwargs"] = params.pop("policy_kwargs")
-        return params
-
-    return _mark(load_trial_, load_trial)
-
-
 def patch_exp_manager(module: Any) -> None:
-    """Wrap ``ExperimentManager`` methods: default YAML, policy_kwargs merging while tuning and with ``--trial-id``."""
+    """Wrap ``ExperimentManager`` methods: default YAML, sampled values that fail a trial only, ``--trial-id``."""
     manager_cls = module.ExperimentManager
     for attribute, wrap in (
         ("__init__", _wrap_init),
         ("objective", _wrap_objective),
         ("read_hyperparameters", _wrap_read_hyperparameters),
-        ("load_trial", _wrap_load_trial),
     ):
         current = manager_cls.__dict__.get(attribute)
         if current is None or _is_ours(current):
