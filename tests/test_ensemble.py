@@ -15,6 +15,7 @@ from sb3_bayes.common.ensemble import (
     soft_clamp_log_variance,
 )
 from sb3_bayes.common.normalization import Standardizer
+from sb3_bayes.common.validation import HyperparameterTypeError, HyperparameterValueError
 
 
 def member_forward(model: GaussianEnsembleMLP, member: int, x: th.Tensor) -> th.Tensor:
@@ -95,6 +96,20 @@ def test_regularisers() -> None:
     assert model.logvar_bound_penalty().item() == pytest.approx(0.01 * (0.5 - (-10.0)))
     with pytest.raises(ValueError, match="weight decays"):
         model.weight_decay_penalty([0.1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, parameter",
+    [
+        (dict(ensemble_size=0), HyperparameterValueError, "ensemble_size"),
+        (dict(ensemble_size=2.0), HyperparameterTypeError, "ensemble_size"),
+        (dict(net_arch=[]), HyperparameterValueError, "net_arch"),
+        (dict(net_arch=[8, -1]), HyperparameterValueError, "net_arch"),
+    ],
+)
+def test_ensemble_arguments_are_checked(kwargs: dict, error: type, parameter: str) -> None:
+    with pytest.raises(error, match=rf"^GaussianEnsembleMLP: {parameter} must be"):
+        GaussianEnsembleMLP(3, 2, **kwargs)
 
 
 def test_logvar_bounds_receive_gradient() -> None:

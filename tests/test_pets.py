@@ -1,18 +1,30 @@
-"""PETS-specific behaviour: input validation, NaN handling, known rewards, bfloat16 planning, and learning."""
+"""PETS-specific behaviour: input validation, NaN handling, exact resume, known rewards, bfloat16 planning, learning."""
 
+import inspect
 import warnings
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from torch import nn
 
 from sb3_bayes import PETS
 from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, planning_precision
+from sb3_bayes.common.validation import HyperparameterError, HyperparameterTypeError, HyperparameterValueError
+from sb3_bayes.pets.policies import PETSPolicy
 
 TINY = dict(plan_horizon=3, popsize=8, num_elites=2, cem_iters=2, n_particles=5, n_epochs=1, policy_kwargs=dict(net_arch=[16]))
+
+
+def short_env(env: Any = "Pendulum-v1"):
+    """Pendulum cut to 20-step episodes: the first training round comes at step 20, planning right after."""
+    return make_vec_env(env, n_envs=1, seed=0, env_kwargs=dict(max_episode_steps=20) if isinstance(env, str) else None)
 
 
 class ImageEnv(gym.Env):
@@ -44,19 +56,138 @@ def test_unsupported_spaces_raise_value_error(env, message: str) -> None:
         PETS("MlpPolicy", env)
 
 
-def test_invalid_configuration_raises_value_error() -> None:
-    with pytest.raises(ValueError, match="Unknown propagation 'TS2'"):
-        PETS("MlpPolicy", "Pendulum-v1", propagation="TS2")
-    with pytest.raises(ValueError, match="multiple of ensemble_size=5"):
-        PETS("MlpPolicy", "Pendulum-v1", n_particles=7)
-    with pytest.raises(ValueError, match="Unknown model_type"):
-        PETS("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(model_type="X"))
-    with pytest.raises(ValueError, match="unit of train_freq"):
-        PETS("MlpPolicy", "Pendulum-v1", train_freq=(1, "epoch"))
-    with pytest.raises(ValueError, match="one value per affine layer"):
-        PETS("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8, 8], weight_decay=[1e-4, 1e-4]))
-    with pytest.raises(ValueError, match="Unknown planning_dtype"):
-        PETS("MlpPolicy", "Pendulum-v1", planning_dtype="float16")
+V, T = HyperparameterValueError, HyperparameterTypeError
+# (PETS arguments, exception, parameter the message must name). Every constructor argument and policy_kwargs entry,
+# with the relations between them; the planner settings fail here, at construction, not at the first plan.
+BAD_VALUES = [
+    (dict(learning_rate=0), V, "learning_rate"),
+    (dict(learning_rate=float("nan")), V, "learning_rate"),
+    (dict(learning_rate="1e-3"), T, "learning_rate"),
+    (dict(buffer_size=0), V, "buffer_size"),
+    (dict(buffer_size=1e6), T, "buffer_size"),
+    (dict(learning_starts=-1), V, "learning_starts"),
+    (dict(learning_starts=True), T, "learning_starts"),
+    (dict(batch_size=0), V, "batch_size"),
+    (dict(batch_size=32.0), T, "batch_size"),
+    (dict(n_epochs=0), V, "n_epochs"),
+    (dict(n_epochs="5"), T, "n_epochs"),
+    (dict(train_freq=0), V, "train_freq"),
+    (dict(train_freq=(1, "epoch")), V, "train_freq"),
+    (dict(train_freq=(0, "episode")), V, "train_freq"),
+    (dict(train_freq=(1, "episode", 2)), V, "train_freq"),
+    (dict(train_freq="1"), T, "train_freq"),
+    (dict(train_freq=[1.5, "step"]), T, "train_freq"),
+    (dict(planner="grid"), V, "planner"),
+    (dict(plan_horizon=0), V, "plan_horizon"),
+    (dict(plan_horizon=2.5), T, "plan_horizon"),
+    (dict(popsize=-3), V, "popsize"),
+    (dict(popsize="ten"), T, "popsize"),
+    (dict(num_elites=0), V, "num_elites"),
+    (dict(num_elites=2.0), T, "num_elites"),
+    (dict(num_elites=500), V, "num_elites"),  # more elites than candidates (popsize=400)
+    (dict(popsize=8, num_elites=10), V, "num_elites"),
+    (dict(cem_iters=0), V, "cem_iters"),
+    (dict(cem_iters=None), T, "cem_iters"),
+    (dict(cem_alpha=1.5), V, "cem_alpha"),
+    (dict(cem_alpha=1.0), V, "cem_alpha"),
+    (dict(cem_alpha=-0.1), V, "cem_alpha"),
+    (dict(cem_alpha="0.1"), T, "cem_alpha"),
+    (dict(cem_epsilon=-1e-3), V, "cem_epsilon"),
+    (dict(cem_epsilon=float("inf")), V, "cem_epsilon"),
+    (dict(n_particles=0), V, "n_particles"),
+    (dict(n_particles=True), T, "n_particles"),
+    (dict(n_particles=7), V, "n_particles"),  # TSinf splits the particles over 5 members
+    (dict(n_particles=6, propagation="TS1", policy_kwargs=dict(ensemble_size=4)), V, "n_particles"),
+    (dict(propagation="TS2"), V, "propagation"),
+    (dict(reward_fn="CartPole-v1"), V, "reward_fn"),
+    (dict(reward_fn=1), V, "reward_fn"),
+    (dict(planning_dtype="float16"), V, "planning_dtype"),
+    (dict(stats_window_size=0), V, "stats_window_size"),
+    (dict(stats_window_size=1.0), T, "stats_window_size"),
+    (dict(tensorboard_log=1), T, "tensorboard_log"),
+    (dict(verbose=-1), V, "verbose"),
+    (dict(verbose="1"), T, "verbose"),
+    (dict(seed=-1), V, "seed"),
+    (dict(seed=0.5), T, "seed"),
+    (dict(policy_kwargs="dict(net_arch=[64])"), T, "policy_kwargs"),
+    # One home for the planner settings: the PETS argument, never also a policy_kwargs entry (even an equal one).
+    (dict(policy_kwargs=dict(popsize=100)), V, "popsize"),
+    (dict(n_particles=10, policy_kwargs=dict(n_particles=10)), V, "n_particles"),
+    (dict(policy_kwargs=dict(reward_fn="Pendulum-v1")), V, "reward_fn"),
+    (dict(policy_kwargs=dict(planning_dtype="bfloat16")), V, "planning_dtype"),
+    # PETSPolicy's own policy_kwargs.
+    (dict(policy_kwargs=dict(model_type="X")), V, "model_type"),
+    (dict(policy_kwargs=dict(ensemble_size=0)), V, "ensemble_size"),
+    (dict(policy_kwargs=dict(ensemble_size=5.0)), T, "ensemble_size"),
+    (dict(policy_kwargs=dict(net_arch=[])), V, "net_arch"),
+    (dict(policy_kwargs=dict(net_arch=[64, 0])), V, "net_arch"),
+    (dict(policy_kwargs=dict(net_arch="64")), T, "net_arch"),
+    (dict(policy_kwargs=dict(net_arch=[64.0])), T, "net_arch"),
+    (dict(policy_kwargs=dict(activation_fn="relu")), T, "activation_fn"),
+    (dict(policy_kwargs=dict(activation_fn=nn.ReLU())), T, "activation_fn"),  # an instance, not the class
+    (dict(policy_kwargs=dict(weight_decay=-1e-4)), V, "weight_decay"),
+    (dict(policy_kwargs=dict(weight_decay=float("inf"))), V, "weight_decay"),
+    (dict(policy_kwargs=dict(weight_decay="5e-5")), T, "weight_decay"),
+    (dict(policy_kwargs=dict(net_arch=[8, 8], weight_decay=[1e-4, 1e-4])), V, "weight_decay"),  # 3 layers
+    (dict(policy_kwargs=dict(angle_dims=[3])), V, "angle_dims"),  # Pendulum has 3 observation dimensions
+    (dict(policy_kwargs=dict(angle_dims=[0.5])), T, "angle_dims"),
+    (dict(policy_kwargs=dict(angle_dims=0)), T, "angle_dims"),
+    (dict(policy_kwargs=dict(drop_input_dims=[-1])), V, "drop_input_dims"),
+    (dict(policy_kwargs=dict(drop_input_dims=[1], angle_dims=[1])), V, "drop_input_dims"),
+    (dict(policy_kwargs=dict(absolute_target_dims=[7])), V, "absolute_target_dims"),
+    (dict(policy_kwargs=dict(absolute_target_dims="0")), T, "absolute_target_dims"),
+    (dict(policy_kwargs=dict(optimizer_class="Adam")), T, "optimizer_class"),
+    (dict(policy_kwargs=dict(optimizer_class=nn.Linear)), T, "optimizer_class"),
+    (dict(policy_kwargs=dict(optimizer_kwargs=[("eps", 1e-8)])), T, "optimizer_kwargs"),
+    (dict(policy_kwargs=dict(optimizer_kwargs=dict(lr=0.1))), V, "optimizer_kwargs"),
+]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, parameter", BAD_VALUES, ids=[f"{parameter}-{i}" for i, (_, _, parameter) in enumerate(BAD_VALUES)]
+)
+def test_bad_hyperparameters_fail_at_construction(kwargs: dict, error: type[HyperparameterError], parameter: str) -> None:
+    with pytest.raises(error, match=names(parameter)) as excinfo:
+        PETS("MlpPolicy", "Pendulum-v1", **kwargs)
+    assert excinfo.value.parameter == parameter
+    assert "\n" not in str(excinfo.value)
+
+
+def test_random_shooting_ignores_num_elites_above_popsize() -> None:
+    model = PETS("MlpPolicy", "Pendulum-v1", planner="random", popsize=8, num_elites=40, policy_kwargs=dict(net_arch=[8]))
+    assert model.policy.make_trajectory_optimizer().popsize == 8
+
+
+def test_policy_checks_its_arguments_when_built_alone() -> None:
+    box = spaces.Box(-1.0, 1.0, (3,))
+    with pytest.raises(HyperparameterValueError, match=names("n_particles")) as excinfo:
+        PETSPolicy(box, spaces.Box(-1.0, 1.0, (1,)), lambda _: 1e-3, net_arch=[8], n_particles=7)
+    assert str(excinfo.value).startswith("PETSPolicy: ")
+    with pytest.raises(HyperparameterValueError, match=names("reward_fn")):
+        PETSPolicy(box, spaces.Box(-1.0, 1.0, (1,)), lambda _: 1e-3, net_arch=[8], reward_fn="auto")  # PETS resolves it
+    with pytest.raises(ValueError, match="needs finite action bounds"):
+        PETSPolicy(box, spaces.Box(-np.inf, np.inf, (1,)), lambda _: 1e-3, net_arch=[8])
+
+
+def test_planner_settings_have_one_home(tmp_path) -> None:
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", seed=0, **TINY)
+    settings = ["reward_fn", *model._planner_settings()]
+    # The policy plans with exactly the PETS arguments, which it gets by name; its own defaults (for a policy built
+    # alone) are the same as PETS's.
+    assert {name: getattr(model.policy, name) for name in settings} == {name: getattr(model, name) for name in settings}
+    pets, policy = inspect.signature(PETS).parameters, inspect.signature(PETSPolicy).parameters
+    assert {name: pets[name].default for name in settings} == {name: policy[name].default for name in settings}
+    # `load(path, **kwargs)` (rl-zoo3's --trained-agent) is checked, and what it changes reaches the planner.
+    model.learn(25)  # a training round and some planning: the saved warm starts have a horizon of 3
+    model.save(tmp_path / "pets.zip")
+    with pytest.raises(HyperparameterValueError, match=names("popsize")):
+        PETS.load(tmp_path / "pets.zip", popsize=-3)
+    with pytest.raises(HyperparameterValueError, match=names("num_elites")):
+        PETS.load(tmp_path / "pets.zip", popsize=1)  # below num_elites=2
+    loaded = PETS.load(tmp_path / "pets.zip", env=short_env(), plan_horizon=5, popsize=12)
+    assert (loaded.policy.plan_horizon, loaded.policy.popsize) == (5, 12)
+    loaded.learn(5, reset_num_timesteps=False)  # the warm start of the old horizon is replaced, not used
+    assert loaded._rollout_warm_start.shape == (1, 5, 1)
 
 
 def test_known_reward_resolution(tmp_path, monkeypatch) -> None:
@@ -73,13 +204,88 @@ def test_known_reward_resolution(tmp_path, monkeypatch) -> None:
     assert model.policy.dynamics.input_dim == 18 - 1 + 1 + 6
 
 
-def test_nan_loss_raises_value_error() -> None:
-    model = PETS("MlpPolicy", make_vec_env("Pendulum-v1", env_kwargs=dict(max_episode_steps=20)), reward_fn="auto", **TINY)
+def test_nan_in_stored_data_raises_before_the_step() -> None:
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", **TINY)
     model.learn(20)
     assert model.replay_buffer is not None
-    model.replay_buffer._observations[3, 0] = np.nan
-    with pytest.raises(ValueError, match="The PETS model loss is NaN or inf"):
+    model.replay_buffer._observations[3, 0] = np.nan  # behind the buffer's back: only the loss check can see it
+    before = model_tensors(model)
+    with pytest.raises(ValueError, match="The PETS dynamics model loss is NaN or inf"):
         model.train()
+    weights = {key: value for key, value in before.items() if "input_normalizer" not in key}  # refit on the NaN data
+    assert all(th.equal(value, model_tensors(model)[key]) for key, value in weights.items())
+
+
+class SnapshotAt(BaseCallback):
+    """
+    Takes ``model_tensors`` at one step: after the action was planned and the environment stepped, before the step's
+    data enter the buffer.
+
+    :param step: The step (``num_timesteps``).
+    :param tensors: Filled with the tensors.
+    """
+
+    def __init__(self, step: int, tensors: dict) -> None:
+        super().__init__()
+        self.step, self.tensors = step, tensors
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.step:
+            self.tensors.update(model_tensors(self.model))
+        return True
+
+
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_non_finite_environment_data_never_reaches_the_model(what: str, tmp_path) -> None:
+    # Step 30 is planned with a trained model (the first training round is at step 20).
+    env = short_env(lambda: NonFiniteAt(gym.make("Pendulum-v1", max_episode_steps=20), step=30, what=what))
+    model = PETS("MlpPolicy", env, seed=0, **TINY)
+    before: dict = {}
+    match = rf"PETS: the {what} from the environment is NaN or inf"
+    check_weights_survive(model, lambda: model.learn(60, callback=SnapshotAt(30, before)), match, before, tmp_path)
+    assert model.n_training_rounds == 1 and model.replay_buffer is not None and model.replay_buffer.size() == 29
+
+
+def test_non_finite_observation_is_never_planned_with() -> None:
+    model = PETS("MlpPolicy", "Pendulum-v1", reward_fn="auto", **TINY)
+    with pytest.raises(ValueError, match="PETS: the observation from the environment is NaN or inf"):
+        model.predict(np.array([1.0, np.nan, 0.0], dtype=np.float32))
+
+
+@pytest.mark.parametrize("bad", ["loss", "gradient"])
+def test_non_finite_loss_keeps_the_last_finite_weights(bad: str, monkeypatch, tmp_path) -> None:
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", seed=0, **TINY)
+    dynamics = model.policy.dynamics
+    loss_fn = dynamics.loss
+    calls, before = [0], {}
+
+    def loss_going_bad_at_third_call(inputs: th.Tensor, targets: th.Tensor, terminations: th.Tensor) -> th.Tensor:
+        # Calls 1 and 2: the round at step 20 (20 transitions, one minibatch) and the first minibatch of the round at
+        # step 40; the third, bad one comes after a finite update of the same round.
+        loss = loss_fn(inputs, targets, terminations)
+        calls[0] += 1
+        if calls[0] != 3:
+            return loss
+        before.update(model_tensors(model))
+        if bad == "loss":
+            return loss * float("nan")
+        # A finite value with a NaN gradient: d sqrt(x) / dx is infinite at 0, times the 0 that x is multiplied by.
+        return loss + th.sqrt(0.0 * dynamics.network.output_layer.weight.sum())
+
+    monkeypatch.setattr(dynamics, "loss", loss_going_bad_at_third_call)
+    match = "The PETS dynamics model loss is NaN or inf" if bad == "loss" else "gradient of the PETS dynamics model loss"
+    check_weights_survive(model, lambda: model.learn(60), match, before, tmp_path)
+    assert calls[0] == 3
+
+
+@pytest.mark.parametrize("train_freq", [(1, "episode"), 7])
+def test_exact_resume(train_freq: Any, tmp_path) -> None:
+    """Both halves plan and train; the split at step 30 falls mid-episode and, with train_freq=7, between two rounds."""
+
+    def make_model() -> PETS:
+        return PETS("MlpPolicy", short_env(), train_freq=train_freq, seed=0, **TINY)
+
+    check_exact_resume(make_model, 30, tmp_path)
 
 
 def test_training_lowers_the_model_error() -> None:
@@ -116,6 +322,7 @@ def test_bfloat16_planning_keeps_the_ranking_of_candidates() -> None:
     assert values["float32"].dtype == values["bfloat16"].dtype == th.float32
 
 
+@pytest.mark.slow
 def test_pets_learns_pendulum_within_four_episodes() -> None:
     """Seeded learning test: one random episode, then MPC; clearly better than random by the 3rd/4th episode."""
     th.set_num_threads(1)

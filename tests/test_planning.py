@@ -8,6 +8,7 @@ from torch import nn
 
 from sb3_bayes.common.propagation import ensemble_moments, moment_match, random_permutation_index
 from sb3_bayes.common.trajectory_optimizers import CEMOptimizer, RandomShootingOptimizer, truncated_standard_normal
+from sb3_bayes.common.validation import HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.envs.known_rewards import KnownModelSpec
 from sb3_bayes.pets.policies import DynamicsPrediction, PETSPolicy
 
@@ -78,6 +79,26 @@ def test_cem_warm_start_shift_and_validation() -> None:
     th.testing.assert_close(cem.initial_variance(1), th.full((1, 3, 1), 4.0 / 16))
     with pytest.raises(ValueError, match="num_elites"):
         CEMOptimizer(th.tensor([0.0]), th.tensor([1.0]), horizon=3, popsize=10, num_elites=11)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, parameter",
+    [
+        (dict(horizon=0), HyperparameterValueError, "horizon"),
+        (dict(popsize="ten"), HyperparameterTypeError, "popsize"),
+        (dict(num_elites=0), HyperparameterValueError, "num_elites"),
+        (dict(max_iters=0), HyperparameterValueError, "max_iters"),
+        (dict(alpha=1.0), HyperparameterValueError, "alpha"),
+        (dict(epsilon=-1.0), HyperparameterValueError, "epsilon"),
+    ],
+)
+def test_optimizer_arguments_are_checked(kwargs: dict, error: type, parameter: str) -> None:
+    arguments = {"horizon": 3, "popsize": 10, "num_elites": 2, **kwargs}
+    with pytest.raises(error, match=rf"^CEMOptimizer: {parameter} must be"):
+        CEMOptimizer(th.tensor([0.0]), th.tensor([1.0]), **arguments)  # type: ignore[arg-type]
+    if parameter in ("horizon", "popsize"):
+        with pytest.raises(error, match=rf"^RandomShootingOptimizer: {parameter} must be"):
+            RandomShootingOptimizer(th.tensor([0.0]), th.tensor([1.0]), arguments["horizon"], arguments["popsize"])
 
 
 def test_random_shooting_returns_best_candidate() -> None:

@@ -7,6 +7,8 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from sb3_bayes.common.validation import ParameterValidator
+
 _INPLACE_ACTIVATIONS: dict[type[nn.Module], Callable[[th.Tensor], th.Tensor]] = {
     nn.SiLU: lambda x: F.silu(x, inplace=True),
     nn.ReLU: lambda x: F.relu(x, inplace=True),
@@ -98,10 +100,9 @@ class GaussianEnsembleMLP(nn.Module):
         init_min_logvar: float = -10.0,
     ) -> None:
         super().__init__()
-        if ensemble_size < 1:
-            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}.")
-        if len(net_arch) == 0:
-            raise ValueError("net_arch must name at least one hidden layer, e.g. [200, 200, 200].")
+        check = ParameterValidator(type(self).__name__)
+        check.integer("ensemble_size", ensemble_size)
+        check.sizes("net_arch", net_arch, allow_empty=False)
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.ensemble_size = ensemble_size

@@ -11,29 +11,36 @@ Particles are the unit of propagation. With ``B`` members and ``P`` particles pe
 - ``TSinf``: trajectory sampling with each particle bound to one member for the whole horizon.
 """
 
+from typing import Any
+
 import torch as th
+
+from sb3_bayes.common.validation import ParameterValidator
 
 PROPAGATION_METHODS = ("E", "DS", "TS1", "TSinf", "MM")
 # Methods in which a particle is evaluated by the one member it is assigned to (as opposed to all members).
 TRAJECTORY_SAMPLING_METHODS = ("TS1", "TSinf")
 
 
-def check_propagation(method: str, n_particles: int, ensemble_size: int) -> None:
+def check_propagation(check: ParameterValidator, method: Any, n_particles: Any, ensemble_size: int | None = None) -> None:
     """
-    Validate a propagation configuration with a one-line error.
+    Check a propagation configuration with the caller's validator (so that the error names the caller's parameters).
 
-    :param method: One of ``PROPAGATION_METHODS``.
+    :param check: The validator of the algorithm or policy that takes these arguments.
+    :param method: ``propagation``, one of ``PROPAGATION_METHODS``.
     :param n_particles: Particles per candidate.
-    :param ensemble_size: Members of the ensemble.
+    :param ensemble_size: Members of the ensemble; None skips the relation that needs it (checked once it is known).
     """
-    if method not in PROPAGATION_METHODS:
-        raise ValueError(f"Unknown propagation '{method}': choose one of {', '.join(PROPAGATION_METHODS)}.")
-    if n_particles < 1:
-        raise ValueError(f"n_particles must be >= 1, got {n_particles}.")
-    if method in TRAJECTORY_SAMPLING_METHODS and n_particles % ensemble_size != 0:
-        raise ValueError(
-            f"{method} splits particles evenly over members: n_particles={n_particles} must be a multiple of "
-            f"ensemble_size={ensemble_size}."
+    check.choice("propagation", method, PROPAGATION_METHODS)
+    check.integer("n_particles", n_particles)
+    if ensemble_size is not None and method in TRAJECTORY_SAMPLING_METHODS:
+        # Trajectory sampling gives every member the same number of particles (one batched product per step).
+        check.relation(
+            "n_particles",
+            n_particles,
+            n_particles % ensemble_size == 0,
+            f"a multiple of the ensemble size ({ensemble_size}) with propagation={method!r}, which splits the "
+            "particles evenly over the members",
         )
 
 

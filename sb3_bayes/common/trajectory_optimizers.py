@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import torch as th
 
+from sb3_bayes.common.validation import ParameterValidator
+
 Objective = Callable[[th.Tensor], th.Tensor]
 
 
@@ -38,8 +40,9 @@ class TrajectoryOptimizer(ABC):
     """
 
     def __init__(self, lower_bound: th.Tensor, upper_bound: th.Tensor, horizon: int, popsize: int) -> None:
-        if horizon < 1 or popsize < 1:
-            raise ValueError(f"horizon and popsize must be >= 1, got horizon={horizon}, popsize={popsize}.")
+        check = ParameterValidator(type(self).__name__)
+        check.integer("horizon", horizon)
+        check.integer("popsize", popsize)
         self.lower_bound = lower_bound
         self.upper_bound = upper_bound
         self.horizon = horizon
@@ -100,10 +103,11 @@ class CEMOptimizer(TrajectoryOptimizer):
         epsilon: float = 1e-3,
     ) -> None:
         super().__init__(lower_bound, upper_bound, horizon, popsize)
-        if not 1 <= num_elites <= popsize:
-            raise ValueError(f"num_elites must be in [1, popsize={popsize}], got {num_elites}.")
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha}.")
+        check = ParameterValidator(type(self).__name__)
+        check.integer("num_elites", num_elites, maximum=popsize)
+        check.integer("max_iters", max_iters)
+        check.real("alpha", alpha, low=0.0, high=1.0, high_open=True)
+        check.non_negative("epsilon", epsilon)
         self.num_elites = num_elites
         self.max_iters = max_iters
         self.alpha = alpha

@@ -1,5 +1,6 @@
 """PETS: probabilistic ensembles with trajectory sampling (Chua, Calandra, McAllister and Levine, NeurIPS 2018)."""
 
+import os
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -10,16 +11,19 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq, TrainFrequencyUnit
 
+from sb3_bayes.common.bayesian_layers import check_type
 from sb3_bayes.common.buffers import TransitionStore
+from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
-from sb3_bayes.common.utils import check_finite, check_flat_box, get_env_id, get_env_kwargs
-from sb3_bayes.envs.known_rewards import get_known_spec
-from sb3_bayes.pets.policies import PLANNER_PARAMETERS, MlpPolicy, PETSPolicy
+from sb3_bayes.common.utils import check_finite, check_flat_box, checked_step, get_env_id, get_env_kwargs
+from sb3_bayes.common.validation import HyperparameterValueError, ParameterValidator
+from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, get_known_spec
+from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy, check_planner_settings
 
 SelfPETS = TypeVar("SelfPETS", bound="PETS")
 
 
-class PETS(BaseAlgorithm):
+class PETS(ExactResumeMixin, BaseAlgorithm):
     """
     Probabilistic Ensembles with Trajectory Sampling (PETS).
 
@@ -27,6 +31,10 @@ class PETS(BaseAlgorithm):
     model-predictive control: at every step a trajectory optimiser (CEM by default) searches action sequences whose
     returns are estimated by propagating particles through the ensemble, and the first action of the best sequence
     is executed. The first episode is random; afterwards the model is retrained on all data after every episode.
+
+    Every argument is checked when the model is built (and when ``load`` changes one). The reward model and the planner
+    settings (``planner`` to ``planning_dtype``) have one home, these arguments: PETS hands them to the policy by name,
+    and a ``policy_kwargs`` entry of the same name is an error.
 
     Paper: https://arxiv.org/abs/1805.12114
 
@@ -54,7 +62,8 @@ class PETS(BaseAlgorithm):
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over.
     :param tensorboard_log: The log location for tensorboard (if None, no logging).
-    :param policy_kwargs: Additional arguments passed to the policy (model type, ensemble size, network, ...).
+    :param policy_kwargs: Additional arguments passed to the policy (model type, ensemble size, network, ...), not the
+        planner settings above.
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
     :param seed: Seed for the pseudo random generators.
     :param device: Device on which the code should run.
@@ -93,6 +102,8 @@ class PETS(BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        # SB3 compares verbose while it makes and wraps the env, before `_setup_model` checks every argument.
+        ParameterValidator(type(self).__name__).integer("verbose", verbose, minimum=0)
         # Check the spaces before SB3 wraps the env, so that an unsupported one is reported as a ValueError first.
         env = maybe_make_env(env, verbose) if env is not None else None
         if env is not None:
@@ -124,15 +135,77 @@ class PETS(BaseAlgorithm):
         self.cem_epsilon = cem_epsilon
         self.n_particles = n_particles
         self.propagation = propagation
-        self.reward_fn = self._resolve_reward_fn(reward_fn)
+        self.reward_fn = reward_fn  # "auto" becomes the env id in `_setup_model`, once checked
         self.planning_dtype = planning_dtype
         # Number of completed training rounds; planning starts after the first one.
         self.n_training_rounds = 0
+        # Progress towards the next training round, kept across `learn` calls (and saved) so that a resumed run trains
+        # at the steps of an uninterrupted one.
+        self._steps_since_training = 0
+        self._episodes_since_training = 0
         self.replay_buffer: TransitionStore | None = None
         # Warm start of the planner inside `learn` (kept apart from the policy's own, used by `predict`).
         self._rollout_warm_start = th.zeros(0)
         if _init_setup_model:
             self._setup_model()
+
+    def _planner_settings(self) -> dict[str, Any]:
+        """The planner settings, by name: arguments of PETS (their only home), handed to the policy that plans."""
+        return dict(
+            planner=self.planner,
+            plan_horizon=self.plan_horizon,
+            popsize=self.popsize,
+            num_elites=self.num_elites,
+            cem_iters=self.cem_iters,
+            cem_alpha=self.cem_alpha,
+            cem_epsilon=self.cem_epsilon,
+            n_particles=self.n_particles,
+            propagation=self.propagation,
+            planning_dtype=self.planning_dtype,
+        )
+
+    def _check_hyperparameters(self) -> None:
+        """
+        Check every argument of PETS before anything is built (at construction and at ``load(path, **kwargs)``);
+        ``policy_kwargs`` entries are checked by the policy's constructor.
+        """
+        check = ParameterValidator(type(self).__name__)
+        check.learning_rate("learning_rate", self.learning_rate)
+        check.integer("buffer_size", self.buffer_size)
+        check.integer("learning_starts", self.learning_starts, minimum=0)
+        check.integer("batch_size", self.batch_size)
+        check.integer("n_epochs", self.n_epochs)
+        self.train_freq = self._checked_train_freq(check)
+        check.optional(check.choice, "reward_fn", self.reward_fn, ("auto", *KNOWN_MODEL_SPECS))
+        check_planner_settings(check, **self._planner_settings())
+        check.integer("stats_window_size", self._stats_window_size)
+        folder = self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike))
+        check_type(check, "tensorboard_log", self.tensorboard_log, folder, "a folder path or None")
+        check.integer("verbose", self.verbose, minimum=0)
+        check.optional(check.integer, "seed", self.seed, 0, 2**32 - 1)  # NumPy's seeds are 32-bit
+        check_type(check, "policy_kwargs", self.policy_kwargs, isinstance(self.policy_kwargs, dict), "a dict")
+        # The reward model and the planner settings are PETS arguments only: an entry in policy_kwargs would be a
+        # second, silently competing home.
+        own_settings = {"reward_fn": self.reward_fn, **self._planner_settings()}
+        conflicts = sorted(own_settings.keys() & self.policy_kwargs.keys())
+        if conflicts:
+            name = conflicts[0]
+            raise HyperparameterValueError(
+                f"{check.owner}: {name} is a PETS argument, not a policy_kwargs entry (got policy_kwargs {name}="
+                f"{self.policy_kwargs[name]!r} beside {name}={own_settings[name]!r}): set it once, as PETS({name}=...) "
+                "or a top-level YAML key.",
+                name,
+            )
+
+    def _checked_train_freq(self, check: ParameterValidator) -> TrainFreq:
+        """``train_freq`` as a ``TrainFreq``: an int counts steps, a pair is ``(frequency, "step" | "episode")``."""
+        train_freq = self.train_freq
+        allowed = "an integer >= 1 or a pair (frequency, 'step' | 'episode')"
+        if not isinstance(train_freq, (tuple, list)):  # YAML files give a list, Python users a tuple or a TrainFreq
+            return TrainFreq(check.integer("train_freq", train_freq), TrainFrequencyUnit.STEP)
+        units = [unit.value if isinstance(unit, TrainFrequencyUnit) else unit for unit in train_freq[1:]]
+        check.relation("train_freq", train_freq, len(train_freq) == 2 and units[0] in ("step", "episode"), allowed)
+        return TrainFreq(check.integer("train_freq", train_freq[0]), TrainFrequencyUnit(units[0]))
 
     def _resolve_reward_fn(self, reward_fn: str | None) -> str | None:
         """Turn ``"auto"`` into the env id and check that a known model matches the environment."""
@@ -154,14 +227,18 @@ class PETS(BaseAlgorithm):
         return reward_fn
 
     def _setup_model(self) -> None:
+        self._check_hyperparameters()
+        self.reward_fn = self._resolve_reward_fn(self.reward_fn)
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self._check_spaces(self.observation_space, self.action_space)
-        self._convert_train_freq()
-        policy_kwargs = {name: getattr(self, name) for name in PLANNER_PARAMETERS}
-        policy_kwargs.update(self.policy_kwargs)
         self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **policy_kwargs  # type: ignore[arg-type]
+            self.observation_space,
+            self.action_space,
+            self.lr_schedule,
+            reward_fn=self.reward_fn,
+            **self._planner_settings(),
+            **self.policy_kwargs,  # type: ignore[arg-type]
         )
         self.policy = self.policy.to(self.device)
 
@@ -170,24 +247,12 @@ class PETS(BaseAlgorithm):
         check_flat_box(observation_space, "observation", "PETS")
         check_flat_box(action_space, "action", "PETS", finite=True)
 
-    def _convert_train_freq(self) -> None:
-        """Normalise ``train_freq`` to a ``TrainFreq`` (an int counts steps)."""
-        if isinstance(self.train_freq, TrainFreq):
-            return
-        # YAML files give a list, Python users a tuple, both ``(frequency, unit)``; a bare int counts steps.
-        train_freq = tuple(self.train_freq) if isinstance(self.train_freq, (tuple, list)) else (self.train_freq, "step")
-        try:
-            unit = TrainFrequencyUnit(train_freq[1])
-        except ValueError as e:
-            raise ValueError(f"The unit of train_freq must be 'step' or 'episode', got '{train_freq[1]}'.") from e
-        if not isinstance(train_freq[0], int) or train_freq[0] < 1:
-            raise ValueError(f"The frequency of train_freq must be a positive integer, got {train_freq[0]}.")
-        self.train_freq = TrainFreq(train_freq[0], unit)
-
     def _ensure_replay_buffer(self) -> TransitionStore:
         if self.replay_buffer is None:
             assert isinstance(self.observation_space, spaces.Box) and isinstance(self.action_space, spaces.Box)
-            self.replay_buffer = TransitionStore(self.observation_space.shape, self.action_space.shape[0], self.buffer_size)
+            self.replay_buffer = TransitionStore(
+                self.observation_space.shape, self.action_space.shape[0], self.buffer_size, algo=type(self).__name__
+            )
         return self.replay_buffer
 
     def train(self) -> None:
@@ -229,11 +294,9 @@ class PETS(BaseAlgorithm):
                     + dynamics.network.weight_decay_penalty(self.policy.weight_decay)
                     + dynamics.network.logvar_bound_penalty()
                 )
-                self.policy.optimizer.zero_grad()
-                regularised.backward()
-                self.policy.optimizer.step()
+                # Raises before the step on a NaN/inf loss or gradient: the weights stay those of the last finite one.
+                checked_step(self.policy.optimizer, regularised, "the PETS dynamics model loss")
                 epoch_loss = epoch_loss + loss.detach() * index.shape[1]
-            check_finite(epoch_loss, "The PETS model loss", "lower learning_rate or raise weight_decay")
             losses.append(epoch_loss.item() / n)
         self.policy.set_training_mode(False)
         self.n_training_rounds += 1
@@ -255,7 +318,6 @@ class PETS(BaseAlgorithm):
         if self.num_timesteps < self.learning_starts or self.n_training_rounds == 0:
             return np.stack([self.action_space.sample() for _ in range(n_envs)])
         obs_tensor = th.as_tensor(obs, device=self.device, dtype=th.float32)
-        check_finite(obs_tensor, "The observation given to PETS", "check the environment")
         actions, self._rollout_warm_start = self.policy.plan(obs_tensor, self._rollout_warm_start)
         assert isinstance(self.action_space, spaces.Box)
         return np.clip(actions.cpu().numpy(), self.action_space.low, self.action_space.high)
@@ -287,15 +349,16 @@ class PETS(BaseAlgorithm):
         assert self.env is not None and self._last_obs is not None
         assert isinstance(self.train_freq, TrainFreq)
         buffer = self._ensure_replay_buffer()
-        steps_since_training = 0
-        episodes_since_training = 0
+        if reset_num_timesteps:
+            self._steps_since_training = 0
+            self._episodes_since_training = 0
         continue_training = True
         while continue_training and self.num_timesteps < total_timesteps:
             obs = np.asarray(self._last_obs)
             actions = self._sample_actions(obs)
             new_obs, rewards, dones, infos = self.env.step(actions)
             self.num_timesteps += self.n_envs
-            steps_since_training += 1
+            self._steps_since_training += 1
             callback.update_locals(locals())
             continue_training = callback.on_step()
             self._update_info_buffer(infos, dones)
@@ -304,18 +367,18 @@ class PETS(BaseAlgorithm):
             self._last_obs = new_obs  # type: ignore[assignment]
             if dones.any():
                 self._episode_num += int(dones.sum())
-                episodes_since_training += int(dones.sum())
+                self._episodes_since_training += int(dones.sum())
                 self._rollout_warm_start = self.policy.reset_warm_start(self._rollout_warm_start, dones)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             due = (
-                episodes_since_training >= self.train_freq.frequency
+                self._episodes_since_training >= self.train_freq.frequency
                 if self.train_freq.unit == TrainFrequencyUnit.EPISODE
-                else steps_since_training >= self.train_freq.frequency
+                else self._steps_since_training >= self.train_freq.frequency
             )
             if continue_training and due and self.num_timesteps >= self.learning_starts:
                 self.train()
-                steps_since_training = 0
-                episodes_since_training = 0
+                self._steps_since_training = 0
+                self._episodes_since_training = 0
                 if log_interval > 0 and self.n_training_rounds % log_interval == 0:
                     dump_rollout_logs(self)
         callback.on_training_end()

@@ -12,6 +12,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_bayes.common.bayesian_layers import check_optional_dict, check_subclass, check_type
 from sb3_bayes.common.ensemble import GaussianEnsembleMLP, gaussian_nll_per_member, mse_per_member
 from sb3_bayes.common.normalization import Standardizer
 from sb3_bayes.common.propagation import (
@@ -24,27 +25,113 @@ from sb3_bayes.common.propagation import (
     sample_gaussian,
 )
 from sb3_bayes.common.trajectory_optimizers import CEMOptimizer, RandomShootingOptimizer, TrajectoryOptimizer
-from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, planning_precision
-from sb3_bayes.envs.known_rewards import KnownModelSpec, get_known_spec
+from sb3_bayes.common.utils import (
+    PLANNING_DTYPES,
+    bfloat16_matmul_is_fast,
+    check_finite_data,
+    check_flat_box,
+    planning_precision,
+)
+from sb3_bayes.common.validation import ParameterValidator
+from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, KnownModelSpec, get_known_spec
 
 MODEL_TYPES = ("D", "P", "DE", "PE")
-# Policy arguments that PETS exposes as its own constructor arguments (the planner and the reward model).
-PLANNER_PARAMETERS = (
-    "reward_fn",
-    "planner",
-    "plan_horizon",
-    "popsize",
-    "num_elites",
-    "cem_iters",
-    "cem_alpha",
-    "cem_epsilon",
-    "n_particles",
-    "propagation",
-    "planning_dtype",
-)
 PLANNERS = ("cem", "random")
 # Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
 INVALID_RETURN = -1e6
+
+
+def member_count(model_type: str, ensemble_size: int) -> int:
+    """
+    Members of the dynamics model: ``ensemble_size`` for the ensembles ``DE`` and ``PE``, 1 for ``D`` and ``P``.
+
+    :param model_type: One of ``MODEL_TYPES``.
+    :param ensemble_size: The ``ensemble_size`` argument.
+    :return: The number of members.
+    """
+    return ensemble_size if model_type.endswith("E") else 1
+
+
+def check_observation_dims(check: ParameterValidator, name: str, dims: Any, obs_dim: int) -> list[int]:
+    """
+    A list of observation dimensions (``angle_dims``, ``drop_input_dims``, ``absolute_target_dims``).
+
+    :param check: The validator of the class that takes the argument.
+    :param name: Parameter name.
+    :param dims: The value given.
+    :param obs_dim: Observation size.
+    :return: The dimensions as a list of ``int``.
+    """
+    allowed = f"a list of observation dimensions, integers from 0 to {obs_dim - 1}"
+    check_type(check, name, dims, isinstance(dims, Sequence) and not isinstance(dims, (str, bytes)), allowed)
+    indices = [check.integer(name, d, minimum=None) for d in dims]
+    check.relation(name, dims, all(0 <= d < obs_dim for d in indices), allowed)
+    return indices
+
+
+def check_input_dims(
+    check: ParameterValidator, obs_dim: int, angle_dims: Any, drop_input_dims: Any, absolute_target_dims: Any
+) -> tuple[list[int], list[int], list[int]]:
+    """
+    The observation dimensions that the dynamics model encodes as angles, drops from its input or predicts absolutely.
+
+    :param check: The validator of the class that takes the arguments.
+    :param obs_dim: Observation size.
+    :param angle_dims: Dimensions fed as ``(sin, cos)``.
+    :param drop_input_dims: Dimensions not fed to the model.
+    :param absolute_target_dims: Dimensions predicted absolutely.
+    :return: The three lists of ``int``.
+    """
+    angles = check_observation_dims(check, "angle_dims", angle_dims, obs_dim)
+    dropped = check_observation_dims(check, "drop_input_dims", drop_input_dims, obs_dim)
+    absolute = check_observation_dims(check, "absolute_target_dims", absolute_target_dims, obs_dim)
+    # A dimension in both lists would be fed as an angle although it was meant to be dropped.
+    check.relation("drop_input_dims", drop_input_dims, not set(angles) & set(dropped), f"disjoint from angle_dims ({angles})")
+    return angles, dropped, absolute
+
+
+def check_planner_settings(
+    check: ParameterValidator,
+    planner: Any,
+    plan_horizon: Any,
+    popsize: Any,
+    num_elites: Any,
+    cem_iters: Any,
+    cem_alpha: Any,
+    cem_epsilon: Any,
+    n_particles: Any,
+    propagation: Any,
+    planning_dtype: Any,
+    ensemble_size: int | None = None,
+) -> None:
+    """
+    The planner settings: PETS checks them as its arguments when it is built, then hands them to ``PETSPolicy`` by
+    name, which checks them again with the ensemble size it builds (they are its arguments when it is used alone).
+
+    :param check: The validator of the class that takes the arguments.
+    :param planner: ``"cem"`` or ``"random"``.
+    :param plan_horizon: Planning horizon.
+    :param popsize: Candidates per planner iteration.
+    :param num_elites: CEM elites, at most ``popsize`` with the CEM.
+    :param cem_iters: CEM iterations.
+    :param cem_alpha: CEM smoothing, in ``[0, 1)``.
+    :param cem_epsilon: CEM variance threshold, ``>= 0``.
+    :param n_particles: Particles per candidate.
+    :param propagation: One of ``PROPAGATION_METHODS``.
+    :param planning_dtype: One of ``PLANNING_DTYPES``.
+    :param ensemble_size: Members of the dynamics model; None skips the relation of ``n_particles`` to it.
+    """
+    check.choice("planner", planner, PLANNERS)
+    check.integer("plan_horizon", plan_horizon)
+    check.integer("popsize", popsize)
+    check.integer("num_elites", num_elites)
+    if planner == "cem":  # random shooting has no elites
+        check.relation("num_elites", num_elites, num_elites <= popsize, f"at most popsize ({popsize}) with planner='cem'")
+    check.integer("cem_iters", cem_iters)
+    check.real("cem_alpha", cem_alpha, low=0.0, high=1.0, high_open=True)
+    check.non_negative("cem_epsilon", cem_epsilon)
+    check_propagation(check, propagation, n_particles, ensemble_size)
+    check.choice("planning_dtype", planning_dtype, tuple(PLANNING_DTYPES))
 
 
 class DynamicsPrediction(NamedTuple):
@@ -96,13 +183,11 @@ class DynamicsEnsemble(nn.Module):
         learn_termination: bool = True,
     ) -> None:
         super().__init__()
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"Unknown model_type '{model_type}': choose one of {', '.join(MODEL_TYPES)}.")
-        for name, dims in (("angle_dims", angle_dims), ("drop_input_dims", drop_input_dims)):
-            if any(not 0 <= d < obs_dim for d in dims):
-                raise ValueError(f"{name}={list(dims)} must index the {obs_dim} observation dimensions.")
-        if any(not 0 <= d < obs_dim for d in absolute_target_dims):
-            raise ValueError(f"absolute_target_dims={list(absolute_target_dims)} must index the {obs_dim} observation dims.")
+        check = ParameterValidator(type(self).__name__)
+        check.choice("model_type", model_type, MODEL_TYPES)
+        angle_dims, drop_input_dims, absolute_target_dims = check_input_dims(
+            check, obs_dim, angle_dims, drop_input_dims, absolute_target_dims
+        )
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.model_type = model_type
@@ -120,7 +205,7 @@ class DynamicsEnsemble(nn.Module):
         self.network = GaussianEnsembleMLP(
             self.input_dim,
             self.output_dim,
-            ensemble_size=ensemble_size if model_type.endswith("E") else 1,
+            ensemble_size=member_count(model_type, ensemble_size),
             net_arch=net_arch,
             activation_fn=activation_fn,
             probabilistic=model_type.startswith("P"),
@@ -182,6 +267,10 @@ class DynamicsEnsemble(nn.Module):
 class PETSPolicy(BasePolicy):
     """
     Policy of PETS: the dynamics ensemble and a model-predictive controller that re-plans at every step.
+
+    Every argument is checked here, when the policy is built. The reward model and the planner settings (``reward_fn``
+    to ``planning_dtype``) are arguments of ``PETS``, which hands them to the policy by name: under ``PETS`` they are
+    not ``policy_kwargs`` entries. They are arguments here for a policy built or loaded on its own.
 
     :param observation_space: Observation space (flat ``Box``).
     :param action_space: Action space (``Box`` with finite bounds).
@@ -246,26 +335,44 @@ class PETSPolicy(BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
             squash_output=False,
         )
-        if planner not in PLANNERS:
-            raise ValueError(f"Unknown planner '{planner}': choose one of {', '.join(PLANNERS)}.")
-        if planning_dtype not in PLANNING_DTYPES:
-            raise ValueError(f"Unknown planning_dtype '{planning_dtype}': choose one of {', '.join(PLANNING_DTYPES)}.")
-        self.net_arch = list(net_arch) if net_arch is not None else [200, 200, 200]
-        self.model_type = model_type
-        self.ensemble_size = ensemble_size
-        self.activation_fn = activation_fn
+        check = ParameterValidator(type(self).__name__)
+        obs_dim = check_flat_box(observation_space, "observation", type(self).__name__).shape[0]
+        check_flat_box(action_space, "action", type(self).__name__, finite=True)
+        check.optional(check.choice, "reward_fn", reward_fn, tuple(KNOWN_MODEL_SPECS))
         self.reward_fn = reward_fn
         self.known_model: KnownModelSpec | None = get_known_spec(reward_fn) if reward_fn is not None else None
-        self.angle_dims = self._dims_or_known(angle_dims, "angle_dims")
-        self.drop_input_dims = self._dims_or_known(drop_input_dims, "drop_input_dims")
-        self.absolute_target_dims = self._dims_or_known(absolute_target_dims, "absolute_target_dims")
-        n_layers = len(self.net_arch) + 1
-        self.weight_decay = [float(weight_decay)] * n_layers if np.isscalar(weight_decay) else list(weight_decay)  # type: ignore[arg-type]
-        if len(self.weight_decay) != n_layers:
-            raise ValueError(
-                f"weight_decay needs one value per affine layer ({n_layers} for net_arch={self.net_arch}), "
-                f"got {len(self.weight_decay)}."
-            )
+        self.model_type = check.choice("model_type", model_type, MODEL_TYPES)
+        self.ensemble_size = check.integer("ensemble_size", ensemble_size)
+        self.net_arch = check.sizes("net_arch", [200, 200, 200] if net_arch is None else net_arch, allow_empty=False)
+        check_subclass(check, "activation_fn", activation_fn, nn.Module)
+        self.activation_fn = activation_fn
+        self.weight_decay = self._checked_weight_decay(check, weight_decay)
+        self.angle_dims, self.drop_input_dims, self.absolute_target_dims = check_input_dims(
+            check,
+            obs_dim,
+            self._dims_or_known(angle_dims, "angle_dims"),
+            self._dims_or_known(drop_input_dims, "drop_input_dims"),
+            self._dims_or_known(absolute_target_dims, "absolute_target_dims"),
+        )
+        check_planner_settings(
+            check,
+            planner=planner,
+            plan_horizon=plan_horizon,
+            popsize=popsize,
+            num_elites=num_elites,
+            cem_iters=cem_iters,
+            cem_alpha=cem_alpha,
+            cem_epsilon=cem_epsilon,
+            n_particles=n_particles,
+            propagation=propagation,
+            planning_dtype=planning_dtype,
+            ensemble_size=member_count(model_type, ensemble_size),
+        )
+        check_subclass(check, "optimizer_class", optimizer_class, th.optim.Optimizer)
+        check_optional_dict(check, "optimizer_kwargs", optimizer_kwargs)
+        # The policy passes lr itself (from learning_rate): a second one would fail deep inside the optimiser.
+        no_lr = "a dict without 'lr' (set learning_rate)"
+        check.relation("optimizer_kwargs", self.optimizer_kwargs, "lr" not in self.optimizer_kwargs, no_lr)
         self.planner = planner
         self.plan_horizon = plan_horizon
         self.popsize = popsize
@@ -279,9 +386,23 @@ class PETSPolicy(BasePolicy):
         self._planning_dtype_checked = False
         self._build(lr_schedule)
 
-    def _dims_or_known(self, dims: Sequence[int] | None, name: str) -> list[int]:
+    def _checked_weight_decay(self, check: ParameterValidator, weight_decay: Any) -> list[float]:
+        """``weight_decay`` as one coefficient >= 0 per affine layer (input to output)."""
+        n_layers = len(self.net_arch) + 1
+        if not isinstance(weight_decay, Sequence) or isinstance(weight_decay, str):
+            return [check.non_negative("weight_decay", weight_decay)] * n_layers
+        decays = [check.non_negative("weight_decay", decay) for decay in weight_decay]
+        check.relation(
+            "weight_decay",
+            weight_decay,
+            len(decays) == n_layers,
+            f"a number >= 0 or one value per affine layer ({n_layers} for net_arch={self.net_arch})",
+        )
+        return decays
+
+    def _dims_or_known(self, dims: Sequence[int] | None, name: str) -> Sequence[int]:
         if dims is not None:
-            return [int(d) for d in dims]
+            return dims
         return list(getattr(self.known_model, name)) if self.known_model is not None else []
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -301,7 +422,6 @@ class PETSPolicy(BasePolicy):
             learn_reward=self.known_model is None,
             learn_termination=self.known_model is None,
         )
-        check_propagation(self.propagation, self.n_particles, self.dynamics.ensemble_size)
         self.register_buffer("action_low", th.as_tensor(self.action_space.low, dtype=th.float32), persistent=False)
         self.register_buffer("action_high", th.as_tensor(self.action_space.high, dtype=th.float32), persistent=False)
         # Planner state: the previous solution of `predict`, shifted (the warm start of the next call).
@@ -336,7 +456,17 @@ class PETSPolicy(BasePolicy):
             drop_input_dims=self.drop_input_dims,
             absolute_target_dims=self.absolute_target_dims,
             lr_schedule=self._dummy_schedule,
-            **{name: getattr(self, name) for name in PLANNER_PARAMETERS},
+            reward_fn=self.reward_fn,
+            planner=self.planner,
+            plan_horizon=self.plan_horizon,
+            popsize=self.popsize,
+            num_elites=self.num_elites,
+            cem_iters=self.cem_iters,
+            cem_alpha=self.cem_alpha,
+            cem_epsilon=self.cem_epsilon,
+            n_particles=self.n_particles,
+            propagation=self.propagation,
+            planning_dtype=self.planning_dtype,
         )
         return data
 
@@ -446,16 +576,17 @@ class PETSPolicy(BasePolicy):
         One MPC step for a batch of environments: optimise action sequences, return the first actions.
 
         :param obs: Observations ``[n_envs, obs_dim]``.
-        :param warm_start: The previous solutions shifted by one step ``[n_envs, horizon, action_dim]``; None (or a
-            batch of another size) starts from the middle of the action bounds.
+        :param warm_start: The previous solutions shifted by one step ``[n_envs, horizon, action_dim]``; None (or one
+            of another batch size or horizon) starts from the middle of the action bounds.
         :return: ``(actions [n_envs, action_dim], next warm start [n_envs, horizon, action_dim])``.
         """
+        check_finite_data(obs, "observation", "PETS")
         if not self._planning_dtype_checked:
             self._check_planning_dtype()
             self._planning_dtype_checked = True
         optimizer = self.make_trajectory_optimizer()
         obs = obs.float()
-        if warm_start is None or warm_start.shape[0] != obs.shape[0]:
+        if warm_start is None or not self._fits(warm_start, obs.shape[0]):
             warm_start = optimizer.initial_solution(obs.shape[0])
 
         def objective(candidates: th.Tensor) -> th.Tensor:
@@ -465,6 +596,10 @@ class PETSPolicy(BasePolicy):
         with th.no_grad():
             solution = optimizer.optimize(objective, warm_start.to(self.device))
         return solution[:, 0], optimizer.shift(solution)
+
+    def _fits(self, warm_start: th.Tensor, n_envs: int) -> bool:
+        """Whether a warm start matches the batch and the horizon (``load(path, plan_horizon=...)`` may change it)."""
+        return tuple(warm_start.shape[:2]) == (n_envs, self.plan_horizon)
 
     def _check_planning_dtype(self) -> None:
         if self.planning_dtype == "bfloat16" and not bfloat16_matmul_is_fast(self.device):
@@ -485,14 +620,15 @@ class PETSPolicy(BasePolicy):
     def reset_warm_start(self, warm_start: th.Tensor, env_mask: np.ndarray) -> th.Tensor:
         """
         A planner warm start with the rows of ``env_mask`` reset to the middle of the action bounds, e.g. for the
-        environments that start a new episode (a batch of another size is left alone: ``plan`` re-initialises it).
+        environments that start a new episode (one of another batch size or horizon is left alone: ``plan``
+        re-initialises it).
 
         :param warm_start: ``[n_envs, horizon, action_dim]``.
         :param env_mask: ``[n_envs]`` booleans.
         :return: The new warm start.
         """
         mask = np.asarray(env_mask, dtype=bool).reshape(-1)
-        if len(warm_start) != len(mask) or not mask.any():
+        if not self._fits(warm_start, len(mask)) or not mask.any():
             return warm_start
         fresh = self.make_trajectory_optimizer().initial_solution(len(mask))
         return th.where(th.as_tensor(mask, device=self.device)[:, None, None], fresh, warm_start.to(self.device))
