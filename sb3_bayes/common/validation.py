@@ -225,6 +225,42 @@ class ParameterValidator:
             raise self._value_error(name, value, allowed)
         return [int(width) for width in value]
 
+    def of_type(self, name: str, value: Any, holds: bool, allowed: str) -> None:
+        """
+        A type condition that no other method covers (a callable, a tuple of names, ...).
+
+        :param name: Parameter name.
+        :param value: The value given.
+        :param holds: Whether the value has the right type.
+        :param allowed: What is allowed, in words.
+        """
+        if not holds:
+            raise self._type_error(name, value, allowed)
+
+    def subclass(self, name: str, value: Any, base: type) -> type:
+        """
+        A class that must derive from ``base`` (``activation_fn``, ``optimizer_class``, ``features_extractor_class``).
+
+        :param name: Parameter name.
+        :param value: The value given.
+        :param base: The required base class.
+        :return: The class.
+        """
+        self.of_type(name, value, isinstance(value, type) and issubclass(value, base), f"a subclass of {base.__name__}")
+        return value
+
+    def keyword_arguments(self, name: str, value: Any) -> dict[str, Any] | None:
+        """
+        A dict of keyword arguments with string keys, or None (``optimizer_kwargs``, ``features_extractor_kwargs``).
+
+        :param name: Parameter name.
+        :param value: The value given.
+        :return: The dict (or None).
+        """
+        holds = value is None or (isinstance(value, dict) and all(isinstance(key, str) for key in value))
+        self.of_type(name, value, holds, "a dict of keyword arguments or None")
+        return value
+
     def relation(self, name: str, value: Any, holds: bool, allowed: str) -> None:
         """
         A condition that ties a parameter to another one (``num_elites <= popsize``, ...).
