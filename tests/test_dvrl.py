@@ -1,5 +1,5 @@
 """DVRL: the filter step against a module-by-module reference, the windowed replay, the belief as recurrent state,
-input checks, and a seeded learning test on a memory task."""
+hyperparameter and input checks, NaN safety, exact resume, and a seeded learning test on a memory task."""
 
 import math
 from typing import Any
@@ -10,12 +10,17 @@ import pytest
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
+from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.evaluation import evaluate_policy
 from torch.distributions import Normal
 
+import sb3_bayes.envs  # noqa: F401  (registers MountainHike-v0)
+from sb3_bayes.common.validation import HyperparameterError, HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.dvrl import DVRL, CnnPolicy, DVRLPolicy
+from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
 from sb3_bayes.dvrl.policies import MIN_VARIANCE, Belief, FilterNoise, bernoulli_log_density
 
 SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
@@ -273,26 +278,214 @@ def test_unsupported_spaces(observation_space: spaces.Space, action_space: space
         DVRL("MlpPolicy", SpaceEnv(observation_space, action_space))
 
 
-def test_invalid_arguments() -> None:
-    with pytest.raises(ValueError, match="optimizer"):
-        DVRL("MlpPolicy", "CartPole-v1", optimizer="sgd")
-    with pytest.raises(ValueError, match="emission"):
-        DVRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(emission="poisson"))
+V, T = HyperparameterValueError, HyperparameterTypeError
+
+# (DVRL arguments, exception, parameter the message must name): every constructor argument (the spaces are checked by
+# test_unsupported_spaces; device and tensorboard_log are SB3's) and every policy_kwargs entry, with the relations.
+BAD_VALUES = [
+    (dict(policy=th.nn.Linear), T, "policy"),
+    (dict(learning_rate=-3e-4), V, "learning_rate"),  # 0 is allowed: rl_zoo3.enjoy loads with learning_rate=0.0
+    (dict(learning_rate=float("nan")), V, "learning_rate"),
+    (dict(learning_rate="3e-4"), T, "learning_rate"),
+    (dict(n_steps=0), V, "n_steps"),
+    (dict(n_steps=5.0), T, "n_steps"),
+    (dict(gamma=1.5), V, "gamma"),
+    (dict(gamma=0.0), V, "gamma"),
+    (dict(gamma="0.99"), T, "gamma"),
+    (dict(ent_coef=-0.01), V, "ent_coef"),
+    (dict(vf_coef=-0.5), V, "vf_coef"),
+    (dict(vf_coef=None), T, "vf_coef"),
+    (dict(policy_coef=-1.0), V, "policy_coef"),
+    (dict(elbo_coef=-0.1), V, "elbo_coef"),
+    (dict(elbo_coef=float("inf")), V, "elbo_coef"),
+    (dict(max_grad_norm=-1.0), V, "max_grad_norm"),
+    (dict(max_grad_norm=0.0), V, "max_grad_norm"),
+    (dict(multiplier_backprop_length=0), V, "multiplier_backprop_length"),
+    (dict(multiplier_backprop_length=True), T, "multiplier_backprop_length"),
+    (dict(sliding_window="yes"), T, "sliding_window"),
+    (dict(optimizer="sgd"), V, "optimizer"),
+    (dict(rms_prop_alpha=1.0), V, "rms_prop_alpha"),
+    (dict(rms_prop_alpha=-0.1), V, "rms_prop_alpha"),
+    (dict(rms_prop_eps=0.0), V, "rms_prop_eps"),
+    (dict(n_particles=0), V, "n_particles"),
+    (dict(n_particles=10.0), T, "n_particles"),
+    (dict(use_particle_filter=1), T, "use_particle_filter"),
+    (dict(normalize_advantage="no"), T, "normalize_advantage"),
+    (dict(normalize_advantage=True, n_steps=1), V, "normalize_advantage"),  # one env: one advantage per update
+    (dict(stats_window_size=0), V, "stats_window_size"),
+    (dict(verbose=-1), V, "verbose"),
+    (dict(seed=-1), V, "seed"),
+    (dict(seed=0.5), T, "seed"),
+    (dict(policy_kwargs=[("h_dim", 16)]), T, "policy_kwargs"),
+    (dict(policy_kwargs=dict(h_dim=0)), V, "h_dim"),
+    (dict(policy_kwargs=dict(h_dim=16.0)), T, "h_dim"),
+    (dict(policy_kwargs=dict(z_dim=0)), V, "z_dim"),
+    (dict(policy_kwargs=dict(encoder="rnn")), V, "encoder"),
+    (dict(policy_kwargs=dict(encoder_sizes=[])), V, "encoder_sizes"),
+    (dict(policy_kwargs=dict(encoder_sizes=[8, 0])), V, "encoder_sizes"),
+    (dict(policy_kwargs=dict(encoder_sizes=8)), T, "encoder_sizes"),
+    (dict(policy_kwargs=dict(cnn_channels=[4, 8])), V, "cnn_channels"),
+    (dict(policy_kwargs=dict(cnn_channels=[4, 8, 4.0])), T, "cnn_channels"),
+    (dict(policy_kwargs=dict(action_encoding=0)), V, "action_encoding"),
+    (dict(policy_kwargs=dict(emission="poisson")), V, "emission"),
+    (dict(policy_kwargs=dict(batch_norm="true")), T, "batch_norm"),
+    (dict(policy_kwargs=dict(normalize_images=None)), T, "normalize_images"),
+    # One home per hyperparameter: what DVRL passes to the policy by name cannot be given another value there.
+    (dict(n_particles=15, policy_kwargs=dict(n_particles=10)), V, "n_particles"),
+    (dict(policy_kwargs=dict(n_particles=5)), V, "n_particles"),  # against the default, 10
+    (dict(use_particle_filter=False, policy_kwargs=dict(use_particle_filter=True)), V, "use_particle_filter"),
+    (dict(elbo_coef=0.0, policy_kwargs=dict(resample=True)), V, "resample"),
+    (dict(optimizer="adam", policy_kwargs=dict(optimizer_class=th.optim.RMSprop)), V, "optimizer_class"),
+    (dict(rms_prop_eps=1e-5, policy_kwargs=dict(optimizer_kwargs=dict(alpha=0.99, eps=1e-8))), V, "optimizer_kwargs"),
+]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, parameter", BAD_VALUES, ids=[f"{parameter}-{i}" for i, (_, _, parameter) in enumerate(BAD_VALUES)]
+)
+def test_bad_hyperparameters_fail_at_construction(kwargs: dict, error: type[HyperparameterError], parameter: str) -> None:
+    arguments = {"policy": "MlpPolicy", "policy_kwargs": SMALL, **kwargs}
+    with pytest.raises(error, match=names(parameter)) as excinfo:
+        DVRL(env="CartPole-v1", **arguments)
+    assert excinfo.value.parameter == parameter
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, parameter",
+    [
+        (dict(n_particles=0), V, "n_particles"),
+        (dict(use_particle_filter="no"), T, "use_particle_filter"),
+        (dict(resample=None), T, "resample"),
+        (dict(optimizer_class=dict), T, "optimizer_class"),
+        (dict(optimizer_kwargs=[("eps", 1e-8)]), T, "optimizer_kwargs"),
+        (dict(cnn_channels=[4, 8, 4, 4]), V, "cnn_channels"),
+        (dict(emission="gaussian"), V, "emission"),  # the CNN encoder's decoder gives pixel probabilities
+    ],
+)
+def test_policy_checks_its_arguments_when_built_alone(kwargs: dict, error: type[HyperparameterError], parameter: str) -> None:
+    # The arguments DVRL passes by name, and CnnPolicy's own relations, checked by the policy built without DVRL.
+    images = spaces.Box(0, 255, (1, 36, 36), np.uint8)
+    with pytest.raises(error, match=names(parameter)) as excinfo:
+        CnnPolicy(images, spaces.Discrete(2), lambda _: 1e-3, **{**SMALL, "cnn_channels": [4, 8, 4], **kwargs})
+    assert excinfo.value.parameter == parameter
+    assert str(excinfo.value).startswith("CnnPolicy: ")
+
+
+def test_other_argument_errors() -> None:
     with pytest.raises(ValueError, match="image observations"):
         DVRL("CnnPolicy", "CartPole-v1")
+    images = make_vec_env(FakeImageEnv, n_envs=2, env_kwargs=dict(screen_height=36, screen_width=36))
+    with pytest.raises(HyperparameterValueError, match=names("emission")):
+        DVRL("CnnPolicy", images, policy_kwargs=dict(emission="gaussian", cnn_channels=[4, 8, 4], **SMALL))
 
 
-def test_nan_loss_raises_value_error() -> None:
+def test_n_particles_has_one_home() -> None:
+    # The DVRL argument is passed to the policy by name: the two always agree (the RNN baseline's belief has one state).
+    model = DVRL("MlpPolicy", "CartPole-v1", n_particles=15, policy_kwargs=SMALL)
+    assert model.n_particles == model.policy.n_particles == model.policy.belief_particles == 15
+    model = DVRL("MlpPolicy", "CartPole-v1", n_particles=15, use_particle_filter=False, policy_kwargs=SMALL)
+    assert model.n_particles == model.policy.n_particles == 15 and model.policy.belief_particles == 1
+    # The same value in policy_kwargs is no conflict: it is passed once.
+    model = DVRL("MlpPolicy", "CartPole-v1", n_particles=4, policy_kwargs=dict(n_particles=4, resample=True, **SMALL))
+    assert model.policy.n_particles == 4
+
+
+def test_load_checks_its_keyword_arguments_and_n_particles_can_change(tmp_path) -> None:
+    # rl-zoo3's --trained-agent passes the YAML's hyperparameters to load(): they are checked as at construction.
+    model = DVRL("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=2, n_particles=3, policy_kwargs=SMALL)
+    model.learn(8)
+    model.save(tmp_path / "model.zip")
+    with pytest.raises(HyperparameterValueError, match=names("gamma")):
+        DVRL.load(tmp_path / "model.zip", gamma=1.5)
+    with pytest.raises(HyperparameterValueError, match=names("max_grad_norm")):
+        DVRL.load(tmp_path / "model.zip", max_grad_norm=-1)
+    # The networks do not depend on the number of particles (beyond one): a load may change it.
+    loaded = DVRL.load(tmp_path / "model.zip", env=make_vec_env("CartPole-v1", n_envs=2, seed=0), n_particles=5)
+    assert loaded.n_particles == loaded.policy.n_particles == 5
+    loaded.learn(8)
+    assert loaded.rollout_buffer.normals.shape[3] == 5
+
+
+def tiny_dvrl(env: Any, **kwargs: Any) -> DVRL:
+    """A small, fast DVRL (4 steps per update, 3 particles, tiny networks)."""
+    arguments: dict[str, Any] = dict(n_steps=4, multiplier_backprop_length=2, n_particles=3, seed=0, policy_kwargs=SMALL)
+    return DVRL("MlpPolicy", env, **{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_non_finite_environment_data_never_reaches_the_model(what: str, tmp_path) -> None:
+    # Today's failure without the check: a NaN observation ended in torch.distributions' "Expected parameter logits".
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0, wrapper_class=NonFiniteAt, wrapper_kwargs=dict(step=7, what=what))
+    model = tiny_dvrl(env)
+    model.learn(8)  # one update, on steps 1 to 4
+    before = model_tensors(model)
+    match = rf"DVRL: the {what} from the environment is NaN or inf \(env index 0, 1\)"
+    check_weights_survive(model, lambda: model.learn(16, reset_num_timesteps=False), match, before, tmp_path)
+    assert model._n_updates == 1
+
+
+def test_non_finite_reset_and_terminal_observations_are_caught() -> None:
+    nan_everywhere = dict(
+        wrapper_class=gym.wrappers.TransformObservation,
+        wrapper_kwargs=dict(func=lambda obs: np.full_like(obs, np.nan), observation_space=None),
+    )
+    with pytest.raises(ValueError, match=r"DVRL: the observation from the environment is NaN or inf \(env index 0, 1\)"):
+        tiny_dvrl(make_vec_env("CartPole-v1", n_envs=2, seed=0, **nan_everywhere)).learn(8)
+    # The last observation of an episode cut by its time limit enters the filter (the bootstrap value).
     env = make_vec_env(
         "CartPole-v1",
         n_envs=2,
         seed=0,
-        wrapper_class=gym.wrappers.TransformReward,
-        wrapper_kwargs=dict(func=lambda r: math.nan),
+        env_kwargs=dict(max_episode_steps=3),
+        wrapper_class=NonFiniteAt,
+        wrapper_kwargs=dict(step=3, what="observation"),
     )
-    model = DVRL("MlpPolicy", env, n_particles=2, seed=0, policy_kwargs=SMALL)
-    with pytest.raises(ValueError, match="DVRL loss is NaN or inf"):
-        model.learn(20)
+    with pytest.raises(ValueError, match=r"DVRL: the terminal observation from the environment is NaN or inf"):
+        tiny_dvrl(env).learn(8)
+
+
+@pytest.mark.parametrize("bad, batch_norm", [("elbo", False), ("a2c", False), ("gradient", False), ("elbo", True)])
+def test_non_finite_loss_keeps_the_last_finite_weights(bad: str, batch_norm: bool, monkeypatch, tmp_path) -> None:
+    # With batch_norm the replay moves BatchNorm's running statistics before the loss is known: they are put back too.
+    model = tiny_dvrl(make_vec_env("MountainHike-v0", n_envs=2, seed=0), policy_kwargs={**SMALL, "batch_norm": batch_norm})
+    model.learn(8)
+    before = model_tensors(model)
+    replay_window = model.replay_window
+
+    def bad_elbo_replay() -> tuple[list, list, list]:
+        beliefs, phi_zs, elbos = replay_window()
+        if bad == "elbo":
+            return beliefs, phi_zs, [elbo * float("nan") for elbo in elbos]
+        # A finite value with a NaN gradient: d sqrt(x) / dx is infinite at 0, times the 0 that x is multiplied by.
+        return beliefs, phi_zs, [elbo + th.sqrt(0.0 * model.policy.value_net.weight.sum()) for elbo in elbos]
+
+    def nan_returns(self: DVRLRolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
+        self.returns.fill_(float("nan"))
+
+    if bad == "a2c":
+        monkeypatch.setattr(DVRLRolloutBuffer, "compute_returns", nan_returns)
+        match = r"The DVRL loss \(non-finite terms: A2C policy, A2C value\) is NaN or inf"
+    else:
+        monkeypatch.setattr(model, "replay_window", bad_elbo_replay)
+        match = r"The DVRL loss \(non-finite term: ELBO\) is NaN" if bad == "elbo" else "The gradient of the DVRL loss is NaN"
+    check_weights_survive(model, lambda: model.learn(8, reset_num_timesteps=False), match, before, tmp_path)
+    assert model._n_updates == 1
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        # Episodes of 75 steps: the split (after 24 steps per env) is mid-episode and, with M = 4, mid-window.
+        ("MountainHike-v0", dict(multiplier_backprop_length=4)),
+        ("CartPole-v1", dict(multiplier_backprop_length=3, sliding_window=True, optimizer="adam")),
+        ("CartPole-v1", dict(use_particle_filter=False, normalize_advantage=True)),
+    ],
+)
+def test_exact_resume(env_id: str, kwargs: dict, tmp_path) -> None:
+    # learn(2n) = learn(n), save, load(force_reset=False), learn(n): the belief, the filter noise drawn ahead for the
+    # next step and the backpropagation window travel with the save, the generators' states with ExactResumeMixin.
+    check_exact_resume(lambda: tiny_dvrl(make_vec_env(env_id, n_envs=2, seed=0), **kwargs), 48, tmp_path)
 
 
 def test_initialisation() -> None:
@@ -329,7 +522,7 @@ def test_conv_decoder_reconstructs_full_size(size: tuple[int, int]) -> None:
 def test_rnn_baseline_and_no_resampling() -> None:
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
     model = DVRL("MlpPolicy", env, use_particle_filter=False, n_steps=4, seed=0, policy_kwargs=SMALL)
-    assert not hasattr(model.policy, "prior") and model.policy.n_particles == 1
+    assert not hasattr(model.policy, "prior") and model.policy.belief_particles == 1
     model.learn(40)
     action, (h, z, log_w, prev_action) = model.predict(env.reset())
     assert action.shape == (2, 1) and h.shape == (2, 1, 16) and z.shape == (2, 1, 0) and log_w.shape == (2, 1)
@@ -354,6 +547,7 @@ def test_optimizers() -> None:
     assert isinstance(model.policy.optimizer, th.optim.Adam) and model.policy.optimizer.defaults["lr"] == 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_particle_filter", [True, False])
 def test_learns_cue_memory(use_particle_filter: bool) -> None:
     """A seeded learning test on a POMDP that needs memory (the cue is seen two steps before it must be named)."""

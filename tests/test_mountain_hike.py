@@ -8,8 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from reliability import names
 
 import sb3_bayes.envs  # noqa: F401  (registers the ids)
+from sb3_bayes.common.validation import HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.envs.mountain_hike import (
     MOUNTAIN_HIKE_NOISE_LEVELS,
     MountainHikeEnv,
@@ -166,9 +168,19 @@ def test_api_checks_render_and_bad_input():
         env.step(np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         env.step(np.array([np.nan, 0.0]))
-    with pytest.raises(ValueError, match="observation_noise_std"):
-        MountainHikeEnv(observation_noise_std=-0.1)
-    with pytest.raises(ValueError, match="start_position"):
-        MountainHikeEnv(start_position=(0.0, 0.0, 0.0))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="render_mode"):
-        MountainHikeEnv(render_mode="human")
+    # Constructor arguments (env_kwargs of an rl-zoo3 YAML) are checked, with errors that name them.
+    bad_arguments = [
+        (dict(observation_noise_std=-0.1), HyperparameterValueError, "observation_noise_std"),
+        (dict(observation_noise_std="0.1"), HyperparameterTypeError, "observation_noise_std"),
+        (dict(transition_std=float("nan")), HyperparameterValueError, "transition_std"),
+        (dict(start_position=(0.0, 0.0, 0.0)), HyperparameterValueError, "start_position"),
+        (dict(start_position=(0.0, float("inf"))), HyperparameterValueError, "start_position"),
+        (dict(start_std=-1.0), HyperparameterValueError, "start_std"),
+        (dict(max_action_norm=0.0), HyperparameterValueError, "max_action_norm"),
+        (dict(action_cost=-0.1), HyperparameterValueError, "action_cost"),
+        (dict(observation_scale=0.0), HyperparameterValueError, "observation_scale"),
+        (dict(render_mode="human"), HyperparameterValueError, "render_mode"),
+    ]
+    for kwargs, error, parameter in bad_arguments:
+        with pytest.raises(error, match=names(parameter)):
+            MountainHikeEnv(**kwargs)  # type: ignore[arg-type]

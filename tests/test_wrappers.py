@@ -6,11 +6,13 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 import pytest
+from reliability import names
 from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common import atari_wrappers
 
 import sb3_bayes.envs  # noqa: F401  (registers Mountain Hike)
-from sb3_bayes.common.wrappers import FlickeringAtariWrapper, ObservationFlicker, set_sticky_actions
+from sb3_bayes.common.validation import HyperparameterTypeError, HyperparameterValueError
+from sb3_bayes.common.wrappers import FlickeringAtariWrapper, ObservationFlicker, PSDRLAtariWrapper, set_sticky_actions
 
 gym.register_envs(ale_py)
 
@@ -53,8 +55,10 @@ def test_flicker_is_reproducible_under_the_seed():
 
 
 def test_flicker_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="probability"):
+    with pytest.raises(HyperparameterValueError, match=names("p")):
         ObservationFlicker(gym.make("MountainHike-v0"), p=1.5)
+    with pytest.raises(HyperparameterTypeError, match=names("p")):
+        ObservationFlicker(gym.make("MountainHike-v0"), p="0.5")
     with pytest.raises(ValueError, match="Box"):
         ObservationFlicker(gym.make("FrozenLake-v1"), p=0.5)
     with pytest.raises(ValueError, match="all-zero"):
@@ -130,7 +134,7 @@ def test_sticky_actions_change_the_dynamics_and_stay_seeded():
     plain = _ram_trajectory(0.0, seed=1)
     np.testing.assert_array_equal(sticky_a, sticky_b)
     assert not np.array_equal(sticky_a, plain)
-    with pytest.raises(ValueError, match="repeat_action_probability"):
+    with pytest.raises(HyperparameterValueError, match=names("repeat_action_probability")):
         set_sticky_actions(gym.make("PongNoFrameskip-v4"), 1.0)
     with pytest.raises(ValueError, match="ale_py"):
         set_sticky_actions(gym.make("MountainHike-v0"), 0.25)
@@ -147,6 +151,21 @@ def test_flickering_atari_from_an_rl_zoo3_env_wrapper_entry_and_bad_envs():
     assert obs.shape == (84, 84, 1)
     with pytest.raises(ValueError, match="NoFrameskip"):
         FlickeringAtariWrapper(gym.make("ALE/Pong-v5"))  # frameskip 4 already
+    # The arguments an env_wrapper entry may set are checked first, with errors that name them.
+    bad_arguments = [
+        (dict(flicker_probability=1.5), HyperparameterValueError, "flicker_probability"),
+        (dict(repeat_action_probability=1.0), HyperparameterValueError, "repeat_action_probability"),
+        (dict(noop_max=-1), HyperparameterValueError, "noop_max"),
+        (dict(frame_skip=0), HyperparameterValueError, "frame_skip"),
+        (dict(screen_size=84.0), HyperparameterTypeError, "screen_size"),
+        (dict(terminal_on_life_loss="yes"), HyperparameterTypeError, "terminal_on_life_loss"),
+        (dict(clip_reward=None), HyperparameterTypeError, "clip_reward"),
+    ]
+    for kwargs, error, parameter in bad_arguments:
+        with pytest.raises(error, match=names(parameter)):
+            FlickeringAtariWrapper(gym.make("PongNoFrameskip-v4"), **kwargs)
+    with pytest.raises(HyperparameterValueError, match=names("frame_skip")):
+        PSDRLAtariWrapper(gym.make("PongNoFrameskip-v4"), frame_skip=0)
     with pytest.raises(ValueError, match="ale_py"):
         FlickeringAtariWrapper(gym.make("MountainHike-v0"))
 

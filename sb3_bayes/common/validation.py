@@ -195,7 +195,8 @@ class ParameterValidator:
 
     def learning_rate(self, name: str, value: Any) -> float | Callable[[float], float]:
         """
-        A learning rate: a number > 0 or a schedule (a callable of the remaining progress, as in SB3).
+        A learning rate: a number >= 0 or a schedule (a callable of the remaining progress, as in SB3). Zero is allowed
+        because ``rl_zoo3.enjoy`` loads models with ``learning_rate=0.0`` (a frozen model).
 
         :param name: Parameter name.
         :param value: The value given.
@@ -204,8 +205,8 @@ class ParameterValidator:
         if callable(value):
             return value
         if not _is_real(value):
-            raise self._type_error(name, value, "a finite number > 0 or a schedule (a callable)")
-        return self.positive(name, value)
+            raise self._type_error(name, value, "a finite number >= 0 or a schedule (a callable)")
+        return self.non_negative(name, value)
 
     def sizes(self, name: str, value: Any, allow_empty: bool = True) -> list[int]:
         """

@@ -24,6 +24,8 @@ from gymnasium import spaces
 from gymnasium.wrappers import AtariPreprocessing
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 
+from sb3_bayes.common.validation import ParameterValidator
+
 __all__ = ["FlickeringAtariWrapper", "ObservationFlicker", "PSDRLAtariWrapper", "set_sticky_actions"]
 
 
@@ -45,14 +47,12 @@ class ObservationFlicker(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
 
     def __init__(self, env: gym.Env, p: float = 0.5) -> None:
         super().__init__(env)
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"ObservationFlicker p must be a probability in [0, 1], got {p!r}")
+        self.p = ParameterValidator("ObservationFlicker").fraction("p", p, zero=True)
         space = env.observation_space
         if not isinstance(space, spaces.Box):
             raise ValueError(f"ObservationFlicker needs a Box observation space, got {space}")
         if not space.contains(np.zeros(space.shape, dtype=space.dtype)):
             raise ValueError(f"ObservationFlicker: the all-zero observation is outside the observation space {space}")
-        self.p = float(p)
 
     def _flicker(self, observation: np.ndarray, info: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         blank = bool(self.np_random.random() < self.p)
@@ -83,6 +83,25 @@ class ObservationFlicker(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
         return observation, reward, terminated, truncated, info
 
 
+def _check_atari_arguments(
+    check: ParameterValidator, noop_max: int, frame_skip: int, screen_size: int, terminal_on_life_loss: bool
+) -> None:
+    """
+    The preprocessing arguments that both Atari pipelines take (an rl-zoo3 ``env_wrapper`` entry may set them): errors
+    name the argument instead of failing inside the wrapped preprocessing.
+
+    :param check: The validator of the wrapper.
+    :param noop_max: Maximum number of no-ops at reset (>= 0).
+    :param frame_skip: Frames per agent step (>= 1).
+    :param screen_size: Side of the square frame (>= 1).
+    :param terminal_on_life_loss: Whether a lost life ends the episode.
+    """
+    check.integer("noop_max", noop_max, minimum=0)
+    check.integer("frame_skip", frame_skip)
+    check.integer("screen_size", screen_size)
+    check.boolean("terminal_on_life_loss", terminal_on_life_loss)
+
+
 def set_sticky_actions(env: gym.Env, repeat_action_probability: float) -> None:
     """
     Set the ALE's sticky-action probability of an (already built) Atari environment: at every emulator frame the
@@ -92,8 +111,9 @@ def set_sticky_actions(env: gym.Env, repeat_action_probability: float) -> None:
     :param env: An environment whose unwrapped environment is an ``ale_py`` Atari environment.
     :param repeat_action_probability: Probability in ``[0, 1)``.
     """
-    if not 0.0 <= float(repeat_action_probability) < 1.0:
-        raise ValueError(f"repeat_action_probability must be in [0, 1), got {repeat_action_probability!r}")
+    repeat_action_probability = ParameterValidator("set_sticky_actions").fraction(
+        "repeat_action_probability", repeat_action_probability, zero=True, one=False
+    )
     unwrapped = env.unwrapped
     if not hasattr(unwrapped, "ale") or not hasattr(unwrapped, "load_game"):
         raise ValueError(f"Sticky actions need an ale_py Atari environment, got {type(unwrapped).__name__}")
@@ -140,6 +160,13 @@ class FlickeringAtariWrapper(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
         terminal_on_life_loss: bool = True,
         clip_reward: bool = True,
     ) -> None:
+        check = ParameterValidator("FlickeringAtariWrapper")
+        flicker_probability = check.fraction("flicker_probability", flicker_probability, zero=True)
+        repeat_action_probability = check.fraction(
+            "repeat_action_probability", repeat_action_probability, zero=True, one=False
+        )
+        _check_atari_arguments(check, noop_max, frame_skip, screen_size, terminal_on_life_loss)
+        check.boolean("clip_reward", clip_reward)
         frameskip = getattr(env.unwrapped, "_frameskip", None)
         if frameskip is None:
             raise ValueError(f"FlickeringAtariWrapper needs an ale_py Atari environment, got {type(env.unwrapped).__name__}")
@@ -158,8 +185,8 @@ class FlickeringAtariWrapper(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
         )
         env = ObservationFlicker(env, p=flicker_probability)
         super().__init__(env)
-        self.flicker_probability = float(flicker_probability)
-        self.repeat_action_probability = float(repeat_action_probability)
+        self.flicker_probability = flicker_probability
+        self.repeat_action_probability = repeat_action_probability
 
 
 class PSDRLAtariWrapper(AtariPreprocessing):
@@ -186,6 +213,9 @@ class PSDRLAtariWrapper(AtariPreprocessing):
         screen_size: int = 64,
         terminal_on_life_loss: bool = False,
     ) -> None:
+        _check_atari_arguments(
+            ParameterValidator("PSDRLAtariWrapper"), noop_max, frame_skip, screen_size, terminal_on_life_loss
+        )
         super().__init__(
             env,
             noop_max=noop_max,

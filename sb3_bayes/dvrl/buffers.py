@@ -1,7 +1,7 @@
 """DVRL's rollout storage: the last ``M`` rollouts with everything needed to recompute the belief over them."""
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch as th
@@ -46,6 +46,22 @@ class DVRLRolloutBuffer:
     :param gamma: Discount factor of the n-step returns.
     :param sliding: Whether the window slides (always the last ``n_rollouts``) or restarts when full.
     """
+
+    #: The tensors of the ring (what :meth:`state_dict` saves, with the ring's position).
+    STORAGE: ClassVar[tuple[str, ...]] = (
+        "observations",
+        "episode_starts",
+        "uniforms",
+        "normals",
+        "actions",
+        "rewards",
+        "values",
+        "returns",
+        "start_h",
+        "start_z",
+        "start_log_weights",
+        "start_prev_action",
+    )
 
     def __init__(
         self,
@@ -94,6 +110,35 @@ class DVRLRolloutBuffer:
         self.n_stored = 0
         self.newest = -1
         self.pos = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """
+        Everything the buffer holds, for a save that continues exactly: the next update replays the filter from rollouts
+        collected before the save.
+
+        :return: Copies of the tensors on the CPU, and the ring's position (``n_stored``, ``newest``, ``pos``).
+        """
+        state: dict[str, Any] = {name: getattr(self, name).to("cpu", copy=True) for name in self.STORAGE}
+        state.update(n_stored=self.n_stored, newest=self.newest, pos=self.pos)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """
+        Put back a :meth:`state_dict`, if it was taken from a buffer of the same shapes.
+
+        :param state: The saved state.
+        :return: False (the buffer left as it is) when a shape or dtype differs (other ``n_envs``, ``n_steps``,
+            ``n_rollouts``, particles, ...).
+        """
+        if any(
+            state[name].shape != getattr(self, name).shape or state[name].dtype != getattr(self, name).dtype
+            for name in self.STORAGE
+        ):
+            return False
+        for name in self.STORAGE:
+            getattr(self, name).copy_(state[name])
+        self.n_stored, self.newest, self.pos = state["n_stored"], state["newest"], state["pos"]
+        return True
 
     def start_rollout(self, belief: Belief) -> None:
         """

@@ -1,5 +1,8 @@
 """DVRL: Deep Variational Reinforcement Learning for POMDPs (Igl, Zintgraf, Le, Wood and Whiteson, ICML 2018)."""
 
+import io
+import pathlib
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -13,16 +16,22 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_bayes.common.utils import check_finite
+from sb3_bayes.common.random_state import ExactResumeMixin
+from sb3_bayes.common.utils import check_finite_data, checked_step
+from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
 from sb3_bayes.dvrl.policies import Belief, CnnPolicy, DVRLPolicy, FilterNoise, MlpPolicy, check_spaces
 
 SelfDVRL = TypeVar("SelfDVRL", bound="DVRL")
 
 OPTIMIZERS = ("rmsprop", "adam")
+#: Adam's epsilon (the original's; RMSprop's is the ``rms_prop_eps`` argument).
+ADAM_EPS = 1e-5
+#: Attribute that carries the training state (belief, pending filter noise, backpropagation window) through a save.
+TRAINING_STATE_KEY = "_training_state"
 
 
-class DVRL(OnPolicyAlgorithm):
+class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
     """
     Deep Variational Reinforcement Learning (DVRL) for partially observable environments.
 
@@ -61,41 +70,60 @@ class DVRL(OnPolicyAlgorithm):
     are clipped to the bounds for the env). ``batch_norm=True`` (the ``CnnPolicy`` default) needs ``n_envs >= 2`` to
     learn, since the action encoder normalises over the environments.
 
+    Every argument and every ``policy_kwargs`` entry is checked when the model is built (and again when it is loaded,
+    where rl-zoo3 passes hyperparameters as ``load`` keyword arguments): a bad value raises a
+    :class:`~sb3_bayes.common.validation.HyperparameterError` that names it. Each hyperparameter has one home:
+    ``n_particles`` and ``use_particle_filter`` are DVRL arguments, passed to the policy by name, as are the settings
+    DVRL derives for it (``resample`` from ``elbo_coef``, ``optimizer_class`` and ``optimizer_kwargs`` from
+    ``optimizer``, ``rms_prop_alpha`` and ``rms_prop_eps``); the same key in ``policy_kwargs`` with another value
+    raises.
+
+    Training is NaN-safe and resumes exactly: observations and rewards are checked as they arrive from the
+    environment, a non-finite loss or gradient raises a ``ValueError`` (naming the ELBO or the A2C terms) before the
+    optimiser step, so the weights stay those of the last finite update; a save holds the random generators' states,
+    the belief of the training environments, the filter noise drawn ahead and the backpropagation window, so that
+    ``load(path, env=<the same env>, force_reset=False)`` and ``learn(n, reset_num_timesteps=False)`` continue the run
+    bit for bit.
+
     Paper: https://arxiv.org/abs/1806.02426
 
     :param policy: ``"MlpPolicy"`` (vector observations, Gaussian emission), ``"CnnPolicy"`` (images: the paper's
-        Atari conv encoder with BatchNorm and a Bernoulli-style transposed-conv emission) or a policy class. Network
-        sizes go in ``policy_kwargs``: ``h_dim`` (256), ``z_dim`` (256), ``encoder_sizes`` ((64, 64): the MLP encoder,
-        mirrored by the vector decoder), ``cnn_channels`` ((32, 64, 32)), ``action_encoding`` (128), ``emission``
-        (``"gaussian"`` | ``"bernoulli"``), ``batch_norm`` (False for MlpPolicy, True for CnnPolicy).
+        Atari conv encoder with BatchNorm and a Bernoulli-style transposed-conv emission) or a ``DVRLPolicy``
+        subclass. Network sizes go in ``policy_kwargs``: ``h_dim`` (256), ``z_dim`` (256), ``encoder_sizes``
+        ((64, 64): the MLP encoder, mirrored by the vector decoder), ``cnn_channels`` ((32, 64, 32)),
+        ``action_encoding`` (128), ``emission`` (``"gaussian"`` | ``"bernoulli"``), ``batch_norm`` (False for
+        MlpPolicy, True for CnnPolicy), ``normalize_images`` (True).
     :param env: The environment to learn from (if registered in Gym, can be str).
-    :param learning_rate: Learning rate (a schedule is accepted); the paper's runs used 2e-4 (DVRL), 1e-4 (RNN).
+    :param learning_rate: Learning rate (>= 0, a schedule is accepted); the paper's runs used 2e-4 (DVRL), 1e-4 (RNN).
     :param n_steps: Steps per environment per update (the rollout length of the n-step returns).
-    :param gamma: Discount factor.
-    :param ent_coef: Entropy coefficient.
-    :param vf_coef: Value-loss coefficient.
-    :param policy_coef: Policy-loss coefficient.
+    :param gamma: Discount factor, in (0, 1].
+    :param ent_coef: Entropy coefficient (>= 0).
+    :param vf_coef: Value-loss coefficient (>= 0).
+    :param policy_coef: Policy-loss coefficient (>= 0).
     :param elbo_coef: Weight of the negative ELBO (the original's ``encoding_loss_coef``). With 0 the model is not
         trained by its ELBO and resampling is switched off (as in the original; the weights stay those of the last
         step).
-    :param max_grad_norm: Global gradient-norm clip.
+    :param max_grad_norm: Global gradient-norm clip (> 0).
     :param multiplier_backprop_length: Number ``M`` of rollouts the gradient flows back through at most (up to
         ``n_steps * M`` steps of the belief chain).
     :param sliding_window: False (the original's schedule): the belief is detached every ``M`` updates, so the
         gradient of an update reaches back over the 1, 2, ..., ``M`` rollouts since then (the replay costs
         ``(M + 1) / 2`` rollouts per update on average). True: always over the last ``M`` rollouts (``M`` per update).
     :param optimizer: ``"rmsprop"`` (alpha ``rms_prop_alpha``, eps ``rms_prop_eps``) or ``"adam"`` (eps 1e-5).
-    :param rms_prop_alpha: RMSprop smoothing constant.
-    :param rms_prop_eps: RMSprop epsilon.
-    :param n_particles: Particles per environment ``K`` (paper runs: 15).
+    :param rms_prop_alpha: RMSprop smoothing constant, in [0, 1).
+    :param rms_prop_eps: RMSprop epsilon (> 0).
+    :param n_particles: Particles per environment ``K`` (paper runs: 15); not used by the RNN baseline. Its one home:
+        passed to the policy by name, so ``policy_kwargs`` must not give another value.
     :param use_particle_filter: False gives the RNN baseline (one GRU state, no latent, no ELBO).
-    :param normalize_advantage: Whether to normalise the advantages.
+    :param normalize_advantage: Whether to normalise the advantages (needs more than one step per rollout,
+        ``n_steps * n_envs >= 2``).
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over.
     :param tensorboard_log: The log location for tensorboard (if None, no logging).
     :param policy_kwargs: Additional arguments passed to the policy (network sizes, see ``policy``).
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
-    :param seed: Seed for the pseudo random generators (the filter's random numbers come from torch's generator).
+    :param seed: Seed for the pseudo random generators (the filter's random numbers come from torch's generator), an
+        integer in [0, 2**32 - 1].
     :param device: Device on which the code should run.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
     """
@@ -136,14 +164,6 @@ class DVRL(OnPolicyAlgorithm):
         env = maybe_make_env(env, verbose) if env is not None else None
         if env is not None:
             check_spaces(env.observation_space, env.action_space)
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
-        if multiplier_backprop_length < 1 or n_steps < 1:
-            raise ValueError(
-                f"n_steps and multiplier_backprop_length must be >= 1, got {n_steps}, {multiplier_backprop_length}."
-            )
-        if elbo_coef < 0:
-            raise ValueError(f"elbo_coef must be non-negative, got {elbo_coef}.")
         super().__init__(
             policy,  # type: ignore[arg-type]
             env,  # type: ignore[arg-type]
@@ -165,6 +185,7 @@ class DVRL(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=None,  # checked with a ValueError that names the space
         )
+        # The hyperparameters are checked by _check_hyperparameters(), at the start of _setup_model().
         self.policy_coef = policy_coef
         self.elbo_coef = elbo_coef
         self.multiplier_backprop_length = multiplier_backprop_length
@@ -176,33 +197,102 @@ class DVRL(OnPolicyAlgorithm):
         self.use_particle_filter = use_particle_filter
         self.normalize_advantage = normalize_advantage
         # Belief before the filter step that consumes `_last_obs`, and that step's random numbers once drawn (the
-        # bootstrap value at the end of a rollout draws them; the next rollout's first step reuses them).
+        # bootstrap value at the end of a rollout draws them; the next rollout's first step reuses them). Both travel
+        # with a save (see save()).
         self._belief: Belief | None = None
         self._pending_noise: FilterNoise | None = None
         if _init_setup_model:
             self._setup_model()
 
+    def _check_hyperparameters(self) -> None:
+        """
+        Check every argument (types, ranges, choices, relations) and normalise NumPy scalars from YAML files or
+        samplers to Python numbers. Called at the start of :meth:`_setup_model`, so at construction and at ``load``
+        (whose keyword arguments replace the saved values). The policy checks its own arguments when it is built; the
+        spaces are checked by :func:`~sb3_bayes.dvrl.policies.check_spaces`, ``device`` and ``tensorboard_log`` by SB3.
+        """
+        check = ParameterValidator("DVRL")
+        check.of_type(
+            "policy",
+            self.policy_class,
+            isinstance(self.policy_class, type) and issubclass(self.policy_class, DVRLPolicy),
+            "'MlpPolicy', 'CnnPolicy' or a DVRLPolicy subclass",
+        )
+        self.learning_rate = check.learning_rate("learning_rate", self.learning_rate)
+        self.n_steps = check.integer("n_steps", self.n_steps)
+        self.gamma = check.fraction("gamma", self.gamma)
+        self.ent_coef = check.non_negative("ent_coef", self.ent_coef)
+        self.vf_coef = check.non_negative("vf_coef", self.vf_coef)
+        self.policy_coef = check.non_negative("policy_coef", self.policy_coef)
+        self.elbo_coef = check.non_negative("elbo_coef", self.elbo_coef)
+        # A negative clip norm would flip the sign of every gradient (clip_grad_norm_ scales by max_norm / norm).
+        self.max_grad_norm = check.positive("max_grad_norm", self.max_grad_norm)
+        self.multiplier_backprop_length = check.integer("multiplier_backprop_length", self.multiplier_backprop_length)
+        self.sliding_window = check.boolean("sliding_window", self.sliding_window)
+        self.optimizer = check.choice("optimizer", self.optimizer, OPTIMIZERS)
+        # alpha = 1 would never update RMSprop's running average of squared gradients (the step would be grad / eps).
+        self.rms_prop_alpha = check.fraction("rms_prop_alpha", self.rms_prop_alpha, zero=True, one=False)
+        self.rms_prop_eps = check.positive("rms_prop_eps", self.rms_prop_eps)
+        self.n_particles = check.integer("n_particles", self.n_particles)
+        self.use_particle_filter = check.boolean("use_particle_filter", self.use_particle_filter)
+        self.normalize_advantage = check.boolean("normalize_advantage", self.normalize_advantage)
+        n_envs = getattr(self, "n_envs", None)  # known once there is an environment
+        check.relation(
+            "normalize_advantage",
+            self.normalize_advantage,
+            not self.normalize_advantage or n_envs is None or self.n_steps * n_envs >= 2,
+            "False with one step per rollout (n_steps * n_envs = 1): the standard deviation of one advantage is NaN",
+        )
+        self._stats_window_size = check.integer("stats_window_size", self._stats_window_size)
+        self.verbose = check.integer("verbose", self.verbose, minimum=0)
+        self.seed = check.optional(check.integer, "seed", self.seed, minimum=0, maximum=2**32 - 1)
+        check.keyword_arguments("policy_kwargs", self.policy_kwargs)
+        for name, (value, source) in self._policy_arguments().items():
+            if name in self.policy_kwargs:
+                given = self.policy_kwargs[name]
+                allowed = (
+                    f"given once, as the DVRL argument {name} ({value!r}), not again in policy_kwargs with another value"
+                    if name == source
+                    else f"left out of policy_kwargs: DVRL sets it from {source} (here {value!r})"
+                )
+                check.relation(name, given, bool(given == value), allowed)
+
+    def _policy_arguments(self) -> dict[str, tuple[Any, str]]:
+        """
+        The policy arguments that DVRL sets itself and passes by name: their one home is a DVRL argument.
+
+        :return: ``{policy argument: (value, the DVRL argument(s) it comes from)}``.
+        """
+        if self.optimizer == "rmsprop":
+            optimizer_class: type[th.optim.Optimizer] = th.optim.RMSprop
+            optimizer_kwargs: dict[str, Any] = dict(alpha=self.rms_prop_alpha, eps=self.rms_prop_eps)
+        else:
+            optimizer_class, optimizer_kwargs = th.optim.Adam, dict(eps=ADAM_EPS)
+        return dict(
+            n_particles=(self.n_particles, "n_particles"),
+            use_particle_filter=(self.use_particle_filter, "use_particle_filter"),
+            # Resampling every step; switched off when the ELBO is not trained (the original's behaviour).
+            resample=(self.elbo_coef > 0, "elbo_coef"),
+            optimizer_class=(optimizer_class, "optimizer"),
+            optimizer_kwargs=(optimizer_kwargs, "optimizer, rms_prop_alpha and rms_prop_eps"),
+        )
+
     def _setup_model(self) -> None:
+        self._check_hyperparameters()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         check_spaces(self.observation_space, self.action_space)
-        policy_kwargs: dict[str, Any] = dict(
-            n_particles=self.n_particles,
-            use_particle_filter=self.use_particle_filter,
-            # Resampling every step; switched off when the ELBO is not trained (the original's behaviour).
-            resample=self.elbo_coef > 0,
-        )
-        if self.optimizer == "rmsprop":
-            policy_kwargs.update(
-                optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=self.rms_prop_alpha, eps=self.rms_prop_eps)
-            )
-        else:
-            policy_kwargs.update(optimizer_class=th.optim.Adam, optimizer_kwargs=dict(eps=1e-5))
-        policy_kwargs.update(self.policy_kwargs)
+        arguments = {name: value for name, (value, _) in self._policy_arguments().items()}
+        # An entry equal to DVRL's own (checked above) is passed once, by name.
+        policy_kwargs = {key: value for key, value in self.policy_kwargs.items() if key not in arguments}
         self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **policy_kwargs  # type: ignore[arg-type]
+            self.observation_space, self.action_space, self.lr_schedule, **arguments, **policy_kwargs  # type: ignore[arg-type]
         )
         self.policy = self.policy.to(self.device)
+        # A loaded model: continue from the saved belief and backpropagation window (see save()).
+        training_state = self.__dict__.pop(TRAINING_STATE_KEY, None)
+        if training_state is not None and self._last_obs is not None:
+            self._set_training_state(training_state)
 
     def _make_rollout_buffer(self) -> DVRLRolloutBuffer:
         return DVRLRolloutBuffer(
@@ -211,9 +301,9 @@ class DVRL(OnPolicyAlgorithm):
             self.observation_space,
             self.action_space,
             self.n_envs,
-            self.policy.n_particles,
+            self.policy.belief_particles,
             self.policy.h_dim,
-            self.policy.z_dim,
+            self.policy.belief_z_dim,
             self.policy.action_input_dim,
             self.device,
             self.gamma,
@@ -235,6 +325,8 @@ class DVRL(OnPolicyAlgorithm):
             )
         fresh_obs = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        # The reset observation (the later ones are checked as they arrive in collect_rollouts).
+        check_finite_data(self._last_obs, "observation", "DVRL")
         if fresh_obs or self._belief is None or self._belief.h.shape[0] != self.n_envs:
             # New episodes everywhere: start from the initial belief and an empty backpropagation window.
             self._belief = self.policy.initial_belief(self.n_envs)
@@ -282,6 +374,10 @@ class DVRL(OnPolicyAlgorithm):
                 clipped_actions = np.clip(np_actions, self.action_space.low, self.action_space.high)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
+            # Checked before anything is stored: a NaN observation would otherwise reach the filter (and end in an
+            # invalid action distribution), a NaN reward the returns and the loss.
+            check_finite_data(new_obs, "observation", "DVRL")
+            check_finite_data(rewards, "reward", "DVRL")
             self.num_timesteps += n_envs
             # The belief before the next observation: this step's particles and the action just taken.
             self._belief = out.belief._replace(prev_action=self.policy.action_input(actions))
@@ -303,8 +399,14 @@ class DVRL(OnPolicyAlgorithm):
                 if done and infos[i].get("terminal_observation") is not None and infos[i].get("TimeLimit.truncated", False)
             ]
             if truncated:
+                terminal_obs_array = np.stack([infos[i]["terminal_observation"] for i in truncated])
+                # Checked in a batch of all envs (the others' rows are the checked new observations), so that the
+                # message names the env index.
+                all_obs = np.array(new_obs)
+                all_obs[truncated] = terminal_obs_array
+                check_finite_data(all_obs, "terminal observation", "DVRL")
                 index = th.as_tensor(truncated, device=self.device)
-                terminal_obs = obs_as_tensor(np.stack([infos[i]["terminal_observation"] for i in truncated]), self.device)
+                terminal_obs = obs_as_tensor(terminal_obs_array, self.device)
                 sub_belief = Belief(*(x[index] for x in self._belief))
                 with th.no_grad():
                     _, terminal_values, _, _ = self.policy.step(
@@ -378,6 +480,7 @@ class DVRL(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         buffer = self.rollout_buffer
+        norm_statistics = {name: statistic.clone() for name, statistic in self.policy.named_buffers()}
 
         beliefs, phi_zs, elbos = self.replay_window()
         h = th.cat([b.h for b in beliefs])
@@ -405,12 +508,16 @@ class DVRL(OnPolicyAlgorithm):
         loss = (
             self.policy_coef * policy_loss + self.vf_coef * value_loss + self.ent_coef * entropy_loss - self.elbo_coef * elbo
         )
-        check_finite(loss.detach(), "DVRL loss")
-
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self.policy.optimizer.step()
+        what = loss_name({"A2C policy": policy_loss, "A2C value": value_loss, "A2C entropy": entropy_loss, "ELBO": elbo})
+        try:
+            checked_step(self.policy.optimizer, loss, what, self.max_grad_norm)
+        except ValueError:
+            # The replay ran in training mode, so BatchNorm's running statistics already moved: put them back too, so
+            # that the model (and its save) is that of the last finite update.
+            with th.no_grad():
+                for name, statistic in self.policy.named_buffers():
+                    statistic.copy_(norm_statistics[name])
+            raise
         self._n_updates += 1
 
         explained_var = explained_variance(buffer.values.flatten().cpu().numpy(), returns.cpu().numpy())
@@ -441,5 +548,77 @@ class DVRL(OnPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        Save all the attributes of the object and the model parameters in a zip-file, with the random generators'
+        states (:class:`~sb3_bayes.common.random_state.ExactResumeMixin`) and the training state: the belief of the
+        training environments, the filter noise drawn ahead for the next step and the backpropagation window (the
+        next update replays the filter from rollouts collected before the save). Loaded with the same environment
+        and ``force_reset=False``, training continues exactly as without the save; otherwise new episodes start from
+        the initial belief.
+
+        :param path: Path to the file where the rl agent should be saved.
+        :param exclude: Name of parameters that should be excluded in addition to the default ones.
+        :param include: Name of parameters that might be excluded but should be included anyway.
+        """
+        setattr(self, TRAINING_STATE_KEY, self._get_training_state())
+        try:
+            super().save(path, exclude=exclude, include=include)
+        finally:
+            delattr(self, TRAINING_STATE_KEY)
+
+    def _get_training_state(self) -> dict[str, Any] | None:
+        """
+        The state a run continues from, on the CPU (so that a save loads on any device).
+
+        :return: The belief, the pending noise and the rollout buffer's state, or None before training.
+        """
+        if self._belief is None:
+            return None
+        return dict(
+            belief=tuple(x.cpu() for x in self._belief),
+            pending_noise=None if self._pending_noise is None else tuple(x.cpu() for x in self._pending_noise),
+            rollout_buffer=self.rollout_buffer.state_dict(),
+        )
+
+    def _set_training_state(self, state: dict[str, Any]) -> None:
+        """
+        Continue from a saved :meth:`_get_training_state`, unless the loaded settings change its shapes (another
+        ``n_envs``, ``n_particles``, ``n_steps``, ...): then the next ``learn`` starts from the initial belief.
+
+        :param state: The saved state.
+        """
+        belief = Belief(*(x.to(self.device) for x in state["belief"]))
+        initial = self.policy.initial_belief(self.n_envs)
+        rollout_buffer = self._make_rollout_buffer()
+        if any(x.shape != y.shape for x, y in zip(belief, initial)) or not rollout_buffer.load_state_dict(
+            state["rollout_buffer"]
+        ):
+            return
+        self._belief, self.rollout_buffer = belief, rollout_buffer
+        noise = state["pending_noise"]
+        self._pending_noise = None if noise is None else FilterNoise(*(x.to(self.device) for x in noise))
+
     def _excluded_save_params(self) -> list[str]:
+        # Saved as the training state instead (on the CPU, see save()).
         return [*super()._excluded_save_params(), "_belief", "_pending_noise"]
+
+
+def loss_name(terms: dict[str, th.Tensor]) -> str:
+    """
+    The name of the DVRL loss for :func:`~sb3_bayes.common.utils.checked_step`'s messages, naming the non-finite terms
+    (one check of all of them, cheap next to the replay and the backward pass).
+
+    :param terms: The loss terms by name (scalars).
+    :return: ``"the DVRL loss"``, or e.g. ``"the DVRL loss (non-finite term: ELBO)"``.
+    """
+    finite = th.isfinite(th.stack([term.detach() for term in terms.values()])).tolist()
+    bad = [name for name, ok in zip(terms, finite, strict=True) if not ok]
+    if not bad:
+        return "the DVRL loss"
+    return f"the DVRL loss (non-finite term{'s' if len(bad) > 1 else ''}: {', '.join(bad)})"

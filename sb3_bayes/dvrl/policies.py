@@ -27,8 +27,10 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_bayes.common.particle_filter import gather_particles, log_mean_exp, normalized_weights, systematic_resample
+from sb3_bayes.common.validation import ParameterValidator
 
 EMISSIONS = ("gaussian", "bernoulli")
+ENCODERS = ("mlp", "cnn")
 # Lower bound added to every softplus variance: keeps the Gaussian log-densities finite when a head saturates.
 MIN_VARIANCE = 1e-6
 # Probabilities of the Bernoulli-style emission are clamped to [EPS, 1 - EPS] before taking logs.
@@ -159,14 +161,12 @@ class MlpEncoder(nn.Module):
     2 -> 64 -> 64, no BatchNorm).
 
     :param input_dim: Flattened observation size.
-    :param sizes: Hidden sizes (the last is the encoding size).
+    :param sizes: Hidden sizes, at least one (the last is the encoding size; checked by :class:`DVRLPolicy`).
     :param batch_norm: Whether to put BatchNorm after each Linear.
     """
 
     def __init__(self, input_dim: int, sizes: Sequence[int], batch_norm: bool) -> None:
         super().__init__()
-        if len(sizes) == 0:
-            raise ValueError("encoder_sizes needs at least one entry.")
         self.net = nn.Sequential(*mlp_layers([input_dim, *sizes], batch_norm))
         self.output_dim = sizes[-1]
 
@@ -282,17 +282,24 @@ class DVRLPolicy(BasePolicy):
     All envs and particles are computed together: one batched product per layer and step over the ``B * K`` rows,
     with the inputs shared by an env's particles multiplied once per env (:class:`FusedWeights`).
 
+    Every argument is checked here (types, ranges, choices; :class:`~sb3_bayes.common.validation.ParameterValidator`),
+    so that a bad ``policy_kwargs`` entry fails when the model is built, with an error that names it. The arguments are
+    kept as given (``n_particles``, ``z_dim``; what :meth:`_get_constructor_parameters` saves); the belief's own widths
+    are :attr:`belief_particles` ``K`` and :attr:`belief_z_dim` ``Z`` (1 and 0 for the RNN baseline, whose belief is
+    one recurrent state without latent).
+
     :param observation_space: Observation space (Box, Discrete, MultiDiscrete or MultiBinary; images for CnnPolicy).
     :param action_space: Action space (Discrete or Box).
     :param lr_schedule: Learning-rate schedule (the optimiser starts at ``lr_schedule(1)``).
-    :param n_particles: Particles per environment ``K``.
-    :param use_particle_filter: False gives the RNN baseline.
+    :param n_particles: Particles per environment ``K`` (not used by the RNN baseline). With :class:`DVRL` this is
+        its ``n_particles`` argument, passed by name (not a ``policy_kwargs`` entry).
+    :param use_particle_filter: False gives the RNN baseline (DVRL passes its own argument by name).
     :param resample: Whether to resample every step (DVRL switches it off when the ELBO weight is 0).
     :param h_dim: Size of the GRU states (and of the prior/proposal hidden layers and of phi(z)).
-    :param z_dim: Size of the latent ``z``.
+    :param z_dim: Size of the latent ``z`` (not used by the RNN baseline).
     :param encoder: ``"mlp"`` or ``"cnn"`` observation encoder.
-    :param encoder_sizes: Hidden sizes of the MLP encoder (its last entry is the encoding size ``X``); the vector
-        decoder mirrors them.
+    :param encoder_sizes: Hidden sizes of the MLP encoder, at least one (its last entry is the encoding size ``X``);
+        the vector decoder mirrors them.
     :param cnn_channels: Channels of the three convolutions of the CNN encoder.
     :param action_encoding: Output size of the action encoder ``Linear(action_dim, action_encoding) -> ReLU``
         (one-hot input for Discrete actions).
@@ -301,8 +308,8 @@ class DVRLPolicy(BasePolicy):
     :param batch_norm: BatchNorm in the encoders, the proposal and emission hidden layers and the decoder (the
         original's ``encoder_batch_norm``; on for its Atari runs, off on Mountain Hike).
     :param normalize_images: Whether to divide uint8 images by 255 (SB3's ``preprocess_obs``).
-    :param optimizer_class: The optimiser (DVRL passes RMSprop or Adam).
-    :param optimizer_kwargs: Its keyword arguments.
+    :param optimizer_class: The optimiser (DVRL passes RMSprop or Adam, from its ``optimizer`` argument).
+    :param optimizer_kwargs: Its keyword arguments (DVRL passes them, from ``rms_prop_alpha`` and ``rms_prop_eps``).
     """
 
     def __init__(
@@ -325,6 +332,29 @@ class DVRLPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.RMSprop,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        # Every argument is checked before anything is built (DVRL passes its own arguments through here too).
+        check = ParameterValidator(type(self).__name__)
+        n_particles = check.integer("n_particles", n_particles)
+        use_particle_filter = check.boolean("use_particle_filter", use_particle_filter)
+        resample = check.boolean("resample", resample)
+        h_dim = check.integer("h_dim", h_dim)
+        z_dim = check.integer("z_dim", z_dim)
+        encoder = check.choice("encoder", encoder, ENCODERS)
+        encoder_sizes = check.sizes("encoder_sizes", encoder_sizes, allow_empty=False)
+        cnn_channels = check.sizes("cnn_channels", cnn_channels)
+        check.relation("cnn_channels", cnn_channels, len(cnn_channels) == 3, "three channel counts (one per convolution)")
+        action_encoding = check.integer("action_encoding", action_encoding)
+        emission = check.choice("emission", emission, EMISSIONS)
+        check.relation(
+            "emission",
+            emission,
+            encoder != "cnn" or not use_particle_filter or emission == "bernoulli",
+            "'bernoulli' with the CNN encoder: its transposed-conv decoder gives pixel probabilities",
+        )
+        batch_norm = check.boolean("batch_norm", batch_norm)
+        normalize_images = check.boolean("normalize_images", normalize_images)
+        check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer)
+        check.keyword_arguments("optimizer_kwargs", optimizer_kwargs)
         super().__init__(
             observation_space,
             action_space,
@@ -333,17 +363,14 @@ class DVRLPolicy(BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
         )
         check_spaces(observation_space, action_space)
-        if emission not in EMISSIONS:
-            raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}.")
-        if encoder not in ("mlp", "cnn"):
-            raise ValueError(f"encoder must be 'mlp' or 'cnn', got {encoder!r}.")
-        if n_particles < 1:
-            raise ValueError(f"n_particles must be at least 1, got {n_particles}.")
-        self.n_particles = n_particles if use_particle_filter else 1
+        self.n_particles = n_particles
         self.use_particle_filter = use_particle_filter
         self.resample = resample
         self.h_dim = h_dim
-        self.z_dim = z_dim if use_particle_filter else 0
+        self.z_dim = z_dim
+        # The RNN baseline's belief is one recurrent state without latent: one "particle", no z.
+        self.belief_particles = n_particles if use_particle_filter else 1
+        self.belief_z_dim = z_dim if use_particle_filter else 0
         self.encoder = encoder
         self.encoder_sizes = tuple(encoder_sizes)
         self.cnn_channels = tuple(cnn_channels)
@@ -360,10 +387,6 @@ class DVRLPolicy(BasePolicy):
         if self.encoder == "cnn":
             if not (isinstance(observation_space, spaces.Box) and is_image_space(observation_space, check_channels=False)):
                 raise ValueError(f"The CNN encoder of DVRL needs image observations, got {observation_space}: use MlpPolicy.")
-            if len(self.cnn_channels) != 3:
-                raise ValueError(f"cnn_channels must have three entries, got {self.cnn_channels}.")
-            if self.use_particle_filter and self.emission != "bernoulli":
-                raise ValueError("The CNN emission of DVRL is Bernoulli-style: use emission='bernoulli' with CnnPolicy.")
             encoder = ConvEncoder(observation_space, self.cnn_channels, self.batch_norm)
         else:
             encoder = MlpEncoder(get_flattened_obs_dim(observation_space), self.encoder_sizes, self.batch_norm)  # type: ignore[assignment]
@@ -372,7 +395,7 @@ class DVRLPolicy(BasePolicy):
 
     def _build_networks(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         """Build every network (the layer layout of the original code; see :class:`FusedWeights` for the step)."""
-        h_dim, z_dim, a_dim = self.h_dim, self.z_dim, self.action_encoding
+        h_dim, z_dim, a_dim = self.h_dim, self.belief_z_dim, self.action_encoding
         x_dim = self.obs_x_dim = self._build_encoders(observation_space)
         self.obs_flat_dim = get_flattened_obs_dim(observation_space)
         if isinstance(action_space, spaces.Discrete):
@@ -402,7 +425,7 @@ class DVRLPolicy(BasePolicy):
             # Deterministic transition h_t = GRUCell([phi(o_t), phi(z_t), enc(a_{t-1})], h_{t-1}).
             self.transition = nn.GRUCell(x_dim + h_dim + a_dim, h_dim)
             # Particle aggregation: the particles as a sequence of [h_k, phi(z_k), wbar_k] through a GRU.
-            if self.n_particles > 1:
+            if self.belief_particles > 1:
                 self.particle_gru: nn.Module = nn.GRU(2 * h_dim + 1, h_dim, batch_first=True)
             else:
                 self.particle_gru = nn.Linear(2 * h_dim + 1, h_dim)
@@ -450,7 +473,7 @@ class DVRLPolicy(BasePolicy):
                 use_particle_filter=self.use_particle_filter,
                 resample=self.resample,
                 h_dim=self.h_dim,
-                z_dim=self.z_dim if self.use_particle_filter else 256,
+                z_dim=self.z_dim,
                 encoder=self.encoder,
                 encoder_sizes=self.encoder_sizes,
                 cnn_channels=self.cnn_channels,
@@ -469,10 +492,10 @@ class DVRLPolicy(BasePolicy):
         :param n_envs: Number of filters ``B``.
         :return: The belief.
         """
-        k = self.n_particles
+        k = self.belief_particles
         return Belief(
             h=th.zeros(n_envs, k, self.h_dim, device=self.device),
-            z=th.zeros(n_envs, k, self.z_dim, device=self.device),
+            z=th.zeros(n_envs, k, self.belief_z_dim, device=self.device),
             log_weights=th.zeros(n_envs, k, device=self.device),
             prev_action=th.zeros(n_envs, self.action_input_dim, device=self.device),
         )
@@ -486,7 +509,7 @@ class DVRLPolicy(BasePolicy):
         """
         return FilterNoise(
             uniforms=th.rand(n_envs, device=self.device),
-            normals=th.randn(n_envs, self.n_particles, self.z_dim, device=self.device),
+            normals=th.randn(n_envs, self.belief_particles, self.belief_z_dim, device=self.device),
         )
 
     def action_input(self, actions: th.Tensor) -> th.Tensor:
@@ -533,7 +556,7 @@ class DVRLPolicy(BasePolicy):
 
     def _emission_log_likelihood(self, hidden: th.Tensor, obs_float: th.Tensor, n_envs: int) -> th.Tensor:
         """``log p(o_t | h_{t-1}, z_t, a_{t-1})`` ``[B, K]`` from the emission's hidden layer ``[B * K, X]``."""
-        k = self.n_particles
+        k = self.belief_particles
         if self.encoder == "cnn":
             probability = self.emission_head(hidden)
             return bernoulli_log_density(obs_float.unsqueeze(1), probability.view(n_envs, k, *obs_float.shape[1:]))
@@ -579,7 +602,7 @@ class DVRLPolicy(BasePolicy):
         h = belief.h * keep.view(-1, 1, 1)
         log_weights = belief.log_weights * keep.view(-1, 1)
         prev_action = belief.prev_action * keep.view(-1, 1)
-        n_envs, k, h_dim = h.shape[0], self.n_particles, self.h_dim
+        n_envs, k, h_dim = h.shape[0], self.belief_particles, self.h_dim
 
         obs_float = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         assert isinstance(obs_float, th.Tensor)
@@ -647,7 +670,7 @@ class DVRLPolicy(BasePolicy):
         if not self.use_particle_filter:
             return h[:, 0]
         particles = th.cat([h, phi_z, normalized_weights(log_weights).unsqueeze(-1)], dim=-1)
-        if self.n_particles > 1:
+        if self.belief_particles > 1:
             _, final = self.particle_gru(particles)
             return final[0]
         return self.particle_gru(particles[:, 0])
@@ -736,9 +759,9 @@ class DVRLPolicy(BasePolicy):
             if len(state) != 4:
                 raise ValueError(f"DVRL's state is (h, z, log_weights, prev_action), got a tuple of {len(state)} arrays.")
             belief = Belief(*(th.as_tensor(np.asarray(s), dtype=th.float32, device=self.device) for s in state))
-            if belief.h.shape != (n_envs, self.n_particles, self.h_dim):
+            if belief.h.shape != (n_envs, self.belief_particles, self.h_dim):
                 raise ValueError(
-                    f"State h has shape {tuple(belief.h.shape)}, expected {(n_envs, self.n_particles, self.h_dim)}."
+                    f"State h has shape {tuple(belief.h.shape)}, expected {(n_envs, self.belief_particles, self.h_dim)}."
                 )
         starts = (
             th.zeros(n_envs, device=self.device)

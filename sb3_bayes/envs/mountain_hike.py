@@ -34,6 +34,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_bayes.common.validation import ParameterValidator
+
 __all__ = [
     "MOUNTAIN_HIKE_ENTRY_POINT",
     "MOUNTAIN_HIKE_MAX_EPISODE_STEPS",
@@ -116,32 +118,20 @@ class MountainHikeEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("observation_noise_std", observation_noise_std),
-            ("transition_std", transition_std),
-            ("start_std", start_std),
-            ("action_cost", action_cost),
-        ):
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"MountainHike {name} must be a finite number >= 0, got {value!r}")
-        if not np.isfinite(max_action_norm) or max_action_norm <= 0:
-            raise ValueError(f"MountainHike max_action_norm must be a finite number > 0, got {max_action_norm!r}")
-        if not np.isfinite(observation_scale) or observation_scale <= 0:
-            raise ValueError(f"MountainHike observation_scale must be a finite number > 0, got {observation_scale!r}")
+        # Checked when the environment is made (rl-zoo3 passes env_kwargs from the YAML): errors name the argument.
+        check = ParameterValidator("MountainHike")
+        self.observation_noise_std = check.non_negative("observation_noise_std", observation_noise_std)
+        self.transition_std = check.non_negative("transition_std", transition_std)
+        self.start_std = check.non_negative("start_std", start_std)
+        self.max_action_norm = check.positive("max_action_norm", max_action_norm)
+        self.action_cost = check.non_negative("action_cost", action_cost)
+        self.observation_scale = check.positive("observation_scale", observation_scale)
         start = np.asarray(start_position, dtype=np.float64)
-        if start.shape != (2,) or not np.all(np.isfinite(start)):
-            raise ValueError(f"MountainHike start_position must be two finite numbers, got {start_position!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"MountainHike render_mode must be None or 'rgb_array', got {render_mode!r}")
-
-        self.observation_noise_std = float(observation_noise_std)
-        self.transition_std = float(transition_std)
+        check.relation(
+            "start_position", start_position, start.shape == (2,) and bool(np.isfinite(start).all()), "two finite numbers"
+        )
         self.start_position = start
-        self.start_std = float(start_std)
-        self.max_action_norm = float(max_action_norm)
-        self.action_cost = float(action_cost)
-        self.observation_scale = float(observation_scale)
-        self.render_mode = render_mode
+        self.render_mode = check.choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
 
         self.action_space = spaces.Box(low=-self.max_action_norm, high=self.max_action_norm, shape=(2,), dtype=np.float32)
         self.observation_space = spaces.Box(low=-np.inf, high=np.inf, shape=(2,), dtype=np.float32)
