@@ -1,22 +1,19 @@
 """BayesianDDPG vs SB3 TD3 and DDPG at equal environment steps: one run, a JSON with the evaluation curve and timings.
 
-Usage: python benchmarks/bayes_ddpg/run_learning.py --algo bayes_ddpg --env Pendulum-v1 --seed 0 --out DIR
+Usage: python -m benchmarks.bayes_ddpg.run_learning --algo bayes_ddpg --env Pendulum-v1 --seed 0 --out DIR
 (``--n-timesteps N`` overrides the task's budget, e.g. 10000 for the longer InvertedPendulum-v5 runs; every other
 setting stays the same.)
 """
 
 import argparse
-import json
-import time
-from pathlib import Path
+import os
 
 import numpy as np
 import torch as th
 from stable_baselines3 import DDPG, TD3
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.noise import NormalActionNoise
 
+from benchmarks.common import Timer, learn_with_evaluation, make_env, make_eval_env, result_record, write_result
 from sb3_bayes.bayes_ddpg import BayesianDDPG
 
 # Shared by all algorithms (equal networks, steps, replay and optimiser settings); rl-zoo3's TD3 settings for these
@@ -49,44 +46,50 @@ def main() -> None:
     settings = dict(SETTINGS[args.env])
     if args.n_timesteps is not None:
         settings["n_timesteps"] = args.n_timesteps
-    env = make_vec_env(args.env, n_envs=1, seed=args.seed)
-    eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000)
+    env = make_env(args.env, args.seed)
+    eval_env = make_eval_env(args.env, args.seed)
     kwargs: dict = dict(settings["common"], policy_kwargs=dict(net_arch=NET_ARCH), seed=args.seed)
     n_actions = env.action_space.shape[0]
     if args.algo != "bayes_ddpg":
         kwargs["action_noise"] = NormalActionNoise(np.zeros(n_actions), NOISE_STD * np.ones(n_actions))
     algo_class = {"bayes_ddpg": BayesianDDPG, "td3": TD3, "ddpg": DDPG}[args.algo]
     model = algo_class("MlpPolicy", env, **kwargs)
-    curve = []
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
-    train_wall = train_cpu = 0.0
-    while model.num_timesteps < settings["n_timesteps"]:
-        t_wall, t_cpu = time.perf_counter(), time.process_time()
-        model.learn(settings["eval_freq"], reset_num_timesteps=False)
-        train_wall += time.perf_counter() - t_wall
-        train_cpu += time.process_time() - t_cpu
-        returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=args.n_eval_episodes, return_episode_rewards=True)
-        curve.append(dict(steps=model.num_timesteps, mean=float(np.mean(returns)), std=float(np.std(returns))))
-        print(args.algo, args.env, args.seed, curve[-1], flush=True)
-    result = dict(
-        algo=args.algo,
-        env=args.env,
-        seed=args.seed,
-        n_timesteps=model.num_timesteps,
+    with Timer() as total:
+        curve, training = learn_with_evaluation(
+            model,
+            settings["n_timesteps"],
+            settings["eval_freq"],
+            eval_env,
+            n_eval_episodes=args.n_eval_episodes,
+            label=f"{args.algo} {args.env} {args.seed}",
+        )
+    config = dict(
+        n_timesteps=settings["n_timesteps"],
         eval_freq=settings["eval_freq"],
+        n_eval_episodes=args.n_eval_episodes,
         net_arch=NET_ARCH,
         settings=settings["common"],
         action_noise_std=None if args.algo == "bayes_ddpg" else NOISE_STD,
-        curve=curve,
-        final_mean=curve[-1]["mean"],
-        train_wall_s=train_wall,
-        train_cpu_s=train_cpu,
-        total_wall_s=time.perf_counter() - start_wall,
-        total_cpu_s=time.process_time() - start_cpu,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.algo}_{args.env}_s{args.seed}.json").write_text(json.dumps(result, indent=2))
+    results = dict(
+        timesteps=model.num_timesteps,
+        curve=curve,
+        final_eval_mean_return=curve[-1]["eval_mean_return"],
+        total_cpu_s=total.cpu_seconds,
+        total_wall_s=total.wall_seconds,
+    )
+    record = result_record(
+        benchmark="bayes_ddpg",
+        experiment="learning",
+        algorithm=args.algo,
+        env=args.env,
+        seed=args.seed,
+        config=config,
+        results=results,
+        cpu_seconds=training.cpu_seconds,
+        wall_seconds=training.wall_seconds,
+    )
+    write_result(os.path.join(args.out, f"{args.algo}_{args.env}_s{args.seed}.json"), record)
 
 
 if __name__ == "__main__":

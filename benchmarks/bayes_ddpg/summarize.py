@@ -1,11 +1,10 @@
 """Tables (markdown), CSVs and plots from the JSON results of run_learning.py and of the continual runner.
 
-Usage: python benchmarks/bayes_ddpg/summarize.py  (writes results/tables.md, results/learning.csv, learning_curves.png,
+Usage: python -m benchmarks.bayes_ddpg.summarize  (writes results/tables.md, results/learning.csv, learning_curves.png,
 and for the longer InvertedPendulum-v5 runs results/learning_10k.csv, learning_curves_10k.png)
 """
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from benchmarks.common import read_result, read_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -28,18 +29,17 @@ LEARNING_DIRS = (
 
 
 def learning(folder: str = "learning", suffix: str = "", heading: str = LEARNING_DIRS[0][2]) -> list[str]:
-    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / folder).glob("*.json"))]
+    runs = read_results(str(RESULTS / folder / "*.json"))
     by_env: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        by_env[run["env"]][run["algo"]].append(run)
+        by_env[run["env"]][run["algorithm"]].append(run)
     with open(RESULTS / f"learning{suffix}.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["env", "algo", "seed", "steps", "eval_mean", "eval_std"])
         for run in runs:
-            for point in run["curve"]:
-                writer.writerow(
-                    [run["env"], run["algo"], run["seed"], point["steps"], f"{point['mean']:.2f}", f"{point['std']:.2f}"]
-                )
+            for point in run["results"]["curve"]:
+                mean, std = point["eval_mean_return"], point["eval_std_return"]
+                writer.writerow([run["env"], run["algorithm"], run["seed"], point["timesteps"], f"{mean:.2f}", f"{std:.2f}"])
     lines = ["", f"## {heading}", ""]
     lines += ["| env | algorithm | seeds | steps | final return per seed | mean final return | best-of-curve mean | "
               "train CPU s / run | train wall s / run |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -50,15 +50,15 @@ def learning(folder: str = "learning", suffix: str = "", heading: str = LEARNING
             algo_runs = sorted(by_env[env].get(algo, []), key=lambda r: r["seed"])
             if not algo_runs:
                 continue
-            finals = [r["final_mean"] for r in algo_runs]
-            n_points = min(len(r["curve"]) for r in algo_runs)
-            steps = [p["steps"] for p in algo_runs[0]["curve"][:n_points]]
-            curves = np.array([[p["mean"] for p in r["curve"][:n_points]] for r in algo_runs])
+            finals = [r["results"]["final_eval_mean_return"] for r in algo_runs]
+            n_points = min(len(r["results"]["curve"]) for r in algo_runs)
+            steps = [p["timesteps"] for p in algo_runs[0]["results"]["curve"][:n_points]]
+            curves = np.array([[p["eval_mean_return"] for p in r["results"]["curve"][:n_points]] for r in algo_runs])
             best = float(curves.mean(axis=0).max())
-            cpu = np.mean([r["train_cpu_s"] for r in algo_runs])
-            wall = np.mean([r["train_wall_s"] for r in algo_runs])
+            cpu = np.mean([r["cpu_seconds"] for r in algo_runs])
+            wall = np.mean([r["wall_seconds"] for r in algo_runs])
             lines.append(
-                f"| {env} | {algo} | {len(algo_runs)} | {algo_runs[0]['n_timesteps']} | "
+                f"| {env} | {algo} | {len(algo_runs)} | {algo_runs[0]['results']['timesteps']} | "
                 f"{', '.join(f'{f:.0f}' for f in finals)} | {np.mean(finals):.0f} ± {np.std(finals):.0f} | {best:.0f} | "
                 f"{cpu:.0f} | {wall:.0f} |"
             )
@@ -73,13 +73,14 @@ def learning(folder: str = "learning", suffix: str = "", heading: str = LEARNING
     fig.savefig(HERE / f"learning_curves{suffix}.png", dpi=100)
     for env in envs:
         first = next(iter(by_env[env].values()))[0]
-        steps = [p["steps"] for p in first["curve"]]
+        steps = [p["timesteps"] for p in first["results"]["curve"]]
         lines += ["", f"{env}: mean evaluation return over seeds at each evaluation point", ""]
         lines += ["| algorithm | " + " | ".join(str(x) for x in steps) + " |", "|---|" + "---|" * len(steps)]
         for algo in ALGOS:
             algo_runs = by_env[env].get(algo, [])
             if algo_runs:
-                means = [np.mean([r["curve"][k]["mean"] for r in algo_runs if len(r["curve"]) > k]) for k in range(len(steps))]
+                runs_curves = [r["results"]["curve"] for r in algo_runs]
+                means = [np.mean([c[k]["eval_mean_return"] for c in runs_curves if len(c) > k]) for k in range(len(steps))]
                 lines.append(f"| {algo} | " + " | ".join(f"{m:.0f}" for m in means) + " |")
     plt.close(fig)
     return lines
@@ -92,7 +93,7 @@ def forgetting() -> list[str]:
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     by_variant: dict[str, list[dict]] = defaultdict(list)
     for path in sorted((RESULTS / "forgetting").glob("*.json")):
-        s = json.loads(path.read_text())
+        s = read_result(str(path))["results"]
         by_variant[path.stem.rsplit("_s", 1)[0]].append(s)
         lines.append(
             f"| {path.stem} | {', '.join(f'{v:.0f}' for v in s['return_when_learned'])} | "

@@ -4,26 +4,30 @@ Every algorithm gets the same settings (network, learning rate, replay, batch, t
 the ``hyperparams/bayes_dqn.yml`` section of the environment. DQN adds its epsilon-greedy schedule (rl-zoo3's
 CartPole schedule; bsuite's DQN epsilon 0.05 for DeepSea); BayesianDQN explores by Thompson sampling (epsilon 0.001).
 
-Usage: python benchmarks/bayes_dqn/run_learning.py --algo bbb --env CartPole-v1 --seed 0 --steps 15000 --out DIR
+Usage: python -m benchmarks.bayes_dqn.run_learning --algo bbb --env CartPole-v1 --seed 0 --steps 15000 --out DIR
 """
 
 import argparse
 import json
-import time
-from pathlib import Path
+import os
 from typing import Any
 
 import torch as th
-import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea{N}-v0)
+from benchmarks.common import (
+    hyperparams_path,
+    learn_with_evaluation,
+    load_zoo_section,
+    make_env,
+    make_eval_env,
+    result_record,
+    write_result,
+)
 from sb3_bayes.bayes_dqn import BayesianDQN
 
-YAML = Path(__file__).resolve().parents[2] / "hyperparams" / "bayes_dqn.yml"
 #: DQN's exploration schedule per task (the Bayesian agents use none beyond epsilon 0.001).
 DQN_EXPLORATION = {
     "CartPole-v1": dict(exploration_fraction=0.16, exploration_final_eps=0.04),  # rl-zoo3 dqn.yml
@@ -61,11 +65,11 @@ class CountSuccesses(BaseCallback):
 
 
 def settings_for(env_id: str) -> dict[str, Any]:
-    sections = yaml.safe_load(YAML.read_text())
-    section = dict(sections[env_id])
+    """The model's arguments: the section of ``hyperparams/bayes_dqn.yml``, without its run settings."""
+    _, section = load_zoo_section(hyperparams_path("bayes_dqn.yml"), env_id)
     section.pop("n_timesteps")
     section.pop("policy")
-    policy_kwargs = eval(section.pop("policy_kwargs", "dict()"))  # noqa: S307  (the YAML's own rl-zoo3 string)
+    policy_kwargs = section.pop("policy_kwargs", {})
     return dict(section, policy_kwargs=policy_kwargs)
 
 
@@ -81,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     kwargs = settings_for(args.env)
-    env = make_vec_env(args.env, n_envs=1, seed=args.seed)
-    eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000)
+    env = make_env(args.env, args.seed)
+    eval_env = make_eval_env(args.env, args.seed)
     if args.algo == "dqn":
         for key in BAYES_ONLY:
             kwargs.pop(key, None)
@@ -92,42 +96,42 @@ def main() -> None:
         kwargs["head"] = args.algo
         model = BayesianDQN("MlpPolicy", env, seed=args.seed, **kwargs)
     successes = CountSuccesses()
-    curve = []
-    train_wall = train_cpu = 0.0
-    while model.num_timesteps < args.steps:
-        t_wall, t_cpu = time.perf_counter(), time.process_time()
-        model.learn(min(args.eval_freq, args.steps - model.num_timesteps), reset_num_timesteps=False, callback=successes)
-        train_wall += time.perf_counter() - t_wall
-        train_cpu += time.process_time() - t_cpu
-        # Deterministic evaluation: greedy w.r.t. the posterior mean (BayesianDQN) / the Q-network (DQN, no epsilon).
-        mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=args.n_eval_episodes, deterministic=True)
-        curve.append(
-            dict(
-                timesteps=model.num_timesteps,
-                eval_mean_return=float(mean_return),
-                eval_std_return=float(std_return),
-                train_episodes=successes.episodes,
-                train_successes=successes.successes,
-            )
-        )
-        print(args.algo, args.env, args.seed, curve[-1], f"cpu {train_cpu:.0f}s", flush=True)
-    result = dict(
-        algo=args.algo,
-        env=args.env,
-        seed=args.seed,
+    # Deterministic evaluation: greedy w.r.t. the posterior mean (BayesianDQN) / the Q-network (DQN, no epsilon).
+    curve, training = learn_with_evaluation(
+        model,
+        args.steps,
+        args.eval_freq,
+        eval_env,
+        n_eval_episodes=args.n_eval_episodes,
+        callback=successes,
+        point_extras=lambda: dict(train_episodes=successes.episodes, train_successes=successes.successes),
+        label=f"{args.algo} {args.env} {args.seed}",
+    )
+    config = dict(
         steps=args.steps,
+        eval_freq=args.eval_freq,
+        n_eval_episodes=args.n_eval_episodes,
         settings={k: (str(v) if not isinstance(v, (int, float, str)) else v) for k, v in kwargs.items()},
+    )
+    results = dict(
         curve=curve,
         first_success_episode=successes.first_success_episode,
-        train_cpu_s=train_cpu,
-        train_wall_s=train_wall,
         final_eval_mean_return=curve[-1]["eval_mean_return"],
         last_train_returns=[float(ep["r"]) for ep in list(model.ep_info_buffer)[-20:]],
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.algo}_{args.env}_s{args.seed}.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("curve", "settings")}), flush=True)
+    record = result_record(
+        benchmark="bayes_dqn",
+        experiment="learning",
+        algorithm=args.algo,
+        env=args.env,
+        seed=args.seed,
+        config=config,
+        results=results,
+        cpu_seconds=training.cpu_seconds,
+        wall_seconds=training.wall_seconds,
+    )
+    write_result(os.path.join(args.out, f"{args.algo}_{args.env}_s{args.seed}.json"), record)
+    print(json.dumps({k: v for k, v in results.items() if k != "curve"}), flush=True)
 
 
 if __name__ == "__main__":

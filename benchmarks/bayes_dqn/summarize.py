@@ -1,17 +1,18 @@
 """Collect the JSON results of run_learning.py into CSV tables and a plot of the learning curves.
 
-Usage: python benchmarks/bayes_dqn/summarize.py [--results benchmarks/bayes_dqn/results/learning]
+Usage: python -m benchmarks.bayes_dqn.summarize [--results benchmarks/bayes_dqn/results/learning]
 Writes: results/learning_curves.csv (every evaluation), results/learning_summary.csv (one row per run),
 results/learning_table.csv (per algorithm and task: mean +- std over seeds) and learning_curves.png.
 """
 
 import argparse
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import read_results
 
 NAMES = {"bbb": "BayesianDQN (bbb)", "blr": "BayesianDQN (blr)", "dqn": "DQN"}
 
@@ -26,7 +27,9 @@ def main() -> None:
     parser.add_argument("--results", default="benchmarks/bayes_dqn/results/learning")
     args = parser.parse_args()
     folder = Path(args.results)
-    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    runs = read_results(str(folder / "*.json"))
+    for run in runs:  # the fields of the tables
+        run.update(run["results"], algo=run["algorithm"], steps=run["config"]["steps"])
     out = folder.parent
     with open(out / "learning_curves.csv", "w", newline="") as file:
         writer = csv.writer(file)
@@ -70,7 +73,7 @@ def main() -> None:
                 all_evals=float(np.mean(evals)),
                 train=float(np.mean(run["last_train_returns"])) if run["last_train_returns"] else float("nan"),
                 successes=run["curve"][-1]["train_successes"],
-                cpu=run["train_cpu_s"],
+                cpu=run["cpu_seconds"],
             )
             by_task[(run["env"], run["algo"])].append(row)
             writer.writerow(
@@ -84,8 +87,8 @@ def main() -> None:
                     fmt(row["train"], 2),
                     row["successes"],
                     run["first_success_episode"],
-                    f"{run['train_cpu_s']:.1f}",
-                    f"{run['train_wall_s']:.1f}",
+                    f"{run['cpu_seconds']:.1f}",
+                    f"{run['wall_seconds']:.1f}",
                 ]
             )
     with open(out / "learning_table.csv", "w", newline="") as file:

@@ -4,7 +4,7 @@ episodes after the goal was first reached (or the budget), then walk the all-rig
 and print, per step, the look-ahead of both moves: sampled reward, value of the predicted next state, Q, and which
 cell the predicted next latent is nearest to (does the model know where "right" leads?).
 
-python benchmarks/deepsea/diagnose_path.py --size 15 --seed 0 --episodes 500 --after-success 3 [--set key=value]
+python -m benchmarks.deepsea.diagnose_path --size 15 --seed 0 --episodes 500 --after-success 3 [--set key=value]
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-torch.set_num_threads(1)
-
-from common import tried_pairs  # noqa: E402
-from run_psdrl import StopAfterSuccess, build_model, load_settings, run_arguments  # noqa: E402
+from benchmarks.deepsea.exploration import DeepSeaRecorder, tried_pairs
+from benchmarks.deepsea.run_psdrl import build_model, load_settings, run_arguments
 
 
 def main() -> None:
@@ -23,7 +21,7 @@ def main() -> None:
     p.add_argument("--after-success", type=int, default=3)
     args = p.parse_args()
     model = build_model(args.size, args.seed, load_settings(args.size, args.set))
-    rec = StopAfterSuccess(args.episodes, args.after_success, args.size)
+    rec = DeepSeaRecorder(args.size, args.episodes, args.after_success)
     model.learn(total_timesteps=args.size * args.episodes, callback=rec)
     print(f"stopped after {len(rec.returns)} episodes, first goal {rec.first}, goals {sum(r > 0.5 for r in rec.returns)}")
     policy, buffer = model.policy, model.replay_buffer

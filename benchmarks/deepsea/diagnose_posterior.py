@@ -7,23 +7,18 @@ deviation of the sampled reward, ``sqrt(s_r phi^T A^-1 phi)`` (`BayesianLinearRe
 groups it by whether that (cell, action) pair occurs in the replay ("tried") or not ("untried"). Posterior sampling
 explores deeply only if untried pairs are far more uncertain than tried ones (tabular PSRL: prior width against ~0).
 
-python benchmarks/deepsea/diagnose_posterior.py --size 10 --episodes 60 --seed 0 \
+python -m benchmarks.deepsea.diagnose_posterior --size 10 --episodes 60 --seed 0 \
     --out benchmarks/deepsea/results/diagnose_N10_s0.json [--set policy_kwargs.ridge=0.01 ...]
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-torch.set_num_threads(1)
-
-from common import cpu_seconds, machine_info, save_json, tried_pairs  # noqa: E402
-from run_psdrl import build_model, load_settings, run_arguments  # noqa: E402
-
-import sb3_bayes.envs  # noqa: E402,F401  (registers DeepSea)
+from benchmarks.common import Timer, result_record, write_result
+from benchmarks.deepsea.exploration import tried_pairs
+from benchmarks.deepsea.run_psdrl import build_model, load_settings, run_arguments
 
 
 def main() -> None:
@@ -32,9 +27,8 @@ def main() -> None:
     args = p.parse_args()
 
     model = build_model(args.size, args.seed, load_settings(args.size, args.set))
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    model.learn(total_timesteps=args.size * args.episodes)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    with Timer() as timer:
+        model.learn(total_timesteps=args.size * args.episodes)
 
     policy, buffer = model.policy, model.replay_buffer
     assert buffer is not None
@@ -61,21 +55,22 @@ def main() -> None:
     n_cells = len({c for c, _ in tried})
     successes = sum(float(e.rewards.sum()) > 0.5 for e in episodes)
     print(f"N={args.size} seed {args.seed} after {args.episodes} episodes: {n_cells} cells visited, {successes} goals")
-    print(f"reward predictive std: {summary}  ({cpu:.0f} CPU s)")
-    save_json(
+    print(f"reward predictive std: {summary}  ({timer.cpu_seconds:.0f} CPU s)")
+    results = dict(
+        cells_visited=n_cells, cells_total=args.size * (args.size + 1) // 2, goals=successes, reward_predictive_std=summary
+    )
+    write_result(
         args.out,
-        dict(
-            size=args.size,
+        result_record(
+            benchmark="deepsea",
+            experiment="diagnose_posterior",
+            algorithm="PSDRL",
+            env=f"DeepSea{args.size}-v0",
             seed=args.seed,
-            episodes=args.episodes,
-            overrides=args.set,
-            cells_visited=n_cells,
-            cells_total=args.size * (args.size + 1) // 2,
-            goals=successes,
-            reward_predictive_std=summary,
-            wall_s=round(wall, 2),
-            cpu_s=round(cpu, 2),
-            machine=machine_info(),
+            config=dict(size=args.size, episodes=args.episodes, overrides=args.set),
+            results=results,
+            cpu_seconds=round(timer.cpu_seconds, 2),
+            wall_seconds=round(timer.wall_seconds, 2),
         ),
     )
 

@@ -1,17 +1,11 @@
-"""Shared pieces of the DeepSea benchmark: episode recording, CPU time, run metadata."""
+"""What the DeepSea benchmark measures of a run: the cells visited, the (cell, action) pairs tried, the goals reached."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import resource
-import subprocess
+import time
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback
-
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from benchmarks.common import EpisodeRecorder
 
 
 def record_cells(infos: list[dict[str, Any]], cells: set[tuple[int, int]]) -> None:
@@ -33,31 +27,11 @@ def tried_pairs(episodes: list[Any]) -> set[tuple[int, int]]:
     The (cell, action) pairs of a PSDRL replay's episodes (:class:`~sb3_bayes.common.episode_buffer.Episode`); the
     observation is the one-hot cell, so its argmax names the cell (``row * N + column``).
     """
-    pairs = set()
+    pairs: set[tuple[int, int]] = set()
     for episode in episodes:
         cells = episode.observations[:-1].reshape(len(episode), -1).argmax(axis=1)
         pairs.update((int(cell), int(action)) for cell, action in zip(cells, episode.actions))
     return pairs
-
-
-class EpisodeRecorder(BaseCallback):
-    """
-    Records the return of every finished episode (from the Monitor's ``info["episode"]``) and its end step, and the
-    DeepSea cells visited.
-    """
-
-    def __init__(self, stop_after_success: int = 0) -> None:
-        super().__init__()
-        self.episodes: list[dict[str, float]] = []
-        self.cells: set[tuple[int, int]] = set()
-        self.stop_after_success = stop_after_success
-
-    def _on_step(self) -> bool:
-        record_cells(self.locals["infos"], self.cells)
-        for info in self.locals["infos"]:
-            if "episode" in info:
-                self.episodes.append(dict(ret=round(float(info["episode"]["r"]), 4), step=int(self.num_timesteps)))
-        return True
 
 
 def summarize_episodes(returns: list[float]) -> dict[str, Any]:
@@ -73,39 +47,50 @@ def summarize_episodes(returns: list[float]) -> dict[str, Any]:
     )
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+class DeepSeaRecorder(EpisodeRecorder):
+    """
+    The episodes of a DeepSea run and the cells it visited; stops the run at ``budget`` episodes (0: never) or
+    ``after_success`` episodes after the goal was first reached (0: never), and reports every 50 episodes.
+    """
 
+    def __init__(self, size: int, budget: int = 0, after_success: int = 0) -> None:
+        super().__init__()
+        self.size, self.budget, self.after_success = size, budget, after_success
+        self.cells: set[tuple[int, int]] = set()
+        self.first: int | None = None
+        self.t0 = time.perf_counter()
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import gymnasium
-    import stable_baselines3
-    import torch
+    @property
+    def returns(self) -> list[float]:
+        return [round(episode["ret"], 4) for episode in self.episodes]
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return dict(
-        cpu=model,
-        n_cpus=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        sb3=stable_baselines3.__version__,
-        gymnasium=gymnasium.__version__,
-        git_commit=commit,
-    )
+    def _on_step(self) -> bool:
+        record_cells(self.locals["infos"], self.cells)
+        return super()._on_step()
 
+    def on_episode(self, record: dict[str, Any]) -> None:
+        n = len(self.episodes)
+        if self.first is None and round(record["ret"], 4) > 0.5:
+            self.first = n
+        if self.budget and n % 50 == 0:
+            print(
+                f"episode {n}: successes {sum(r > 0.5 for r in self.returns)} first {self.first} "
+                f"cells {coverage(self.cells, self.size)['cells_visited']} "
+                f"{time.perf_counter() - self.t0:.0f}s",
+                flush=True,
+            )
 
-def save_json(path: str, data: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
+    def keep_going(self) -> bool:
+        n = len(self.episodes)
+        if self.budget and n >= self.budget:
+            return False
+        return not (self.after_success > 0 and self.first is not None and n >= self.first + self.after_success)
+
+    def summary(self) -> dict[str, Any]:
+        """:func:`summarize_episodes` and :func:`coverage`, and the goal rate after the first goal."""
+        returns = self.returns
+        summary = {**summarize_episodes(returns), **coverage(self.cells, self.size)}
+        if self.first is not None:
+            after = [r > 0.5 for r in returns[self.first :]]
+            summary["success_rate_after_first"] = round(sum(after) / max(len(after), 1), 3)
+        return summary

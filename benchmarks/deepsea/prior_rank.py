@@ -8,7 +8,7 @@ For the reachable pairs of DeepSea N, this script marks a random subset as tried
 prior block alone with the YAML's ridge, noise precision and scales, and reports the predictive reward std of tried and
 untried pairs (tabular ideal: ``sqrt(s c^2 / ridge)`` untried, ``sqrt(s c^2 / (ridge + beta c^2))`` tried).
 
-python benchmarks/deepsea/prior_rank.py --size 20 --features 512 1024 2048 --tried 200 380 \
+python -m benchmarks.deepsea.prior_rank --size 20 --features 512 1024 2048 --tried 200 380 \
     --out benchmarks/deepsea/results/prior_rank_N20.json
 """
 
@@ -17,26 +17,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import save_json
 
+from benchmarks.common import Timer, result_record, write_result
 from sb3_bayes.common.blr import BayesianLinearRegression
 from sb3_bayes.common.random_features import RandomFourierFeatures
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--size", type=int, default=20)
-    p.add_argument("--features", type=int, nargs="+", default=[512, 1024, 2048])
-    p.add_argument("--tried", type=int, nargs="+", default=[200, 380])
-    p.add_argument("--lengthscale", type=float, default=0.5)
-    p.add_argument("--scale", type=float, default=10.0, help="prior_feature_scale c")
-    p.add_argument("--ridge", type=float, default=100.0)
-    p.add_argument("--noise-precision", type=float, default=100.0)
-    p.add_argument("--reward-prior-scale", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-
+def measure(args: argparse.Namespace) -> dict:
+    """The untried and tried pairs' reward std for each number of features and of tried pairs, and the tabular ideal."""
     n = args.size
     inputs = []
     for row in range(n):
@@ -71,13 +59,37 @@ def main() -> None:
     ideal_untried = (args.reward_prior_scale * args.scale**2 / args.ridge) ** 0.5
     ideal_tried = (args.reward_prior_scale * args.scale**2 / (args.ridge + args.noise_precision * args.scale**2)) ** 0.5
     print(f"tabular ideal: untried {ideal_untried:.4f}, tried once {ideal_tried:.4f}")
-    save_json(
+    return dict(ideal=dict(untried_std=round(ideal_untried, 4), tried_std=round(ideal_tried, 4)), rows=rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, default=20)
+    p.add_argument("--features", type=int, nargs="+", default=[512, 1024, 2048])
+    p.add_argument("--tried", type=int, nargs="+", default=[200, 380])
+    p.add_argument("--lengthscale", type=float, default=0.5)
+    p.add_argument("--scale", type=float, default=10.0, help="prior_feature_scale c")
+    p.add_argument("--ridge", type=float, default=100.0)
+    p.add_argument("--noise-precision", type=float, default=100.0)
+    p.add_argument("--reward-prior-scale", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+
+    with Timer() as timer:
+        results = measure(args)
+    write_result(
         args.out,
-        dict(
-            size=n,
-            settings={k: v for k, v in vars(args).items() if k != "out"},
-            ideal=dict(untried_std=round(ideal_untried, 4), tried_std=round(ideal_tried, 4)),
-            rows=rows,
+        result_record(
+            benchmark="deepsea",
+            experiment="prior_rank",
+            algorithm=None,
+            env=f"DeepSea{args.size}-v0",
+            seed=args.seed,
+            config={k: v for k, v in vars(args).items() if k != "out"},
+            results=results,
+            cpu_seconds=round(timer.cpu_seconds, 2),
+            wall_seconds=round(timer.wall_seconds, 2),
         ),
     )
 

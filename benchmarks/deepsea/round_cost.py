@@ -4,7 +4,7 @@ random-play episodes, then the refit with the prior's Gram block kept per stored
 built once, then only the episodes that enter or leave the replay change it) against the refit that sums the whole
 Gram matrix over every transition, and the value fit on the new sample.
 
-python benchmarks/deepsea/round_cost.py --size 20 --episodes 1000 --features 512 2048 \
+python -m benchmarks.deepsea.round_cost --size 20 --episodes 1000 --features 512 2048 \
     --out benchmarks/deepsea/results/round_cost_N20.json
 """
 
@@ -18,13 +18,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-torch.set_num_threads(1)
-
-from common import machine_info, save_json  # noqa: E402
-from run_psdrl import build_model, load_settings  # noqa: E402
-
-from sb3_bayes import PSDRL  # noqa: E402
-from sb3_bayes.common.rollout import final_observations  # noqa: E402
+from benchmarks.common import Timer, result_record, write_result
+from benchmarks.deepsea.run_psdrl import build_model, load_settings
+from sb3_bayes import PSDRL
+from sb3_bayes.common.rollout import final_observations
 
 
 def fill_with_random_play(model: PSDRL, episodes: int, seed: int) -> int:
@@ -53,6 +50,26 @@ def seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def measure(size: int, episodes: int, n_features: int) -> dict:
+    """The times of one prior size: the refits, building the prior's block, the new sample and value fit (seed 0)."""
+    model = build_model(size, 0, load_settings(size, [f"policy_kwargs.prior_features={n_features}"]))
+    transitions = fill_with_random_play(model, episodes, seed=0)
+    with torch.no_grad():
+        building = seconds(model._fit_posterior)  # builds the prior's block over the whole replay
+        kept = seconds(model._fit_posterior)  # the block is up to date: what a round pays
+        full = seconds(functools.partial(refit_summing_everything, model))
+    model._start_states = model._fit_posterior()
+    value = seconds(model._resample_and_fit_value)
+    return dict(
+        prior_features=n_features,
+        transitions=transitions,
+        refit_with_kept_prior_block_s=round(kept, 2),
+        refit_building_the_block_s=round(building, 2),
+        refit_summing_everything_s=round(full, 2),
+        resample_and_value_fit_s=round(value, 2),
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=int, default=20)
@@ -61,26 +78,26 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     rows = []
+    timer = Timer()
     for n_features in args.features:
-        model = build_model(args.size, 0, load_settings(args.size, [f"policy_kwargs.prior_features={n_features}"]))
-        transitions = fill_with_random_play(model, args.episodes, seed=0)
-        with torch.no_grad():
-            building = seconds(model._fit_posterior)  # builds the prior's block over the whole replay
-            kept = seconds(model._fit_posterior)  # the block is up to date: what a round pays
-            full = seconds(functools.partial(refit_summing_everything, model))
-        model._start_states = model._fit_posterior()
-        value = seconds(model._resample_and_fit_value)
-        row = dict(
-            prior_features=n_features,
-            transitions=transitions,
-            refit_with_kept_prior_block_s=round(kept, 2),
-            refit_building_the_block_s=round(building, 2),
-            refit_summing_everything_s=round(full, 2),
-            resample_and_value_fit_s=round(value, 2),
-        )
+        with timer:
+            row = measure(args.size, args.episodes, n_features)
         print(row, flush=True)
         rows.append(row)
-    save_json(args.out, dict(size=args.size, episodes=args.episodes, machine=machine_info(), torch_threads=1, rows=rows))
+    write_result(
+        args.out,
+        result_record(
+            benchmark="deepsea",
+            experiment="round_cost",
+            algorithm="PSDRL",
+            env=f"DeepSea{args.size}-v0",
+            seed=0,
+            config=dict(size=args.size, episodes=args.episodes, features=args.features),
+            results=dict(rows=rows),
+            cpu_seconds=round(timer.cpu_seconds, 2),
+            wall_seconds=round(timer.wall_seconds, 2),
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,22 +1,18 @@
 """One SB3 DQN run on DeepSea with rl-zoo3's epsilon-greedy CartPole-v1 settings (rl-zoo3 has no DeepSea entry).
 
-python benchmarks/deepsea/run_dqn.py --size 10 --seed 0 --episodes 1000 --out benchmarks/deepsea/results/dqn_N10_s0.json
+python -m benchmarks.deepsea.run_dqn --size 10 --seed 0 --episodes 1000 --out benchmarks/deepsea/results/dqn_N10_s0.json
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from stable_baselines3 import DQN
 
-torch.set_num_threads(1)
-
-from common import EpisodeRecorder, coverage, cpu_seconds, machine_info, save_json, summarize_episodes  # noqa: E402
-from stable_baselines3 import DQN  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
-
-import sb3_bayes.envs  # noqa: E402,F401  (registers DeepSea)
+import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
+from benchmarks.common import Timer, make_env, result_record, write_result
+from benchmarks.deepsea.exploration import DeepSeaRecorder, coverage, summarize_episodes
 
 # rl-zoo3 hyperparams/dqn.yml, CartPole-v1 (its epsilon-greedy settings for a small discrete task), except that the
 # exploration schedule spans the same fraction (0.16) of this run's episode budget instead of 50k steps.
@@ -42,29 +38,30 @@ def main() -> None:
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    torch.set_num_threads(1)
 
-    env = make_vec_env(f"DeepSea{args.size}-v0", n_envs=1, seed=args.seed)
-    model = DQN("MlpPolicy", env, seed=args.seed, verbose=0, **HYPERPARAMS)
-    rec = EpisodeRecorder()
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    model.learn(total_timesteps=args.size * args.episodes, callback=rec)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    returns = [e["ret"] for e in rec.episodes][: args.episodes]  # learn() runs whole train_freq chunks
+    model = DQN("MlpPolicy", make_env(f"DeepSea{args.size}-v0", args.seed), seed=args.seed, verbose=0, **HYPERPARAMS)
+    rec = DeepSeaRecorder(args.size)
+    with Timer() as timer:
+        model.learn(total_timesteps=args.size * args.episodes, callback=rec)
+    returns = rec.returns[: args.episodes]  # learn() runs whole train_freq chunks
     summary = {**summarize_episodes(returns), **coverage(rec.cells, args.size)}
-    print(f"DQN N={args.size} seed {args.seed}: {summary} wall {wall:.0f}s cpu {cpu:.0f}s", flush=True)
-    save_json(
+    print(
+        f"DQN N={args.size} seed {args.seed}: {summary} wall {timer.wall_seconds:.0f}s cpu {timer.cpu_seconds:.0f}s",
+        flush=True,
+    )
+    write_result(
         args.out,
-        dict(
-            algo="DQN",
-            size=args.size,
+        result_record(
+            benchmark="deepsea",
+            experiment="run_dqn",
+            algorithm="DQN",
+            env=f"DeepSea{args.size}-v0",
             seed=args.seed,
-            episode_budget=args.episodes,
-            hyperparams={k: str(v) for k, v in HYPERPARAMS.items()},
-            summary=summary,
-            returns=returns,
-            wall_s=round(wall, 2),
-            cpu_s=round(cpu, 2),
-            machine=machine_info(),
+            config=dict(size=args.size, episode_budget=args.episodes, hyperparams={k: str(v) for k, v in HYPERPARAMS.items()}),
+            results=dict(summary=summary, returns=returns),
+            cpu_seconds=round(timer.cpu_seconds, 2),
+            wall_seconds=round(timer.wall_seconds, 2),
         ),
     )
 

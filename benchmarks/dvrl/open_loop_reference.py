@@ -4,18 +4,18 @@
 * best open loop: walk in a fixed direction at full speed for k steps, then stand still (cost 0), with the direction
   and k chosen on a grid to maximise the mean return over 500 seeded episodes.
 
-    python benchmarks/dvrl/open_loop_reference.py --out benchmarks/dvrl/results/open_loop_reference.json
+    python -m benchmarks.dvrl.open_loop_reference --out benchmarks/dvrl/results/open_loop_reference.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import gymnasium as gym
 import numpy as np
 
 import sb3_bayes.envs  # noqa: F401
+from benchmarks.common import Timer, result_record, write_result
 
 
 def episode_return(env: gym.Env, seed: int, policy) -> float:
@@ -29,13 +29,10 @@ def episode_return(env: gym.Env, seed: int, policy) -> float:
     return total
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--episodes", type=int, default=500)
-    p.add_argument("--out", default=None)
-    args = p.parse_args()
+def references(episodes: int) -> dict:
+    """The mean and std return of random actions and of the best fixed walk (episodes seeded 0 ... episodes - 1)."""
     env = gym.make("MountainHikeNoise0-v0")
-    seeds = range(args.episodes)
+    seeds = range(episodes)
     rng = np.random.default_rng(0)
     random_returns = [episode_return(env, s, lambda t: rng.uniform(-0.05, 0.05, 2)) for s in seeds]
     best = (-np.inf, None, None)
@@ -53,20 +50,36 @@ def main() -> None:
     angle = np.deg2rad(best[1])
     move = 0.05 * np.array([np.cos(angle), np.sin(angle)])
     open_loop = [episode_return(env, 10_000 + s, lambda t: move if t < best[2] else np.zeros(2)) for s in seeds]
-    result = dict(
+    return dict(
         random_mean=float(np.mean(random_returns)),
         random_std=float(np.std(random_returns)),
         best_open_loop_angle_deg=best[1],
         best_open_loop_steps=best[2],
         best_open_loop_mean=float(np.mean(open_loop)),
         best_open_loop_std=float(np.std(open_loop)),
-        episodes=args.episodes,
-        command="python benchmarks/dvrl/open_loop_reference.py --out benchmarks/dvrl/results/open_loop_reference.json",
     )
-    print(result)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--episodes", type=int, default=500)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    with Timer() as timer:
+        results = references(args.episodes)
+    print(results)
+    record = result_record(
+        benchmark="dvrl",
+        experiment="open_loop_reference",
+        algorithm=None,
+        env="MountainHikeNoise0-v0",
+        seed=None,
+        config=dict(episodes=args.episodes),
+        results=results,
+        cpu_seconds=round(timer.cpu_seconds, 2),
+        wall_seconds=round(timer.wall_seconds, 2),
+    )
+    write_result(args.out, record)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,14 @@ The curve of a run at step t is the mean return of its training episodes that en
 the mean over seeds, thin lines single seeds. Mountain Hike panels show the observation-free references of
 results/open_loop_reference.json (uniform random actions; the best fixed walk) as dotted lines.
 
-    python benchmarks/dvrl/plot.py
-    python benchmarks/dvrl/plot.py --results benchmarks/dvrl/results/unscaled_actions \
+    python -m benchmarks.dvrl.plot
+    python -m benchmarks.dvrl.plot --results benchmarks/dvrl/results/unscaled_actions \
         --out benchmarks/dvrl/results/unscaled_actions/dvrl_learning.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import warnings
 
@@ -21,7 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from summarize import METHODS, NAMES, RESULTS, group, group_order, load_runs, window_return  # noqa: E402
+
+from benchmarks.common import read_result  # noqa: E402
+from benchmarks.dvrl.summarize import METHODS, NAMES, RESULTS, group, group_order, load_runs, window_return  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLORS = {"dvrl": "tab:blue", "rnn": "tab:orange", "ppo_lstm": "tab:green"}
@@ -33,7 +34,7 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(HERE, "dvrl_learning.png"))
     args = p.parse_args()
     reference_path = os.path.join(RESULTS, "open_loop_reference.json")
-    reference = json.load(open(reference_path)) if os.path.exists(reference_path) else None
+    reference = read_result(reference_path)["results"] if os.path.exists(reference_path) else None
     runs = load_runs(args.results)
     by_env = group(runs)
     envs = sorted(by_env, key=group_order)

@@ -4,7 +4,7 @@ Runs ``python -m rl_zoo3.train`` (one torch thread, no evaluation callback) in a
 Monitor files rl-zoo3 writes (one per environment) and stores every finished episode with the global environment step
 at which it ended (the environments step in lock-step, so that is ``n_envs * (steps of that environment so far)``).
 
-    python benchmarks/dvrl/run_zoo.py --method dvrl --env MountainHikeNoise0p2-v0 --seed 0 --steps 30000 \
+    python -m benchmarks.dvrl.run_zoo --method dvrl --env MountainHikeNoise0p2-v0 --seed 0 --steps 30000 \
         --out benchmarks/dvrl/results/dvrl_MountainHikeNoise0p2-v0_s0.json
 
 Methods:
@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+from benchmarks.common import REPO_ROOT, Timer, machine_info, result_record, write_result
+
 PPO_MH_CONF = "benchmarks/dvrl/ppo_lstm_mountain_hike.yml"  # relative to the repository root (the working directory)
 
 
@@ -70,28 +66,6 @@ def read_monitors(run_dir: str) -> tuple[list[dict[str, Any]], int]:
     return episodes, n_envs
 
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--short", "sb3_bayes", "hyperparams"], cwd=REPO_ROOT, capture_output=True, text=True
-    )
-    return dict(
-        cpu_model=model,
-        nproc=os.cpu_count(),
-        python=platform.python_version(),
-        git_commit=head,
-        uncommitted=[d for d in dirty.stdout.splitlines() if d.strip()],
-        loadavg_start=os.getloadavg(),
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=["dvrl", "rnn", "ppo_lstm"], required=True)
@@ -102,16 +76,12 @@ def main() -> None:
     p.add_argument("--params", nargs="*", default=[], help="extra rl-zoo3 -params overrides (key:value)")
     args = p.parse_args()
 
-    info = machine_info()
+    load_average_start = list(os.getloadavg())
     log_folder = tempfile.mkdtemp(prefix="dvrl_bench_")
     cmd = zoo_command(args.method, args.env, args.seed, args.steps, log_folder, args.params)
     print(" ".join(cmd), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    with Timer(children=True) as timer:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
         print(proc.stdout[-4000:], proc.stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"rl_zoo3.train exited {proc.returncode}")
@@ -120,28 +90,30 @@ def main() -> None:
     assert len(run_dirs) == 1, run_dirs
     episodes, n_envs = read_monitors(run_dirs[0])
     config_path = os.path.join(run_dirs[0], args.env, "config.yml")
-    config = open(config_path).read() if os.path.exists(config_path) else ""
+    config_yml = open(config_path).read() if os.path.exists(config_path) else ""
     shutil.rmtree(log_folder, ignore_errors=True)
-    print(f"done: {len(episodes)} episodes, wall {wall:.0f}s, cpu {cpu:.0f}s", flush=True)
+    print(f"done: {len(episodes)} episodes, wall {timer.wall_seconds:.0f}s, cpu {timer.cpu_seconds:.0f}s", flush=True)
 
-    payload = dict(
-        method=args.method,
-        env=args.env,
-        seed=args.seed,
+    config = dict(
         steps=args.steps,
         n_envs=n_envs,
         extra_params=list(args.params),
-        command=" ".join(["python", *cmd[1:]]).replace(log_folder, "<logs>"),
-        config_yml=config,
-        wall_s=round(wall, 2),
-        cpu_s=round(cpu, 2),
-        loadavg_end=os.getloadavg(),
-        machine=info,
-        episodes=episodes,
+        zoo_command=" ".join(["python", *cmd[1:]]).replace(log_folder, "<logs>"),
+        config_yml=config_yml,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(payload, f, indent=0)
+    record = result_record(
+        benchmark="dvrl",
+        experiment="run_zoo",
+        algorithm=args.method,
+        env=args.env,
+        seed=args.seed,
+        config=config,
+        results=dict(episodes=episodes),
+        cpu_seconds=round(timer.cpu_seconds, 2),
+        wall_seconds=round(timer.wall_seconds, 2),
+        machine=machine_info(load_average_start=load_average_start),
+    )
+    write_result(args.out, record)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Each method first trains for a warm-up, then ``learn`` is timed over a fixed num
 interleaved over several rounds and the median is reported. Steps per CPU second (process time of this
 single-threaded process) is the robust number on a shared machine; steps per wall second is reported as well.
 
-    python benchmarks/dvrl/speed.py --out benchmarks/dvrl/results/speed.json
-    python benchmarks/dvrl/speed.py --profile dvrl15     # cProfile of the timed DVRL updates (top functions)
+    python -m benchmarks.dvrl.speed --out benchmarks/dvrl/results/speed.json
+    python -m benchmarks.dvrl.speed --profile dvrl15     # cProfile of the timed DVRL updates (top functions)
 """
 
 from __future__ import annotations
@@ -16,43 +16,37 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
-import platform
 import pstats
 import statistics
-import subprocess
-import time
 from typing import Any
 
 import torch
+from rl_zoo3.utils import get_wrapper_class
+from sb3_contrib import RecurrentPPO
 
-torch.set_num_threads(1)
-
-import yaml  # noqa: E402
-from rl_zoo3.utils import get_wrapper_class  # noqa: E402
-from sb3_contrib import RecurrentPPO  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
-from torch import nn  # noqa: E402, F401  (policy_kwargs strings may name nn)
-
-import sb3_bayes.envs  # noqa: E402, F401
-from sb3_bayes.dvrl import DVRL  # noqa: E402
+import sb3_bayes.envs  # noqa: F401
+from benchmarks.common import (
+    Timer,
+    hyperparams_path,
+    load_zoo_section,
+    make_env,
+    result_record,
+    write_result,
+)
+from sb3_bayes.dvrl import DVRL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 ENV_ID = "MountainHikeNoise0p2-v0"
 N_ENVS = 16
 
 
 def section(path: str, env_id: str) -> tuple[dict[str, Any], Any]:
     """The model kwargs of an rl-zoo3 YAML section and the env wrapper it names (rl-zoo3's ``env_wrapper``)."""
-    with open(path) as f:
-        hp = dict(yaml.load(f, Loader=yaml.UnsafeLoader)[env_id])
+    _, hp = load_zoo_section(path, env_id)
     wrapper = get_wrapper_class(hp)
     for key in ("n_timesteps", "n_envs", "normalize", "env_wrapper"):
         hp.pop(key, None)
-    if isinstance(hp.get("policy_kwargs"), str):
-        hp["policy_kwargs"] = eval(hp["policy_kwargs"])
     return hp, wrapper
 
 
@@ -60,13 +54,13 @@ def build(method: str, seed: int = 0) -> tuple[Any, int, int]:
     """The model, its warm-up steps and its timed steps (whole rollouts/updates)."""
     if method == "ppo_lstm":
         hp, wrapper = section(os.path.join(HERE, "ppo_lstm_mountain_hike.yml"), ENV_ID)
-        env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed, wrapper_class=wrapper)
+        env = make_env(ENV_ID, seed, n_envs=N_ENVS, wrapper_class=wrapper)
         policy = hp.pop("policy")
         model = RecurrentPPO(policy, env, seed=seed, device="cpu", **hp)
         rollout = model.n_steps * N_ENVS
         return model, rollout, 2 * rollout
-    hp, wrapper = section(os.path.join(REPO_ROOT, "hyperparams", "dvrl.yml"), ENV_ID)
-    env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed, wrapper_class=wrapper)
+    hp, wrapper = section(hyperparams_path("dvrl.yml"), ENV_ID)
+    env = make_env(ENV_ID, seed, n_envs=N_ENVS, wrapper_class=wrapper)
     policy = hp.pop("policy")
     if method == "rnn":
         hp["use_particle_filter"] = False
@@ -79,21 +73,17 @@ def build(method: str, seed: int = 0) -> tuple[Any, int, int]:
     return model, 10 * update, 40 * update
 
 
-def cpu_time() -> float:
-    return time.process_time()
-
-
 def time_method(method: str, profile: bool = False) -> dict[str, Any]:
     model, warmup, steps = build(method)
     model.learn(warmup)
     profiler = cProfile.Profile() if profile else None
-    t0, c0 = time.perf_counter(), cpu_time()
-    if profiler is not None:
-        profiler.enable()
-    model.learn(steps, reset_num_timesteps=False)
-    if profiler is not None:
-        profiler.disable()
-    wall, cpu = time.perf_counter() - t0, cpu_time() - c0
+    with Timer() as timer:
+        if profiler is not None:
+            profiler.enable()
+        model.learn(steps, reset_num_timesteps=False)
+        if profiler is not None:
+            profiler.disable()
+    wall, cpu = timer.wall_seconds, timer.cpu_seconds
     out = dict(method=method, steps=steps, wall_s=wall, cpu_s=cpu, steps_per_cpu_s=steps / cpu, steps_per_wall_s=steps / wall)
     if profiler is not None:
         text = io.StringIO()
@@ -109,6 +99,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--profile", default=None, help="profile one method once and print the top functions")
     args = p.parse_args()
+    torch.set_num_threads(1)
 
     if args.profile:
         result = time_method(args.profile, profile=True)
@@ -142,21 +133,18 @@ def main() -> None:
     for method, s in summary.items():
         print(method, {k: round(v, 2) for k, v in s.items()})
     if args.out:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-        payload = dict(
+        record = result_record(
+            benchmark="dvrl",
+            experiment="speed",
+            algorithm=None,
             env=ENV_ID,
-            n_envs=N_ENVS,
-            torch_threads=torch.get_num_threads(),
-            torch=torch.__version__,
-            python=platform.python_version(),
-            git_commit=head,
-            command=f"python benchmarks/dvrl/speed.py --rounds {args.rounds} --methods {' '.join(args.methods)} --out "
-            + os.path.relpath(args.out, REPO_ROOT),
-            summary=summary,
-            runs=runs,
+            seed=0,
+            config=dict(n_envs=N_ENVS, rounds=args.rounds, methods=args.methods),
+            results=dict(summary=summary, runs=runs),
+            cpu_seconds=sum(x["cpu_s"] for x in runs),
+            wall_seconds=sum(x["wall_s"] for x in runs),
         )
-        with open(args.out, "w") as f:
-            json.dump(payload, f, indent=1)
+        write_result(args.out, record)
 
 
 if __name__ == "__main__":

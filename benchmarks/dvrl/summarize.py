@@ -5,21 +5,21 @@ stochastic policies, as logged by rl-zoo3's Monitor, i.e. below any VecNormalize
 at the group's budget; methods are compared at the same number of environment steps. Runs are grouped by environment
 and step budget (and marked when their actions were rescaled to [-1, 1] by an env wrapper).
 
-    python benchmarks/dvrl/summarize.py                                   # results/
-    python benchmarks/dvrl/summarize.py --results benchmarks/dvrl/results/unscaled_actions
+    python -m benchmarks.dvrl.summarize                                   # results/
+    python -m benchmarks.dvrl.summarize --results benchmarks/dvrl/results/unscaled_actions
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import glob
-import json
 import os
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import read_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -36,12 +36,17 @@ ENV_ORDER = [
 
 
 def load_runs(results: str = RESULTS) -> list[dict[str, Any]]:
-    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(results, "*_s[0-9]*.json")))]
+    """The runs of ``results`` with the fields of the tables: method, steps, episodes."""
+    runs = read_results(os.path.join(results, "*_s[0-9]*.json"))
+    for run in runs:
+        run.update(method=run["algorithm"], steps=run["config"]["steps"], episodes=run["results"]["episodes"])
+    return runs
 
 
 def rescaled(run: dict[str, Any]) -> bool:
     """Whether the run's actions went through gymnasium's RescaleAction (from the YAML or from -params)."""
-    return "RescaleAction" in run.get("config_yml", "") or any("RescaleAction" in x for x in run.get("extra_params", []))
+    config = run["config"]
+    return "RescaleAction" in config.get("config_yml", "") or any("RescaleAction" in x for x in config.get("extra_params", []))
 
 
 def group(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -105,7 +110,7 @@ def main() -> None:
         cells = []
         for method in METHODS:
             mine = by_env[env].get(method, [])
-            cells.append(f"{np.mean([r['steps'] / r['cpu_s'] for r in mine]):.0f}" if mine else "not run")
+            cells.append(f"{np.mean([r['steps'] / r['cpu_seconds'] for r in mine]):.0f}" if mine else "not run")
         budget = min(r["steps"] for m in by_env[env].values() for r in m)
         lines.append(f"| {label(env)} | {budget // 1000}k | " + " | ".join(cells) + " |")
     for env in envs:
@@ -122,12 +127,13 @@ def main() -> None:
             if not mine:
                 continue
             values = np.array([[window_return(r, c) for c in checkpoints] for r in mine])
-            cpu = np.array([r["cpu_s"] for r in mine])
-            steps_per_cpu = np.array([r["steps"] / r["cpu_s"] for r in mine])
+            cpu = np.array([r["cpu_seconds"] for r in mine])
+            steps_per_cpu = np.array([r["steps"] / r["cpu_seconds"] for r in mine])
             for r, v in zip(mine, values):
+                returns = {f"return_{c}": round(x, 2) for c, x in zip(checkpoints, v)}
                 rows.append(
                     dict(env=env, method=method, seed=r["seed"], steps=r["steps"], final_return=round(v[-1], 2),
-                         cpu_s=r["cpu_s"], wall_s=r["wall_s"], **{f"return_{c}": round(x, 2) for c, x in zip(checkpoints, v)})
+                         cpu_s=r["cpu_seconds"], wall_s=r["wall_seconds"], **returns)
                 )  # fmt: skip
             mean, std = values.mean(axis=0), values.std(axis=0)
             cells = " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std))

@@ -6,8 +6,6 @@ seeds on a common grid of steps.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 
 import matplotlib
@@ -16,22 +14,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import read_results  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENVS = ["Pendulum-v1", "InvertedPendulum-v5"]
 COLORS = {"PETS": "tab:blue", "SAC": "tab:orange"}
 
 
 def load(algo: str, env: str) -> list[dict]:
-    runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(HERE, "results", f"{algo.lower()}_{env}_s*.json")))]
-    return [r for r in runs if not r.get("overrides")]
+    runs = read_results(os.path.join(HERE, "results", f"{algo.lower()}_{env}_s*.json"))
+    return [r for r in runs if not r["config"].get("overrides")]
+
+
+def episodes(run: dict) -> list[dict]:
+    return run["results"]["episodes"]
 
 
 def step_curve(run: dict, grid: np.ndarray) -> np.ndarray:
-    ends = np.array([e["end_step"] for e in run["episodes"]])
-    rets = np.array([e["ret"] for e in run["episodes"]])
+    ends = np.array([e["end_step"] for e in episodes(run)])
+    rets = np.array([e["ret"] for e in episodes(run)])
     idx = np.searchsorted(ends, grid, side="right") - 1
     out = np.where(idx >= 0, rets[np.clip(idx, 0, None)], np.nan)
-    return np.where(grid <= run["steps"], out, np.nan)
+    return np.where(grid <= run["config"]["steps"], out, np.nan)
 
 
 def main() -> None:
@@ -41,10 +45,10 @@ def main() -> None:
             runs = load(algo, env)
             if not runs:
                 continue
-            max_steps = max(r["steps"] for r in runs)
+            max_steps = max(r["config"]["steps"] for r in runs)
             grid = np.unique(
                 np.concatenate(
-                    [np.linspace(1, max_steps, 2000).astype(int), [e["end_step"] for r in runs for e in r["episodes"]]]
+                    [np.linspace(1, max_steps, 2000).astype(int), [e["end_step"] for r in runs for e in episodes(r)]]
                 )
             )
             curves = np.stack([step_curve(r, grid) for r in runs])
@@ -52,8 +56,8 @@ def main() -> None:
                 ax.plot(grid, c, color=COLORS[algo], lw=0.8, alpha=0.35, drawstyle="steps-post")
                 if algo == "PETS" and env == "Pendulum-v1":
                     ax.plot(
-                        [e["end_step"] for e in r["episodes"]],
-                        [e["ret"] for e in r["episodes"]],
+                        [e["end_step"] for e in episodes(r)],
+                        [e["ret"] for e in episodes(r)],
                         "o",
                         color=COLORS[algo],
                         ms=3,

@@ -4,28 +4,35 @@
 from __future__ import annotations
 
 import csv
-import glob
-import json
 import os
 
 import numpy as np
+
+from benchmarks.common import read_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RES = os.path.join(HERE, "results")
 
 
 def runs(pattern: str) -> list[dict]:
-    out = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(RES, pattern)))]
-    return [r for r in out if not r.get("overrides")]
+    return [r for r in read_results(os.path.join(RES, pattern)) if not r["config"].get("overrides")]
+
+
+def episodes(run: dict) -> list[dict]:
+    return run["results"]["episodes"]
+
+
+def budget(run: dict) -> int:
+    return run["config"]["steps"]
 
 
 def latest(run: dict, step: int) -> float | None:
-    done = [e for e in run["episodes"] if e["end_step"] <= step]
+    done = [e for e in episodes(run) if e["end_step"] <= step]
     return done[-1]["ret"] if done else None
 
 
 def window_mean(run: dict, lo: int, hi: int) -> float | None:
-    eps = [e["ret"] for e in run["episodes"] if lo < e["end_step"] <= hi]
+    eps = [e["ret"] for e in episodes(run) if lo < e["end_step"] <= hi]
     return float(np.mean(eps)) if eps else None
 
 
@@ -44,16 +51,35 @@ def main() -> None:  # noqa: C901  (one linear report, section by section)
         w = csv.writer(f)
         w.writerow(["algo", "env", "seed", "episode", "end_step", "return", "length", "wall_s", "cpu_s"])
         for r in all_runs:
-            for e in r["episodes"]:
+            for e in episodes(r):
                 w.writerow(
-                    [r["algo"], r["env"], r["seed"], e["index"], e["end_step"], e["ret"], e["length"], e["wall_s"], e["cpu_s"]]
+                    [
+                        r["algorithm"],
+                        r["env"],
+                        r["seed"],
+                        e["index"],
+                        e["end_step"],
+                        e["ret"],
+                        e["length"],
+                        e["wall_s"],
+                        e["cpu_s"],
+                    ]
                 )
     with open(os.path.join(RES, "runs.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["algo", "env", "seed", "steps", "episodes", "wall_s", "cpu_s", "hyperparams_section"])
         for r in all_runs:
             w.writerow(
-                [r["algo"], r["env"], r["seed"], r["steps"], len(r["episodes"]), r["wall_s"], r["cpu_s"], r["yaml_section"]]
+                [
+                    r["algorithm"],
+                    r["env"],
+                    r["seed"],
+                    budget(r),
+                    len(episodes(r)),
+                    r["wall_seconds"],
+                    r["cpu_seconds"],
+                    r["config"]["yaml_section"],
+                ]
             )
 
     lines: list[str] = []
@@ -68,7 +94,7 @@ def main() -> None:  # noqa: C901  (one linear report, section by section)
     for name, rs in (("PETS", pets), ("SAC", sac)):
         cols = []
         for r in rs:
-            rets = [e["ret"] for e in r["episodes"][:5]]
+            rets = [e["ret"] for e in episodes(r)[:5]]
             cols.append(rets + [None] * (5 - len(rets)))
             met = "yes" if any(x is not None and x >= -200 for x in rets[:4]) else "no"
             lines.append(f"| {name} | {r['seed']} | " + " | ".join(fmt(x) for x in cols[-1]) + f" | {met} |")
@@ -85,12 +111,12 @@ def main() -> None:  # noqa: C901  (one linear report, section by section)
         for r in sac:
             lines.append(
                 f"| {r['seed']} | {fmt(latest(r, 1000))} | {fmt(latest(r, 5000))} | {fmt(latest(r, 10000))} | "
-                f"{fmt(latest(r, r['steps']))} | {fmt(window_mean(r, r['steps'] - 1000, r['steps']))} |"
+                f"{fmt(latest(r, budget(r)))} | {fmt(window_mean(r, budget(r) - 1000, budget(r)))} |"
             )
         lines.append(
             f"| **mean** | {fmt(mean_of(latest(r, 1000) for r in sac))} | {fmt(mean_of(latest(r, 5000) for r in sac))} "
-            f"| {fmt(mean_of(latest(r, 10000) for r in sac))} | {fmt(mean_of(latest(r, r['steps']) for r in sac))} | "
-            f"{fmt(mean_of(window_mean(r, r['steps'] - 1000, r['steps']) for r in sac))} |"
+            f"| {fmt(mean_of(latest(r, 10000) for r in sac))} | {fmt(mean_of(latest(r, budget(r)) for r in sac))} | "
+            f"{fmt(mean_of(window_mean(r, budget(r) - 1000, budget(r)) for r in sac))} |"
         )
         lines.append("")
 
@@ -106,8 +132,8 @@ def main() -> None:  # noqa: C901  (one linear report, section by section)
         ]
         for name, rs in (("PETS", pets), ("SAC", sac)):
             for r in rs:
-                first = next((e["end_step"] for e in r["episodes"] if e["ret"] >= 1000), None)
-                n3k = sum(1 for e in r["episodes"] if e["end_step"] <= 3000)
+                first = next((e["end_step"] for e in episodes(r) if e["ret"] >= 1000), None)
+                n3k = sum(1 for e in episodes(r) if e["end_step"] <= 3000)
                 lines.append(
                     f"| {name} | {r['seed']} | " + " | ".join(fmt(latest(r, m)) for m in marks) + f" | {n3k} | {fmt(first)} |"
                 )
@@ -116,7 +142,7 @@ def main() -> None:  # noqa: C901  (one linear report, section by section)
                     f"| {name} | **mean** | " + " | ".join(fmt(mean_of(latest(r, m) for r in rs)) for m in marks) + " | | |"
                 )
         lines.append("")
-        if sac and max(r["steps"] for r in sac) > 3000:
+        if sac and max(budget(r) for r in sac) > 3000:
             lines += [
                 "SAC (defaults) for reference, longer: latest episode return at N steps",
                 "",
@@ -135,8 +161,8 @@ def main() -> None:  # noqa: C901  (one linear report, section by section)
     ]
     for r in all_runs:
         lines.append(
-            f"| {r['algo']} | {r['env']} | {r['seed']} | {r['steps']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
-            f"{r['cpu_s'] / r['steps']:.3f} |"
+            f"| {r['algorithm']} | {r['env']} | {r['seed']} | {budget(r)} | {r['wall_seconds']:.0f} | "
+            f"{r['cpu_seconds']:.0f} | {r['cpu_seconds'] / budget(r):.3f} |"
         )
     text = "\n".join(lines) + "\n"
     open(os.path.join(RES, "tables.md"), "w").write(text)

@@ -1,24 +1,23 @@
 """Planning time per action of mbrl-lib 0.2.0's PETS (CEM + TSinf) on Pendulum-v1 shapes.
 
-Run with the mbrl-lib venv:  benchmarks/pets_speed/.venv-mbrl/bin/python benchmarks/pets_speed/bench_mbrl.py
+Run with the mbrl-lib venv, from the repository root:
+    benchmarks/pets_speed/.venv-mbrl/bin/python -m benchmarks.pets_speed.bench_mbrl --n-actions 10 \
+        --out benchmarks/pets_speed/results/mbrl_r1.json
 Builds the agent the way mbrl-lib's PETS example notebook does (GaussianMLP ensemble,
 OneDTransitionRewardModel, ModelEnv, TrajectoryOptimizerAgent with CEMOptimizer), with the config
-in common.CONFIG and SiLU activations. Weights are untrained (planning cost does not depend on
+in timing.CONFIG and SiLU activations. Weights are untrained (planning cost does not depend on
 training); the input normaliser is fitted on random Pendulum transitions so it is not identity.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import torch
 
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from benchmarks.common import write_result
+from benchmarks.pets_speed import timing
 
 warnings.filterwarnings("ignore")
 
@@ -27,12 +26,12 @@ def build_agent(seed: int):
     import gymnasium as gym
     import mbrl.env.termination_fns as termination_fns
     import mbrl.models as models
-    import mbrl.planning as planning
+    import mbrl.planning as mbrl_planning
     import mbrl.types
     import mbrl.util.common as common_util
     import omegaconf
 
-    cfg = common.CONFIG
+    cfg = timing.CONFIG
     env = gym.make(cfg["env_id"])
     obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
     device = "cpu"
@@ -67,14 +66,14 @@ def build_agent(seed: int):
     gm = dynamics_model.model
     assert gm.in_size == obs_shape[0] + act_shape[0] and gm.out_size == obs_shape[0], (gm.in_size, gm.out_size)
 
-    O, A, N = common.random_pendulum_data(1000, seed=seed)
+    O, A, N = timing.random_pendulum_data(1000, seed=seed)
     dynamics_model.update_normalizer(mbrl.types.TransitionBatch(O, A, N, np.zeros(len(O), np.float32), None, None))
 
     # Same reward function as our PETS (sb3_bayes.envs.known_rewards.pendulum_reward). It needs the
     # *pre-step* observation (Pendulum-v1's reward is computed before the state update), which
     # mbrl-lib's RewardFnType(act, next_obs) does not receive: this ModelEnv subclass only records
     # model_state["obs"] before delegating to mbrl's own step().
-    kr = common.load_known_rewards_module()
+    kr = timing.load_known_rewards_module()
 
     class PreStepObsModelEnv(models.ModelEnv):
         def step(self, actions, model_state, sample=False):
@@ -108,7 +107,7 @@ def build_agent(seed: int):
             },
         }
     )
-    agent = planning.create_trajectory_optim_agent_for_model(model_env, agent_cfg, num_particles=cfg["n_particles"])
+    agent = mbrl_planning.create_trajectory_optim_agent_for_model(model_env, agent_cfg, num_particles=cfg["n_particles"])
     assert agent.optimizer.optimizer.elite_num == cfg["num_elites"]
     info = dict(
         gaussian_mlp=repr(gm.hidden_layers).replace("\n", " "),
@@ -119,33 +118,14 @@ def build_agent(seed: int):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--n-actions", type=int, default=20)
-    p.add_argument("--n-warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
-    args = p.parse_args()
+    args = timing.arguments().parse_args()
     torch.set_num_threads(args.threads)
 
     import mbrl
 
     agent, info = build_agent(args.seed)
-    wall, cpu, actions = common.time_actions(agent.act, args.n_actions, args.n_warmup, seed=args.seed)
-    result = dict(
-        impl="mbrl-lib",
-        mbrl_version=getattr(mbrl, "__version__", "?"),
-        dtype="float32",
-        config=common.CONFIG,
-        **common.summarize(wall, cpu),
-        wall_all_s=wall,
-        cpu_all_s=cpu,
-        first_actions=[a.tolist() for a in actions[:5]],
-        env=common.env_info(),
-        model_info=info,
-        args=vars(args),
-    )
-    common.dump(result, args.out)
+    config = dict(impl="mbrl-lib", mbrl_version=getattr(mbrl, "__version__", "?"), dtype="float32")
+    write_result(args.out, timing.planning_time(args, agent.act, config, info), echo=True)
 
 
 if __name__ == "__main__":

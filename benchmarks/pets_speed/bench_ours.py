@@ -1,8 +1,10 @@
 """Planning time per action of sb3-bayes' PETS (CEM + TSinf) on Pendulum-v1, float32 and bfloat16.
 
-Run with the main venv:  /work/venv/bin/python benchmarks/pets_speed/bench_ours.py --dtype float32
+Run from the repository root:
+    python -m benchmarks.pets_speed.bench_ours --dtype float32 --n-actions 10 \
+        --out benchmarks/pets_speed/results/ours_float32_r1.json
 Times ``model.policy.predict(obs)`` (warm start kept between calls, as in a real episode) with the config in
-common.CONFIG. Weights are untrained; the input standardiser is fitted on random Pendulum transitions so it is not
+timing.CONFIG. Weights are untrained; the input standardiser is fitted on random Pendulum transitions so it is not
 identity (same data and seed as bench_mbrl.py).
 
 ``--compare-dtypes`` instead measures how much bfloat16 planning changes the chosen action: for a fixed set of
@@ -12,16 +14,14 @@ bfloat16 and reports |a_bf16 - a_fp32|, next to |a_fp32(seed s) - a_fp32(seed s'
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import torch
 
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from benchmarks.common import REPO_ROOT, Timer, write_result
+from benchmarks.pets_speed import timing
 
 warnings.filterwarnings("ignore")
 
@@ -31,7 +31,7 @@ def build_model(dtype: str, seed: int, train_steps: int = 0):
     (used by --compare-dtypes, so that the action comparison is on a model that has learnt something)."""
     from sb3_bayes import PETS
 
-    cfg = common.CONFIG
+    cfg = timing.CONFIG
     torch.manual_seed(seed)
     model = PETS(
         "MlpPolicy",
@@ -55,7 +55,7 @@ def build_model(dtype: str, seed: int, train_steps: int = 0):
         model.learn(train_steps)  # random actions until the first training call, which happens at the last step
         assert model.n_training_rounds == 1
     else:
-        O, A, _ = common.random_pendulum_data(1000, seed=seed)
+        O, A, _ = timing.random_pendulum_data(1000, seed=seed)
         dyn.input_normalizer.fit(dyn.raw_inputs(torch.as_tensor(O), torch.as_tensor(A)))
     # Sanity: the known reward is in use, and it is the very function bench_mbrl.py loads.
     assert model.policy.known_model is not None
@@ -83,7 +83,7 @@ def source_fingerprint() -> dict:
     ]
     out = {}
     for f in files:
-        path = os.path.join(common.REPO_ROOT, f)
+        path = os.path.join(REPO_ROOT, f)
         if os.path.exists(path):
             with open(path, "rb") as fh:
                 out[f] = hashlib.sha256(fh.read()).hexdigest()[:12]
@@ -99,31 +99,16 @@ def act_fn(model):
 
 
 def time_dtype(args):
-    import sb3_bayes
-
     model, info = build_model(args.dtype, args.seed)
-    wall, cpu, actions = common.time_actions(act_fn(model), args.n_actions, args.n_warmup, seed=args.seed)
-    return dict(
-        impl="sb3-bayes",
-        sb3_bayes_version=getattr(sb3_bayes, "__version__", "?"),
-        dtype=args.dtype,
-        config=common.CONFIG,
-        **common.summarize(wall, cpu),
-        wall_all_s=wall,
-        cpu_all_s=cpu,
-        first_actions=[a.tolist() for a in actions[:5]],
-        env=common.env_info(),
-        model_info=info,
-        sb3_bayes_sources=source_fingerprint(),
-        args=vars(args),
-    )
+    config = dict(impl="sb3-bayes", dtype=args.dtype, sb3_bayes_sources=source_fingerprint())
+    return timing.planning_time(args, act_fn(model), config, info)
 
 
 def compare_dtypes(args):
     """Action difference bfloat16 vs float32 from the same seeds (and float32 seed-to-seed, for scale)."""
     model, _ = build_model("float32", args.seed, train_steps=args.train_steps)
     policy = model.policy
-    O, _, _ = common.random_pendulum_data(args.n_obs, seed=args.seed + 1)
+    O, _, _ = timing.random_pendulum_data(args.n_obs, seed=args.seed + 1)
 
     def plan_first_action(obs, dtype, seed):
         policy.planning_dtype = dtype
@@ -143,9 +128,7 @@ def compare_dtypes(args):
     d16 = np.abs(a[:, 1] - a[:, 0])
     dseed = np.abs(a[:, 2] - a[:, 0])
     span = float(policy.action_high[0] - policy.action_low[0])
-    return dict(
-        impl="sb3-bayes",
-        what="bf16_vs_fp32_action_difference",
+    results = dict(
         n_obs=len(O),
         action_range=span,
         bf16_vs_fp32_same_seed=dict(mean_abs=float(d16.mean()), median_abs=float(np.median(d16)), max_abs=float(d16.max())),
@@ -153,32 +136,30 @@ def compare_dtypes(args):
             mean_abs=float(dseed.mean()), median_abs=float(np.median(dseed)), max_abs=float(dseed.max())
         ),
         actions_fp32_bf16_fp32otherseed=a.tolist(),
-        note=(
-            f"model trained once (50 epochs) on {args.train_steps} random-action steps; "
-            if args.train_steps
-            else "untrained weights, input normaliser fitted on random data; "
-        )
-        + "fresh warm start per plan",
-        env=common.env_info(),
-        args=vars(args),
     )
+    note = (
+        f"model trained once (50 epochs) on {args.train_steps} random-action steps; "
+        if args.train_steps
+        else "untrained weights, input normaliser fitted on random data; "
+    ) + "fresh warm start per plan"
+    return dict(impl="sb3-bayes", what="bf16_vs_fp32_action_difference", note=note), results
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = timing.arguments()
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--n-actions", type=int, default=20)
-    p.add_argument("--n-warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-dtypes", action="store_true")
     p.add_argument("--n-obs", type=int, default=10, help="observations for --compare-dtypes")
     p.add_argument("--train-steps", type=int, default=400, help="random steps to train on for --compare-dtypes")
-    p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    result = compare_dtypes(args) if args.compare_dtypes else time_dtype(args)
-    common.dump(result, args.out)
+    if args.compare_dtypes:
+        with Timer() as timer:
+            config, results = compare_dtypes(args)
+        record = timing.result("dtype_difference", args, config, results, timer.cpu_seconds, timer.wall_seconds)
+    else:
+        record = time_dtype(args)
+    write_result(args.out, record, echo=True)
 
 
 if __name__ == "__main__":

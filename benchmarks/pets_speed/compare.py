@@ -1,53 +1,44 @@
-"""Print the ratio table of the PETS planning-speed benchmark from the JSON files written by run.sh.
+"""Print the ratio table of the PETS planning-speed benchmark from the JSON files written by run_all.sh.
 
-Usage: python compare.py [RESULTS_DIR]   (default: benchmarks/pets_speed/results)
+Usage: python -m benchmarks.pets_speed.compare [RESULTS_DIR]   (default: benchmarks/pets_speed/results)
 Needs only the standard library.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
-import statistics
 import sys
+
+from benchmarks.common import read_result, read_results, timing_stats
 
 GOALS = {"float32": 0.5, "bfloat16": 0.25}
 
 
-def load(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def merge(paths):
-    """Pool the per-action timings of several rounds (run.sh interleaves the implementations round by round)."""
-    runs = [load(p) for p in paths]
-    r = dict(runs[0])
-    wall = [w for x in runs for w in x["wall_all_s"]]
-    cpu = [c for x in runs for c in x["cpu_all_s"]]
-    r.update(
-        n_actions=len(wall),
+def merge(pattern):
+    """Pool the per-action timings of several rounds (run_all.sh interleaves the implementations round by round)."""
+    runs = read_results(pattern)
+    wall = [w for x in runs for w in x["results"]["wall_all_s"]]
+    cpu = [c for x in runs for c in x["results"]["cpu_all_s"]]
+    first = runs[0]
+    return dict(
+        impl=first["config"]["impl"],
+        mbrl_version=first["config"].get("mbrl_version", ""),
+        dtype=first["config"]["dtype"],
+        machine=first["machine"],
         rounds=len(runs),
-        wall_mean_s=statistics.fmean(wall),
-        wall_median_s=statistics.median(wall),
-        wall_min_s=min(wall),
-        cpu_mean_s=statistics.fmean(cpu),
-        cpu_median_s=statistics.median(cpu),
-        cpu_min_s=min(cpu),
+        **timing_stats(wall, cpu),
     )
-    return r
 
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "results")
-    ref = merge(sorted(glob.glob(os.path.join(d, "mbrl_r*.json"))))
+    ref = merge(os.path.join(d, "mbrl_r*.json"))
     rows = [ref]
     for dt in ("float32", "bfloat16"):
-        paths = sorted(glob.glob(os.path.join(d, f"ours_{dt}_r*.json")))
-        if paths:
-            rows.append(merge(paths))
+        if glob.glob(os.path.join(d, f"ours_{dt}_r*.json")):
+            rows.append(merge(os.path.join(d, f"ours_{dt}_r*.json")))
 
     hdr = (
         "impl",
@@ -96,7 +87,7 @@ def main():
 
     p = os.path.join(d, "dtype_diff.json")
     if os.path.exists(p):
-        x = load(p)
+        x = read_result(p)["results"]
         a, b = x["bf16_vs_fp32_same_seed"], x["fp32_vs_fp32_other_seed"]
         print(
             f"\nbf16 vs fp32 first action, same seed, {x['n_obs']} observations (action range {x['action_range']}): "
@@ -104,8 +95,11 @@ def main():
             f"fp32 vs fp32, other seed (planner noise, for scale):          "
             f"mean |diff| {b['mean_abs']:.4f}, median {b['median_abs']:.4f}, max {b['max_abs']:.4f}"
         )
-    e = ref["env"]
-    print(f"\nCPU: {e['cpu']} ({e['nproc']} cores), torch {e['torch']}, python {e['python']}, threads {e['torch_threads']}")
+    e = ref["machine"]
+    print(
+        f"\nCPU: {e['cpu_model']} ({e['nproc']} cores), torch {e['torch']}, python {e['python']}, "
+        f"threads {e['torch_threads']}"
+    )
 
 
 if __name__ == "__main__":

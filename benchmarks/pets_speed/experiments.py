@@ -1,7 +1,7 @@
 """Prototypes of speed-ups for our PETS planner, measured against the current code (no sb3_bayes file is edited:
 the variants monkeypatch one policy instance at runtime).
 
-  /work/venv/bin/python benchmarks/pets_speed/experiments.py [--rounds 6]
+  python -m benchmarks.pets_speed.experiments [--rounds 6]
 
 Variants (all exact: same outputs as the current code up to float summation order, checked below):
   bmm+add_ row-chunk 256 (earlier)   the trunk of ensemble.py sha 5634dac8e5fa, for reference.
@@ -18,20 +18,19 @@ Prints per-plan CPU seconds (min / median over interleaved rounds) and the speed
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 import types
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-warnings.filterwarnings("ignore")
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import bench_ours  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from benchmarks.pets_speed import bench_ours
+from benchmarks.pets_speed.timing import CONFIG
+
+warnings.filterwarnings("ignore")
 
 
 def member_major_trunk(net, chunk: int):
@@ -102,7 +101,7 @@ def main():
     model, _ = bench_ours.build_model("float32", 0)
     policy = model.policy
     net = policy.dynamics.network
-    cfg = bench_ours.common.CONFIG
+    cfg = CONFIG
     per_member = cfg["n_particles"] // cfg["ensemble_size"]
     base_trunk, base_predict = net._trunk, policy.dynamics.predict
     mm_trunk = member_major_trunk(net, args.chunk)

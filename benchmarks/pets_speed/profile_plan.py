@@ -1,8 +1,9 @@
 """torch.profiler breakdown of planning calls (op-level self CPU time), for either implementation.
 
-  .venv-mbrl/bin/python profile_plan.py mbrl
-  /work/venv/bin/python profile_plan.py ours --dtype float32|bfloat16
-  /work/venv/bin/python profile_plan.py ours-breakdown      # wall-clock split of one float32 plan (see below)
+  benchmarks/pets_speed/.venv-mbrl/bin/python -m benchmarks.pets_speed.profile_plan mbrl
+  python -m benchmarks.pets_speed.profile_plan ours --dtype float32|bfloat16
+  python -m benchmarks.pets_speed.profile_plan ours-breakdown      # wall-clock split of one float32 plan (see below)
+(from the repository root)
 Profiles --n-actions planning calls after --n-warmup untimed ones, one thread; prints the top ops by self CPU
 time (with input shapes) and writes the table to --out if given.
 """
@@ -10,16 +11,13 @@ time (with input shapes) and writes the table to --out if given.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-warnings.filterwarnings("ignore")
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+warnings.filterwarnings("ignore")
 
 
 def main():
@@ -36,12 +34,12 @@ def main():
     if args.impl == "ours-breakdown":
         return breakdown(args)
     if args.impl == "mbrl":
-        import bench_mbrl
+        from benchmarks.pets_speed import bench_mbrl
 
         agent, _ = bench_mbrl.build_agent(0)
         act = agent.act
     else:
-        import bench_ours
+        from benchmarks.pets_speed import bench_ours
 
         model, _ = bench_ours.build_model(args.dtype, 0)
         act = bench_ours.act_fn(model)
@@ -68,7 +66,7 @@ def breakdown(args):
     import statistics
     import time
 
-    import bench_ours
+    from benchmarks.pets_speed import bench_ours
 
     model, _ = bench_ours.build_model("float32", 0)
     net = model.policy.dynamics.network

@@ -1,7 +1,7 @@
 """
 Time one PSDRL training round per component, and acting, at the paper's sizes on a Pong replay of random play.
 
-python benchmarks/psdrl_speed/bench.py --transitions 800 --threads 1 --out benchmarks/psdrl_speed/results/round_800.json
+python -m benchmarks.psdrl_speed.bench --transitions 800 --threads 1 --out benchmarks/psdrl_speed/results/round_800.json
 
 Settings: `hyperparams/psdrl.yml`, section `atari` (CnnPolicy: latent 1536, GRU 756, heads 2292 / 1536; batch 125 x 250
 steps; 3 autoencoder, 3 model and 3 value iterations; the PSDRLAtariWrapper preprocessing of the YAML). The replay is filled
@@ -12,42 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import subprocess
-import sys
-import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch as th
-import yaml
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-class Timer:
-    """Wall and CPU seconds of a block."""
-
-    def __enter__(self) -> Timer:
-        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
-        return self
-
-    def __exit__(self, *args: Any) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
-
-
-def atari_section() -> dict[str, Any]:
-    with open(os.path.join(REPO, "hyperparams", "psdrl.yml")) as f:
-        section = dict(yaml.load(f, Loader=yaml.UnsafeLoader)["atari"])
-    section["policy_kwargs"] = eval(section["policy_kwargs"])
-    return section
+from benchmarks.common import Timer, hyperparams_path, load_zoo_section, result_record, write_result
 
 
 def main() -> None:
@@ -65,9 +36,6 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     th.set_num_threads(args.threads)
-    # The code measured: the commit at the start and whether the package had uncommitted changes.
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--short", "sb3_bayes"], cwd=REPO, capture_output=True, text=True).stdout
 
     import ale_py
     import gymnasium as gym
@@ -78,7 +46,7 @@ def main() -> None:
     from sb3_bayes.common.wrappers import PSDRLAtariWrapper
 
     gym.register_envs(ale_py)
-    section = atari_section()
+    _, section = load_zoo_section(hyperparams_path("psdrl.yml"), "atari")
     env = make_vec_env(
         "PongNoFrameskip-v4",
         n_envs=1,
@@ -119,26 +87,30 @@ def main() -> None:
     components = args.components.split(",")
     policy = model.policy
     policy.set_training_mode(True)
-    if "autoencoder" in components:
+
+    def timed(key: str, fn: Callable[[], Any], **extra: Any) -> Any:
+        """Runs ``fn``, stores its wall and CPU seconds and ``extra`` as ``results[key]``, returns what it returned."""
         with Timer() as t:
-            loss = model._train_autoencoder()
-        results["autoencoder"] = dict(wall_s=t.wall, cpu_s=t.cpu, iterations=model.autoencoder_iterations, loss=loss)
+            value = fn()
+        results[key] = dict(wall_s=t.wall_seconds, cpu_s=t.cpu_seconds, **extra)
+        return value
+
+    if "autoencoder" in components:
+        loss = timed("autoencoder", model._train_autoencoder, iterations=model.autoencoder_iterations)
+        results["autoencoder"]["loss"] = loss
         print("autoencoder", results["autoencoder"], flush=True)
     if "model" in components:
-        with Timer() as t:
-            losses = model._train_transition_and_terminal()
-        results["transition_terminal"] = dict(wall_s=t.wall, cpu_s=t.cpu, iterations=model.model_iterations, losses=losses)
+        losses = timed("transition_terminal", model._train_transition_and_terminal, iterations=model.model_iterations)
+        results["transition_terminal"]["losses"] = losses
         print("transition_terminal", results["transition_terminal"], flush=True)
     if "posterior" in components or "value" in components:
-        with Timer() as t:
-            start = model._fit_posterior()
-        results["posterior"] = dict(wall_s=t.wall, cpu_s=t.cpu, n_start_states=int(start.states.shape[0]))
+        start = timed("posterior", model._fit_posterior)
+        results["posterior"]["n_start_states"] = int(start.states.shape[0])
         print("posterior", results["posterior"], flush=True)
         if "value" in components:
             policy.resample()
-            with Timer() as t:
-                loss = model._fit_value(start)
-            results["value"] = dict(wall_s=t.wall, cpu_s=t.cpu, iterations=model.value_iterations, loss=loss)
+            loss = timed("value", lambda: model._fit_value(start), iterations=model.value_iterations)
+            results["value"]["loss"] = loss
             print("value", results["value"], flush=True)
     policy.set_training_mode(False)
     if "act" in components:
@@ -148,41 +120,36 @@ def main() -> None:
         with Timer() as t:
             for _ in range(args.actions):
                 _, hidden = policy.act(obs_t, hidden)
-        results["act"] = dict(ms_per_action_wall=1000 * t.wall / args.actions, ms_per_action_cpu=1000 * t.cpu / args.actions)
+        results["act"] = dict(
+            ms_per_action_wall=1000 * t.wall_seconds / args.actions, ms_per_action_cpu=1000 * t.cpu_seconds / args.actions
+        )
         print("act", results["act"], flush=True)
     round_keys = [k for k in ("autoencoder", "transition_terminal", "posterior", "value") if k in results]
     results["round"] = dict(
         wall_s=sum(results[k]["wall_s"] for k in round_keys), cpu_s=sum(results[k]["cpu_s"] for k in round_keys)
     )
-    with open("/proc/cpuinfo") as f:
-        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    out = dict(
-        command=" ".join(["python", *sys.argv]),
+    replay = dict(
         transitions=buffer.n_transitions(),
         episode_lengths=episodes,
         replay_bytes=replay_bytes,
         bytes_per_transition=replay_bytes / buffer.n_transitions(),
         n_parameters=n_parameters,
-        build_s=t_build.wall,
-        collect_s=t_collect.wall,
-        threads=args.threads,
-        inference_dtype=args.inference_dtype,
-        value_max_states=args.value_max_states,
-        results=results,
-        machine=dict(
-            cpu=cpu,
-            n_cpus=os.cpu_count(),
-            torch=th.__version__,
-            python=platform.python_version(),
-            load_average=os.getloadavg(),
-            git_commit=commit,
-            uncommitted_package_changes=dirty.split("\n")[:-1],
-        ),
+        build_s=t_build.wall_seconds,
+        collect_s=t_collect.wall_seconds,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-    print(json.dumps(out["results"]["round"]), flush=True)
+    record = result_record(
+        benchmark="psdrl_speed",
+        experiment="round_time",
+        algorithm="PSDRL",
+        env="PongNoFrameskip-v4",
+        seed=args.seed,
+        config={k: v for k, v in vars(args).items() if k != "out"},
+        results=dict(replay, components=results),
+        cpu_seconds=results["round"]["cpu_s"],
+        wall_seconds=results["round"]["wall_s"],
+    )
+    write_result(args.out, record)
+    print(json.dumps(results["round"]), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """
 Train PSDRL (CnnPolicy, reduced sizes) on Pong for what a shared 2-core CPU allows, for the imagination picture.
 
-python benchmarks/psdrl_speed/imagination/train_small_pong.py --steps 2000 --out /tmp/psdrl_pong_small.zip
+python -m benchmarks.psdrl_speed.imagination.train_small_pong --steps 2000 --out pong_small_2k.zip
+
+writes the model (``--out``) and, next to it, the run's result (``pong_small_2k.json``; the ``train_info_*.json`` here).
 
 Same preprocessing, schedule shape and losses as `hyperparams/psdrl.yml` (section `atari`), with smaller networks
 (first convolution 8 channels, so a 128-dimensional latent; GRU 64; heads 192), smaller batches (8 windows of 32
@@ -11,20 +13,15 @@ steps), more autoencoder updates per round (the decoder has to learn Pong's fram
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 
+import ale_py
+import gymnasium as gym
 import torch as th
 
-th.set_num_threads(1)
-
-import ale_py  # noqa: E402
-import gymnasium as gym  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
-
-from sb3_bayes import PSDRL  # noqa: E402
-from sb3_bayes.common.wrappers import PSDRLAtariWrapper  # noqa: E402
+from benchmarks.common import Timer, make_env, result_record, write_result
+from sb3_bayes import PSDRL
+from sb3_bayes.common.wrappers import PSDRLAtariWrapper
 
 SETTINGS = dict(
     learning_rate=5e-4,
@@ -48,10 +45,11 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--resume", default=None, help="continue training a saved model (its replay starts empty)")
     args = p.parse_args()
+    th.set_num_threads(1)
     gym.register_envs(ale_py)
-    env = make_vec_env(
+    env = make_env(
         "PongNoFrameskip-v4",
-        seed=args.seed,
+        args.seed,
         env_kwargs=dict(max_episode_steps=108000),
         wrapper_class=PSDRLAtariWrapper,  # the preprocessing of hyperparams/psdrl.yml (section atari)
     )
@@ -59,21 +57,27 @@ def main() -> None:
         model = PSDRL("CnnPolicy", env, seed=args.seed, verbose=1, **SETTINGS)
     else:
         model = PSDRL.load(args.resume, env=env, seed=args.seed)
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    model.learn(args.steps, log_interval=4, reset_num_timesteps=args.resume is None)
-    model.save(args.out)
-    info = dict(
+    with Timer() as timer:  # training and saving, as in train_info_*.json
+        model.learn(args.steps, log_interval=4, reset_num_timesteps=args.resume is None)
+        model.save(args.out)
+    results = dict(
         steps=model.num_timesteps,
         rounds=model.n_training_rounds,
         autoencoder_updates=model.n_training_rounds * model.autoencoder_iterations,
-        wall_s=round(time.perf_counter() - t0, 1),
-        cpu_s=round(time.process_time() - c0, 1),
-        settings={k: str(v) for k, v in SETTINGS.items()},
     )
-    print(json.dumps(info))
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump(info, f, indent=1)
+    print(results, flush=True)
+    record = result_record(
+        benchmark="psdrl_speed",
+        experiment="train_small_pong",
+        algorithm="PSDRL",
+        env="PongNoFrameskip-v4",
+        seed=args.seed,
+        config=dict(steps=args.steps, resume=args.resume, settings={k: str(v) for k, v in SETTINGS.items()}),
+        results=results,
+        cpu_seconds=round(timer.cpu_seconds, 1),
+        wall_seconds=round(timer.wall_seconds, 1),
+    )
+    write_result(os.path.splitext(args.out)[0] + ".json", record)
 
 
 if __name__ == "__main__":

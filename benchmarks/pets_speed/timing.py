@@ -1,22 +1,24 @@
-"""Shared pieces of the PETS planning-speed benchmark (imported by both bench scripts).
+"""What both planners' timing scripts share: the configuration compared, the timing loop, random data, our reward file.
 
-Kept free of sb3_bayes / mbrl imports so it runs in both virtual environments.
+Kept free of sb3_bayes / mbrl imports so it runs in both virtual environments (benchmarks.common imports only the
+standard library).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from benchmarks.common import REPO_ROOT, repo_path, result_record, timing_stats
+
 # The exact configuration compared (see README.md).
-CONFIG = dict(
+CONFIG: dict[str, Any] = dict(
     env_id="Pendulum-v1",
     ensemble_size=5,
     hidden=[200, 200, 200],
@@ -29,9 +31,6 @@ CONFIG = dict(
     cem_alpha=0.1,
     propagation="TSinf",
 )
-
-
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 
 def load_known_rewards_module():
@@ -95,43 +94,56 @@ def time_actions(act_fn: Callable[[np.ndarray], np.ndarray], n_actions: int, n_w
     return wall, cpu, actions
 
 
-def summarize(wall, cpu) -> dict:
-    return dict(
-        n_actions=len(wall),
-        wall_mean_s=statistics.fmean(wall),
-        wall_median_s=statistics.median(wall),
-        wall_min_s=min(wall),
-        cpu_mean_s=statistics.fmean(cpu),
-        cpu_median_s=statistics.median(cpu),
-        cpu_min_s=min(cpu),
+def arguments() -> argparse.ArgumentParser:
+    """The arguments of both timing scripts."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--n-actions", type=int, default=20)
+    p.add_argument("--n-warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    return p
+
+
+def result(
+    experiment: str,
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    results: dict[str, Any],
+    cpu_seconds: float | None,
+    wall_seconds: float | None,
+) -> dict[str, Any]:
+    """A result of this benchmark (PETS on Pendulum-v1); the arguments go into ``config["args"]``."""
+    arguments = dict(vars(args), out=None if args.out is None else repo_path(args.out))
+    return result_record(
+        benchmark="pets_speed",
+        experiment=experiment,
+        algorithm="PETS",
+        env=CONFIG["env_id"],
+        seed=args.seed,
+        config=dict(config, args=arguments),
+        results=results,
+        cpu_seconds=cpu_seconds,
+        wall_seconds=wall_seconds,
     )
 
 
-def env_info() -> dict:
-    import torch
-
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return dict(
-        python=platform.python_version(),
-        torch=torch.__version__,
-        numpy=np.__version__,
-        torch_threads=torch.get_num_threads(),
-        cpu=model,
-        nproc=os.cpu_count(),
+def planning_time(
+    args: argparse.Namespace,
+    act: Callable[[np.ndarray], np.ndarray],
+    config: dict[str, Any],
+    model_info: dict[str, Any],
+) -> dict[str, Any]:
+    """
+    Times ``args.n_actions`` planned actions (:func:`time_actions`) and returns their result; its CPU and wall seconds
+    are those of the timed actions.
+    """
+    wall, cpu, actions = time_actions(act, args.n_actions, args.n_warmup, seed=args.seed)
+    results = dict(
+        **timing_stats(wall, cpu),
+        wall_all_s=wall,
+        cpu_all_s=cpu,
+        first_actions=[a.tolist() for a in actions[:5]],
+        model_info=model_info,
     )
-
-
-def dump(result: dict, path: str | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
-    if path:
-        with open(path, "w") as f:
-            f.write(text + "\n")
+    return result("planning_time", args, dict(config, planner=CONFIG), results, sum(cpu), sum(wall))
