@@ -128,6 +128,50 @@ def test_cholesky_jitter_retry_and_failure() -> None:
         cholesky_with_jitter(th.full((2, 2), float("nan"), dtype=th.float64))
 
 
+@pytest.mark.parametrize("bad", ["nan-target", "inf-feature", "overflow"])
+def test_a_non_finite_fit_keeps_the_previous_posterior(bad: str) -> None:
+    """A fit whose statistics or result are not finite raises before it replaces the posterior, for both regressions."""
+    x, y = data()
+    if bad == "nan-target":
+        y = y.clone()
+        y[3, 0] = float("nan")
+    elif bad == "inf-feature":
+        x = x.clone()
+        x[5, 0] = float("inf")
+    else:  # finite features whose squares overflow float64
+        x = x * 1e160
+    actions = th.arange(len(x)) % 2
+    for blr, chunk, good in [
+        (BayesianLinearRegression(4, 3), (x, y), data()),
+        (PerActionBayesianLinearRegression(4, 2), (x, actions, y[:, 0]), (data()[0], actions, data()[1][:, 0])),
+    ]:
+        blr.fit([good])  # type: ignore[list-item]
+        posterior = {name: value.clone() for name, value in blr.state_dict().items()}
+        with pytest.raises(ValueError, match="NaN or inf"):
+            blr.fit([chunk])  # type: ignore[list-item]
+        for name, value in blr.state_dict().items():
+            assert th.equal(value, posterior[name]), name
+
+
+def test_bad_constructor_arguments_name_the_parameter() -> None:
+    for make in (BayesianLinearRegression, PerActionBayesianLinearRegression):
+        with pytest.raises(ValueError, match=r"\bridge\b"):
+            make(3, 2, ridge=0.0)
+        with pytest.raises(ValueError, match=r"\bnoise_precision\b"):
+            make(3, 2, noise_precision=-1.0)
+        with pytest.raises(TypeError, match=r"\bn_features\b"):
+            make(3.0, 2)  # type: ignore[arg-type]
+
+
+def test_posterior_buffers_are_row_major() -> None:
+    """LAPACK's column-major results are stored row-major, like a loaded copy, so that products with them round alike."""
+    x, y = data()
+    blr = BayesianLinearRegression(4, 3)
+    blr.fit([(x, y)])
+    assert blr.mean.is_contiguous() and blr.precision_cholesky.is_contiguous()
+    assert all(blr.sample(mode).is_contiguous() for mode in ("thompson", "original"))
+
+
 def test_per_action_posterior_equals_numpy_closed_form_and_samples() -> None:
     from sb3_bayes.common.blr import PerActionBayesianLinearRegression
 

@@ -123,3 +123,19 @@ def test_running_episode_keys_are_hashed_once(monkeypatch: pytest.MonkeyPatch) -
     np.testing.assert_array_equal(complete.observation_keys(), original(complete.observations))
     # o_0 ... o_2 at t = 1, then o_3, then o_4 and o_5, then o_6 at the close: each of the 7 once.
     assert hashed == [3, 1, 2, 1]
+
+
+def test_truncate_running_closes_episodes_as_truncated() -> None:
+    """Environments that restart end their running episodes, truncated; empty ones are dropped; n_envs may change."""
+    buffer = EpisodeReplayBuffer((2,), np.float32, capacity=100, n_envs=3)
+    for t in range(3):
+        obs = np.full((3, 2), t, dtype=np.float32)
+        buffer.add(obs, np.zeros(3), np.ones(3), obs + 1, np.array([False, t == 2, False]), np.array([False, t == 2, False]))
+    buffer.add(np.zeros((3, 2)), np.zeros(3), np.zeros(3), np.ones((3, 2)), np.array([False, False, True]), np.zeros(3))
+    assert [len(e) for e in buffer.episodes] == [3, 4] and [len(r.actions) for r in buffer.running] == [4, 1, 0]
+    buffer.truncate_running(n_envs=2)
+    assert [len(e) for e in buffer.episodes] == [3, 4, 4, 1] and buffer.n_envs == 2
+    assert [e.terminated for e in buffer.episodes] == [True, False, False, False]
+    assert buffer.n_transitions() == 12 and not any(r.observations for r in buffer.running)
+    with pytest.raises(ValueError, match=r"\bcapacity\b"):
+        EpisodeReplayBuffer((2,), np.float32, capacity=0)

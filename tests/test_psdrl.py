@@ -1,18 +1,31 @@
-"""PSDRL: look-ahead and value targets against brute force, input validation, posterior use, DeepSea exploration."""
+"""
+PSDRL: look-ahead and value targets against brute force, hyperparameter validation, NaN safety, exact resume and the
+saved replay, posterior use, DeepSea exploration.
+"""
 
 import math
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 import yaml
 from frame_envs import RandomFrames
+from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
+import sb3_bayes.psdrl.psdrl as psdrl_module
 from sb3_bayes import PSDRL
 from sb3_bayes.common.blr import BayesianLinearRegression
+from sb3_bayes.common.utils import checked_step
+from sb3_bayes.common.validation import HyperparameterError
 from sb3_bayes.psdrl.psdrl import StartStates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -51,17 +64,133 @@ def test_unsupported_spaces_raise_value_error() -> None:
         PSDRL("MlpPolicy", "Pendulum-v1")
     with pytest.raises(ValueError, match="CnnPolicy expects 64x64 frames"):
         PSDRL("CnnPolicy", "CartPole-v1")
-    with pytest.raises(ValueError, match="Unknown resample_schedule"):
-        PSDRL("MlpPolicy", "CartPole-v1", resample_schedule="step")
-    with pytest.raises(ValueError, match="Unknown sampling"):
-        PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(sampling="mean"))
-    with pytest.raises(ValueError, match="Unknown terminal_input"):
-        PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(terminal_input="next_frame"))
-    with pytest.raises(ValueError, match="prior_features must be >= 0"):
-        PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=dict(prior_features=-1))
     model = PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs=PRIOR)
     with pytest.raises(ValueError, match="pass the observation's prior_projection"):
         model.policy.lookahead(th.zeros(1, 64), th.zeros(1, 64))
+
+
+#: A bad value of every constructor argument: ``(name, value, expected exception)``.
+BAD_ARGUMENTS: list[tuple[str, Any, type[Exception]]] = [
+    ("learning_rate", -1e-3, ValueError),  # 0 is allowed: rl_zoo3.enjoy loads models with learning_rate=0.0
+    ("learning_rate", float("nan"), ValueError),
+    ("learning_rate", "fast", TypeError),
+    ("buffer_size", 0, ValueError),
+    ("buffer_size", 1e5, TypeError),
+    ("batch_size", 0, ValueError),
+    ("batch_size", True, TypeError),
+    ("sequence_length", 0, ValueError),
+    ("sequence_length", 2.5, TypeError),
+    ("tbptt_window", 0, ValueError),
+    ("autoencoder_iterations", 0, ValueError),
+    ("model_iterations", -1, ValueError),
+    ("value_iterations", "3", TypeError),
+    ("value_batch_size", 0, ValueError),
+    ("value_max_states", 0, ValueError),
+    ("value_max_states", 1.5, TypeError),
+    ("state_weighting", "novelty", ValueError),
+    ("target_update_interval", 0, ValueError),
+    ("warmup_steps", -1, ValueError),
+    ("warmup_freq", 0, ValueError),
+    ("update_freq", 0, ValueError),
+    ("update_freq", None, TypeError),
+    ("resample_schedule", "step", ValueError),
+    ("reward_transform", "clip", ValueError),
+    ("lookahead_cache_bytes", -1, ValueError),
+    ("stats_window_size", 0, ValueError),
+    ("tensorboard_log", 1, TypeError),
+    ("verbose", -1, ValueError),
+    ("seed", -1, ValueError),
+    ("seed", 0.5, TypeError),
+]
+
+#: A bad value of every ``policy_kwargs`` entry.
+BAD_POLICY_KWARGS: list[tuple[str, Any, type[Exception]]] = [
+    ("latent_dim", 0, ValueError),
+    ("encoder_hidden_dim", 0, ValueError),
+    ("cnn_depth", 0, ValueError),
+    ("gru_dim", 0, ValueError),
+    ("gru_dim", 8.0, TypeError),
+    ("transition_hidden_dim", 0, ValueError),
+    ("terminal_hidden_dim", -1, ValueError),
+    ("value_hidden_dim", 0, ValueError),
+    ("terminal_input", "next_frame", ValueError),
+    ("ridge", 0.0, ValueError),
+    ("noise_precision", -1.0, ValueError),
+    ("noise_precision", "high", TypeError),
+    ("transition_prior_scale", -1e-3, ValueError),
+    ("reward_prior_scale", float("nan"), ValueError),
+    ("reward_prior_scale", float("inf"), ValueError),
+    ("sampling", "mean", ValueError),
+    ("prior_features", -1, ValueError),
+    ("prior_features", 2.5, TypeError),
+    ("prior_lengthscale", 0.0, ValueError),
+    ("prior_feature_scale", 0.0, ValueError),
+    ("gamma", 1.5, ValueError),
+    ("gamma", 0.0, ValueError),
+    ("exploration_epsilon", 1.5, ValueError),
+    ("exploration_epsilon", -0.1, ValueError),
+    ("inference_dtype", "float16", ValueError),
+    ("optimizer_class", "adam", TypeError),
+    ("optimizer_class", th.nn.Linear, TypeError),
+    ("optimizer_kwargs", [("lr", 1e-3)], TypeError),
+    ("normalize_images", "yes", TypeError),
+]
+
+
+def _bad_value_id(case: tuple[str, Any, type[Exception]]) -> str:
+    return f"{case[0]}={case[1]!r}"
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS, ids=_bad_value_id)
+def test_bad_constructor_argument_fails_at_construction(case: tuple[str, Any, type[Exception]]) -> None:
+    name, value, expected = case
+    with pytest.raises(expected, match=names(name)) as error:
+        PSDRL("MlpPolicy", "CartPole-v1", **{name: value})
+    assert isinstance(error.value, HyperparameterError) and error.value.parameter == name
+
+
+@pytest.mark.parametrize("case", BAD_POLICY_KWARGS, ids=_bad_value_id)
+def test_bad_policy_kwarg_fails_at_construction(case: tuple[str, Any, type[Exception]]) -> None:
+    name, value, expected = case
+    with pytest.raises(expected, match=names(name)) as error:
+        PSDRL("MlpPolicy", "CartPole-v1", policy_kwargs={name: value})
+    assert isinstance(error.value, HyperparameterError) and error.value.parameter == name
+
+
+def test_cnn_policy_latent_size_follows_the_depth() -> None:
+    """The convolutional autoencoder's latent size is ``32 * cnn_depth``: another ``latent_dim`` is refused."""
+    kwargs: dict[str, Any] = dict(batch_size=2, sequence_length=4, value_batch_size=16)
+    with pytest.raises(ValueError, match=names("latent_dim")):
+        PSDRL("CnnPolicy", RandomFrames(), policy_kwargs=dict(cnn_depth=4, gru_dim=8, latent_dim=64), **kwargs)
+    model = PSDRL("CnnPolicy", RandomFrames(), policy_kwargs=dict(cnn_depth=4, gru_dim=8, latent_dim=128), **kwargs)
+    assert model.policy.latent_dim == model.policy.transition.latent_dim == 128
+
+
+def test_edge_values_are_accepted_and_numbers_normalised(tmp_path: Path) -> None:
+    policy_kwargs = dict(
+        latent_dim=np.int64(8), gru_dim=8, encoder_hidden_dim=16, gamma=1.0, exploration_epsilon=0.0, reward_prior_scale=0.0
+    )
+    model = PSDRL(
+        "MlpPolicy",
+        "CartPole-v1",
+        batch_size=np.int64(8),
+        warmup_steps=0,
+        lookahead_cache_bytes=0,
+        learning_rate=np.float32(1e-3),
+        policy_kwargs=policy_kwargs,
+    )
+    assert type(model.batch_size) is int and type(model.policy.latent_dim) is int
+    assert model.policy.gamma == 1.0 and model.policy.exploration_epsilon == 0.0
+    # The checks run again at load(**kwargs), where rl-zoo3's --trained-agent passes the YAML's settings.
+    model.save(tmp_path / "psdrl")
+    with pytest.raises(ValueError, match=names("value_batch_size")):
+        PSDRL.load(tmp_path / "psdrl", value_batch_size=0)
+    assert PSDRL.load(tmp_path / "psdrl", value_batch_size=np.int64(32)).value_batch_size == 32
+
+
+def test_predict_is_base_algorithm_predict() -> None:
+    """``PSDRL.predict`` is SB3's (it calls the policy's recurrent ``predict``): no copy of it."""
+    assert PSDRL.predict is BaseAlgorithm.predict
 
 
 @pytest.fixture(
@@ -226,6 +355,7 @@ def test_cnn_policy_on_frames() -> None:
     assert next(model.replay_buffer.all_episodes()).observations.dtype == np.uint8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("section_name", ["DeepSea5-v0", "DeepSea20-v0"])
 def test_psdrl_reaches_the_deep_sea_goal(section_name: str) -> None:
     """
@@ -475,3 +605,150 @@ def test_distinct_state_weighting_weighs_every_observation_alike() -> None:
     expected = model.policy.preprocess(th.as_tensor(np.unique(stored, axis=0)))
     assert len(inputs) == len(expected) and (weights == 1).all()
     th.testing.assert_close(inputs[th.argsort(inputs[:, 0])], expected[th.argsort(expected[:, 0])])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# NaN safety, exact resume, saved replay
+# ----------------------------------------------------------------------------------------------------------------------
+#: DeepSea 5 (5-step episodes) with tiny networks: a round every 5 steps.
+DEEP_SEA_TINY: dict[str, Any] = dict(
+    batch_size=8,
+    sequence_length=5,
+    warmup_freq=5,
+    value_batch_size=16,
+    value_iterations=2,
+    policy_kwargs=dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16),
+)
+
+
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_non_finite_environment_data_are_refused(tmp_path: Path, what: str) -> None:
+    """A NaN from the environment raises before it reaches the replay, the recurrent state or any network."""
+    env = DummyVecEnv([lambda: NonFiniteAt(gym.make("DeepSea5-v0"), 21, what)])
+    model = PSDRL("MlpPolicy", env, seed=0, **DEEP_SEA_TINY)
+    model.learn(20)
+    assert model.n_training_rounds >= 3 and model.replay_buffer is not None
+    stored = model.replay_buffer.n_transitions()
+
+    def run() -> None:
+        model.learn(10, reset_num_timesteps=False)  # step 21 is the bad one
+
+    check_weights_survive(model, run, f"the {what} from the environment is NaN", model_tensors(model), tmp_path)
+    assert model.replay_buffer.n_transitions() == stored and model.num_timesteps == 20
+
+
+@pytest.mark.parametrize("network", ["autoencoder", "transition model", "terminal model", "value network"])
+def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network: str
+) -> None:
+    """A NaN loss of any network raises before its optimiser steps: every saved tensor is as just before the update."""
+    model = PSDRL("MlpPolicy", "DeepSea5-v0", seed=0, **DEEP_SEA_TINY)
+    before: dict[str, th.Tensor] = {}
+
+    def poisoned(optimizer: th.optim.Optimizer, loss: th.Tensor, what: str, *args: Any, **kwargs: Any) -> th.Tensor:
+        # Once the first round has counted: the value fit that follows that count, the other networks' first update
+        # in the second round.
+        if network in what and model.n_training_rounds == 1 and not before:
+            before.update(model_tensors(model))
+            loss = loss * float("nan")
+        return checked_step(optimizer, loss, what, *args, **kwargs)
+
+    monkeypatch.setattr(psdrl_module, "checked_step", poisoned)
+    check_weights_survive(model, lambda: model.learn(20), f"The PSDRL {network} loss is NaN", before, tmp_path)
+    assert model.n_training_rounds == 1 and before
+
+
+def exact_resume_model(schedule: str, n_envs: int, prior: bool, seed: int = 0) -> PSDRL:
+    """
+    A round every 8 steps on DeepSea 5: with the "episode" schedule only every second episode end has a round, and the
+    others refit the value network on the last round's start states; a 20-transition replay evicts episodes.
+    """
+    policy_kwargs: dict[str, Any] = dict(latent_dim=8, gru_dim=8, encoder_hidden_dim=16)
+    settings: dict[str, Any] = {}
+    if prior:
+        policy_kwargs.update(PRIOR, terminal_input="state_action")
+        settings = dict(state_weighting="distinct", value_max_states=12)
+    return PSDRL(
+        "MlpPolicy",
+        make_vec_env("DeepSea5-v0", n_envs=n_envs, seed=seed),
+        seed=seed,
+        batch_size=8,
+        sequence_length=5,
+        warmup_freq=8,
+        autoencoder_iterations=1,
+        model_iterations=2,
+        value_batch_size=16,
+        value_iterations=2,
+        buffer_size=20,
+        resample_schedule=schedule,
+        policy_kwargs=policy_kwargs,
+        **settings,
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule, n_envs, prior, n_steps",
+    [("round", 1, False, 23), ("episode", 1, True, 23), ("episode", 2, True, 22)],
+    ids=["round", "episode-prior", "episode-prior-2-envs"],
+)
+def test_exact_resume(tmp_path: Path, schedule: str, n_envs: int, prior: bool, n_steps: int) -> None:
+    """
+    Saved mid-episode (running episodes, a pending sample, the steps since the last round), resumed with the saved
+    replay: the same tensors as an uninterrupted run, bit for bit. With the "episode" schedule the value fit after the
+    resume reuses the start states of the round before the save, and the prior's Gram block carries on its running sum.
+    """
+    check_exact_resume(lambda: exact_resume_model(schedule, n_envs, prior), n_steps, tmp_path)
+
+
+def test_replay_round_trip(tmp_path: Path) -> None:
+    model = exact_resume_model("episode", 1, prior=True)
+    model.learn(23)  # rounds at steps 10 and 20, an episode running (3 steps)
+    model.save(tmp_path / "psdrl")
+    model.save_replay_buffer(tmp_path / "replay.pkl")
+    loaded = PSDRL.load(tmp_path / "psdrl")
+    loaded.load_replay_buffer(tmp_path / "replay.pkl")
+    saved, restored = model.replay_buffer, loaded.replay_buffer
+    assert saved is not None and restored is not None and restored.n_transitions() == saved.n_transitions()
+    for a, b in zip(list(saved.all_episodes()), list(restored.all_episodes()), strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        assert a.terminated == b.terminated
+    assert len(restored.running[0].actions) == 3
+    # The prior's Gram block and the last round's episodes come back sharing the replay's episodes.
+    assert model._prior_gram is not None and loaded._prior_gram is not None and model._prior_gram.gram is not None
+    assert th.equal(loaded._prior_gram.gram, model._prior_gram.gram)
+    assert all(a is b for a, b in zip(loaded._prior_gram.included, restored.episodes, strict=True))
+    assert loaded._value_fit_episodes is not None and model._value_fit_episodes is not None
+    assert [len(e) for e in loaded._value_fit_episodes] == [len(e) for e in model._value_fit_episodes]
+    assert any(any(e is f for f in restored.episodes) for e in loaded._value_fit_episodes)
+
+    # A model whose prior is another draw sums its Gram block afresh.
+    other = exact_resume_model("episode", 1, prior=True, seed=1)
+    other.load_replay_buffer(tmp_path / "replay.pkl")
+    assert other._prior_gram is None and other.replay_buffer is not None
+
+    # A new run on reset environments closes the running episode as truncated (its steps are kept).
+    running = np.stack(saved.running[0].observations)
+    loaded.set_env(make_vec_env("DeepSea5-v0", n_envs=1, seed=1))
+    loaded.learn(1)
+    assert loaded.replay_buffer is restored and len(restored.running[0].actions) == 1
+    assert not restored.episodes[-1].terminated
+    np.testing.assert_array_equal(restored.episodes[-1].observations, running)
+
+    save_to_pkl(tmp_path / "other.pkl", {"not": "a replay"})
+    with pytest.raises(ValueError, match="does not hold a PSDRL replay buffer"):
+        loaded.load_replay_buffer(tmp_path / "other.pkl")
+    with pytest.raises(ValueError, match="holds observations of shape"):
+        PSDRL("MlpPolicy", "CartPole-v1").load_replay_buffer(tmp_path / "replay.pkl")
+
+
+def test_a_new_run_does_not_join_its_steps_to_the_last_episode() -> None:
+    """``learn`` with ``reset_num_timesteps=True`` resets the environment: the running episode ends there, truncated."""
+    model = PSDRL("MlpPolicy", "DeepSea5-v0", seed=0, **DEEP_SEA_TINY)
+    model.learn(7)
+    model.learn(3)
+    assert model.replay_buffer is not None
+    assert [len(e) for e in model.replay_buffer.episodes] == [5, 2]
+    assert model.replay_buffer.episodes[0].terminated and not model.replay_buffer.episodes[1].terminated
+    assert len(model.replay_buffer.running[0].actions) == 3

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch as th
+from reliability import names
 
 from sb3_bayes.common.blr import BayesianLinearRegression
 from sb3_bayes.common.random_features import RandomFourierFeatures
@@ -36,10 +37,14 @@ def test_projection_parts_add_up_to_the_whole_input() -> None:
 
 
 def test_bad_arguments_raise() -> None:
-    with pytest.raises(ValueError, match="lengthscale must be > 0"):
+    with pytest.raises(ValueError, match=names("lengthscale")):
         RandomFourierFeatures(3, 8, lengthscale=0.0)
-    with pytest.raises(ValueError, match="n_features must be >= 1"):
+    with pytest.raises(ValueError, match=names("n_features")):
         RandomFourierFeatures(3, 0)
+    with pytest.raises(ValueError, match=names("input_dim")):
+        RandomFourierFeatures(0, 8)
+    with pytest.raises(TypeError, match=names("n_features")):
+        RandomFourierFeatures(3, 8.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Expected inputs with 3 coordinates"):
         RandomFourierFeatures(3, 8)(th.zeros(2, 4))
 

@@ -29,6 +29,9 @@ from typing import Generic, TypeVar
 import torch as th
 from torch import nn
 
+from sb3_bayes.common.utils import check_finite
+from sb3_bayes.common.validation import ParameterValidator
+
 SAMPLING_MODES = ("thompson", "original")
 Item = TypeVar("Item")
 
@@ -88,12 +91,22 @@ def posterior_from_statistics(
     :param ridge: Prior precision of every weight.
     :param noise_precision: Precision ``beta`` of the observation noise.
     :return: The lower Cholesky factor ``L`` of ``A`` (``[..., d, d]``) and the posterior mean (``[..., d, k]``).
+    :raises ValueError: When the statistics or the result hold NaN or inf, before any caller can store them: the
+        regressions keep their previous posterior.
     """
+    hint = "the regression's features or targets hold NaN/inf (the posterior was not updated)"
+    check_finite(gram, "The Bayesian linear regression's Gram matrix X^T X", hint)
+    check_finite(cross, "The Bayesian linear regression's X^T Y", hint)
     eye = th.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     precision = noise_precision * gram + ridge * eye
     cholesky = cholesky_with_jitter(precision)
     mean = noise_precision * th.cholesky_solve(cross, cholesky)
-    return cholesky, mean
+    # Finite statistics can still overflow (features of order 1e150): never hand back a posterior that is not finite.
+    check_finite(cholesky, "The Bayesian linear regression's posterior precision factor", hint)
+    check_finite(mean, "The Bayesian linear regression's posterior mean", hint)
+    # LAPACK returns column-major results; a loaded model's buffers are row-major, and products with the two layouts
+    # round differently. Row-major here keeps the samples and predictions of a saved and reloaded posterior bitwise equal.
+    return cholesky.contiguous(), mean.contiguous()
 
 
 def thompson_sample(mean: th.Tensor, cholesky: th.Tensor, eps: th.Tensor, scale: th.Tensor | None = None) -> th.Tensor:
@@ -246,12 +259,11 @@ class BayesianLinearRegression(nn.Module):
         device: th.device | str = "cpu",
     ) -> None:
         super().__init__()
-        if ridge <= 0 or noise_precision <= 0:
-            raise ValueError(f"ridge and noise_precision must be > 0, got {ridge} and {noise_precision}.")
-        self.n_features = n_features
-        self.n_outputs = n_outputs
-        self.ridge = ridge
-        self.noise_precision = noise_precision
+        check = ParameterValidator(type(self).__name__)
+        self.n_features = check.integer("n_features", n_features)
+        self.n_outputs = check.integer("n_outputs", n_outputs)
+        self.ridge = check.positive("ridge", ridge)
+        self.noise_precision = check.positive("noise_precision", noise_precision)
         scale = th.as_tensor(prior_scale, dtype=th.float64, device=device)
         # Buffers, so that `state_dict` (and SB3's save/load) round-trips every posterior statistic exactly.
         self.register_buffer("prior_scale", scale.expand(n_outputs).clone() if scale.ndim == 0 else scale.clone())
@@ -312,13 +324,13 @@ class BayesianLinearRegression(nn.Module):
 
         :param mode: ``"thompson"`` or ``"original"``.
         :param generator: Optional random generator.
-        :return: The sampled weights.
+        :return: The sampled weights (row-major, like a loaded copy: products with them round the same).
         """
         eps = th.randn(self.n_features, self.n_outputs, dtype=th.float64, device=self.device, generator=generator)
         if mode == "thompson":
-            return thompson_sample(self.mean, self.precision_cholesky, eps, self.prior_scale)
+            return thompson_sample(self.mean, self.precision_cholesky, eps, self.prior_scale).contiguous()
         if mode == "original":
-            return self.mean + (self.covariance() @ eps) * self.prior_scale
+            return (self.mean + (self.covariance() @ eps) * self.prior_scale).contiguous()
         raise ValueError(f"Unknown sampling mode '{mode}': choose one of {', '.join(SAMPLING_MODES)}.")
 
     def predictive_variance(self, features: th.Tensor) -> th.Tensor:
@@ -363,12 +375,11 @@ class PerActionBayesianLinearRegression(nn.Module):
         device: th.device | str = "cpu",
     ) -> None:
         super().__init__()
-        if ridge <= 0 or noise_precision <= 0:
-            raise ValueError(f"ridge and noise_precision must be > 0, got {ridge} and {noise_precision}.")
-        self.n_features = n_features
-        self.n_actions = n_actions
-        self.ridge = ridge
-        self.noise_precision = noise_precision
+        check = ParameterValidator(type(self).__name__)
+        self.n_features = check.integer("n_features", n_features)
+        self.n_actions = check.integer("n_actions", n_actions)
+        self.ridge = check.positive("ridge", ridge)
+        self.noise_precision = check.positive("noise_precision", noise_precision)
         # Buffers, so that `state_dict` round-trips the posterior exactly; the prior is the initial value.
         self.register_buffer("mean", th.zeros(n_actions, n_features, dtype=th.float64, device=device))
         eye = th.eye(n_features, dtype=th.float64, device=device) * ridge**0.5
@@ -402,10 +413,9 @@ class PerActionBayesianLinearRegression(nn.Module):
             gram += chunk_gram
             cross += chunk_cross
             counts += chunk_counts
-        cholesky, mean = posterior_from_statistics(gram, cross, self.ridge, self.noise_precision)
-        # LAPACK returns the batched factor column-major; row-major, as the per-action `th.stack` used to store it,
-        # keeps the triangular solves of `sample` bitwise reproducible across versions and with a loaded model.
-        self.precision_cholesky = cholesky.contiguous()
+        # Row-major (posterior_from_statistics), as the per-action `th.stack` used to store it: the triangular solves
+        # of `sample` stay bitwise reproducible across versions and with a loaded model.
+        self.precision_cholesky, mean = posterior_from_statistics(gram, cross, self.ridge, self.noise_precision)
         self.mean = mean[..., 0]
         self.n_observations = counts
 

@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sb3_bayes.common.validation import ParameterValidator
+
 
 def observation_keys(observations: np.ndarray) -> np.ndarray:
     """
@@ -98,11 +100,9 @@ class EpisodeReplayBuffer:
     """
 
     def __init__(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype, capacity: int, n_envs: int = 1) -> None:
-        if capacity < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {capacity}.")
         self.obs_shape = obs_shape
         self.obs_dtype = np.dtype(obs_dtype)
-        self.capacity = capacity
+        self.capacity = ParameterValidator("EpisodeReplayBuffer").integer("capacity", capacity)
         self.episodes: deque[Episode] = deque()
         self.running = [_RunningEpisode() for _ in range(n_envs)]
         self._n_complete_transitions = 0
@@ -147,6 +147,19 @@ class EpisodeReplayBuffer:
             running.rewards.append(float(rewards[i]))
             if dones[i]:
                 self._close(i, bool(terminations[i]))
+
+    def truncate_running(self, n_envs: int | None = None) -> None:
+        """
+        Close every running episode as truncated (not terminated), because its environment restarts: the steps that
+        follow a reset belong to a new episode, and joining them to the old one would invent a transition. Running
+        episodes without a step yet are dropped.
+
+        :param n_envs: The number of environments from now on (None: unchanged).
+        """
+        for index, running in enumerate(self.running):
+            if running.actions:
+                self._close(index, terminated=False)
+        self.running = [_RunningEpisode() for _ in range(self.n_envs if n_envs is None else n_envs)]
 
     def _close(self, env_index: int, terminated: bool) -> None:
         running = self.running[env_index]

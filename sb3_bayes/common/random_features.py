@@ -15,6 +15,8 @@ import math
 import torch as th
 from torch import nn
 
+from sb3_bayes.common.validation import ParameterValidator
+
 
 class RandomFourierFeatures(nn.Module):
     """
@@ -33,13 +35,10 @@ class RandomFourierFeatures(nn.Module):
 
     def __init__(self, input_dim: int, n_features: int, lengthscale: float = 1.0) -> None:
         super().__init__()
-        if input_dim < 1 or n_features < 1:
-            raise ValueError(f"input_dim and n_features must be >= 1, got {input_dim} and {n_features}.")
-        if not lengthscale > 0:
-            raise ValueError(f"lengthscale must be > 0, got {lengthscale}.")
-        self.input_dim = input_dim
-        self.n_features = n_features
-        self.lengthscale = lengthscale
+        check = ParameterValidator(type(self).__name__)
+        self.input_dim = check.integer("input_dim", input_dim)
+        self.n_features = check.integer("n_features", n_features)
+        self.lengthscale = check.positive("lengthscale", lengthscale)
         # The kernel's spectral density (Bochner's theorem): frequencies W / l with W standard normal.
         self.register_buffer("projection", th.randn(n_features, input_dim) / lengthscale)
         self.register_buffer("phase", th.rand(n_features) * (2 * math.pi))

@@ -15,6 +15,7 @@ from torch import nn
 from sb3_bayes.common.blr import SAMPLING_MODES, BayesianLinearRegression
 from sb3_bayes.common.random_features import RandomFourierFeatures
 from sb3_bayes.common.utils import PLANNING_DTYPES, check_finite, planning_precision
+from sb3_bayes.common.validation import ParameterValidator
 
 TERMINAL_INPUTS = ("next_latent", "state_action")
 
@@ -45,13 +46,18 @@ class ConvAutoencoder(nn.Module):
         self.encoder = nn.Sequential(
             *[m for i in range(4) for m in (nn.Conv2d(widths[i], widths[i + 1], 4, stride=2), nn.ReLU())], nn.Flatten()
         )
-        self.latent_dim = widths[-1] * 2 * 2
+        self.latent_dim = self.latent_size(depth)
         kernels = [4, 4, 4, 6]
         decoder: list[nn.Module] = [nn.Unflatten(1, (widths[-1], 2, 2))]
         for i, kernel in enumerate(kernels):
             decoder.append(nn.ConvTranspose2d(widths[4 - i], widths[3 - i], kernel, stride=2))
             decoder.append(nn.ReLU() if i < 3 else nn.Sigmoid())
         self.decoder = nn.Sequential(*decoder)
+
+    @staticmethod
+    def latent_size(depth: int) -> int:
+        """The latent size for a first convolution of ``depth`` channels: ``8 * depth`` channels of 2x2 pixels."""
+        return 8 * depth * 2 * 2
 
     def encode(self, obs: th.Tensor) -> th.Tensor:
         return self.encoder(obs)
@@ -235,20 +241,12 @@ class PSDRLPolicy(BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
             normalize_images=normalize_images,
         )
-        if optimizer_class is th.optim.Adam and optimizer_kwargs is None:
-            # One fused kernel per step instead of a loop over the parameters: 4-5x faster Adam steps on a CPU for
-            # these 30M-parameter models, the same update up to rounding.
-            self.optimizer_kwargs = dict(fused=True)
-        if sampling not in SAMPLING_MODES:
-            raise ValueError(f"Unknown sampling '{sampling}': choose one of {', '.join(SAMPLING_MODES)}.")
         self.latent_dim = latent_dim
         self.encoder_hidden_dim = encoder_hidden_dim
         self.cnn_depth = cnn_depth
         self.gru_dim = gru_dim
         self.transition_hidden_dim = transition_hidden_dim
         self.terminal_hidden_dim = terminal_hidden_dim
-        if terminal_input not in TERMINAL_INPUTS:
-            raise ValueError(f"Unknown terminal_input '{terminal_input}': choose one of {', '.join(TERMINAL_INPUTS)}.")
         self.terminal_input = terminal_input
         self.value_hidden_dim = value_hidden_dim
         self.ridge = ridge
@@ -256,17 +254,52 @@ class PSDRLPolicy(BasePolicy):
         self.transition_prior_scale = transition_prior_scale
         self.reward_prior_scale = reward_prior_scale
         self.sampling = sampling
-        if prior_features < 0:
-            raise ValueError(f"prior_features must be >= 0 (0: no random-feature prior), got {prior_features}.")
         self.prior_features = prior_features
         self.prior_lengthscale = prior_lengthscale
         self.prior_feature_scale = prior_feature_scale
         self.gamma = gamma
         self.exploration_epsilon = exploration_epsilon
-        if inference_dtype not in PLANNING_DTYPES:
-            raise ValueError(f"Unknown inference_dtype '{inference_dtype}': choose one of {', '.join(PLANNING_DTYPES)}.")
         self.inference_dtype = inference_dtype
+        self._check_hyperparameters()
+        if optimizer_class is th.optim.Adam and optimizer_kwargs is None:
+            # One fused kernel per step instead of a loop over the parameters: 4-5x faster Adam steps on a CPU for
+            # these 30M-parameter models, the same update up to rounding.
+            self.optimizer_kwargs = dict(fused=True)
         self._build(lr_schedule)
+
+    def _check_hyperparameters(self) -> None:
+        """
+        Check every ``policy_kwargs`` entry (types, ranges), so that a bad value fails when the model is built rather
+        than inside a training round; integers and reals are normalised (a NumPy scalar from a YAML file or a sampler
+        becomes an ``int`` or a ``float``).
+        """
+        check = ParameterValidator(type(self).__name__)
+        self.latent_dim = check.integer("latent_dim", self.latent_dim)
+        self.encoder_hidden_dim = check.integer("encoder_hidden_dim", self.encoder_hidden_dim)
+        self.cnn_depth = check.integer("cnn_depth", self.cnn_depth)
+        self.gru_dim = check.integer("gru_dim", self.gru_dim)
+        # None: the default width (a width of 0 used to mean the same by accident of `or`).
+        self.transition_hidden_dim = check.optional(check.integer, "transition_hidden_dim", self.transition_hidden_dim)
+        self.terminal_hidden_dim = check.optional(check.integer, "terminal_hidden_dim", self.terminal_hidden_dim)
+        self.value_hidden_dim = check.optional(check.integer, "value_hidden_dim", self.value_hidden_dim)
+        check.choice("terminal_input", self.terminal_input, TERMINAL_INPUTS)
+        # The prior precision and the noise precision of the Bayesian last layer (Bishop, PRML, eq. 3.54): A = beta X^T X
+        # + ridge I is positive definite only for ridge > 0.
+        self.ridge = check.positive("ridge", self.ridge)
+        self.noise_precision = check.positive("noise_precision", self.noise_precision)
+        # Covariance scales: 0 is a point mass (the agent acts on the posterior mean), negative ones are no covariance.
+        self.transition_prior_scale = check.non_negative("transition_prior_scale", self.transition_prior_scale)
+        self.reward_prior_scale = check.non_negative("reward_prior_scale", self.reward_prior_scale)
+        check.choice("sampling", self.sampling, SAMPLING_MODES)
+        self.prior_features = check.integer("prior_features", self.prior_features, minimum=0)  # 0: no prior
+        self.prior_lengthscale = check.positive("prior_lengthscale", self.prior_lengthscale)
+        self.prior_feature_scale = check.positive("prior_feature_scale", self.prior_feature_scale)
+        self.gamma = check.fraction("gamma", self.gamma)
+        self.exploration_epsilon = check.fraction("exploration_epsilon", self.exploration_epsilon, zero=True)
+        check.choice("inference_dtype", self.inference_dtype, PLANNING_DTYPES)
+        check.subclass("optimizer_class", self.optimizer_class, th.optim.Optimizer)
+        check.keyword_arguments("optimizer_kwargs", self.optimizer_kwargs)
+        self.normalize_images = check.boolean("normalize_images", self.normalize_images)
 
     def _make_autoencoder(self) -> nn.Module:
         assert self.observation_space.shape is not None
@@ -522,14 +555,26 @@ class PSDRLPolicy(BasePolicy):
 
 
 class PSDRLCnnPolicy(PSDRLPolicy):
-    """PSDRL with the paper's convolutional autoencoder (64x64 frames) and paper-size networks by default."""
+    """
+    PSDRL with the paper's convolutional autoencoder (64x64 frames) and paper-size networks by default.
+
+    :param observation_space: Observation space: 64x64 frames, channels first.
+    :param action_space: ``Discrete`` action space.
+    :param lr_schedule: Learning rate of every component.
+    :param latent_dim: The latent size is the convolutional autoencoder's, ``8 * cnn_depth * 2 * 2`` (1536 for the
+        paper's depth 48): None, or that value (a saved model stores it).
+    :param cnn_depth: Channels of the first convolution (48 in the paper).
+    :param gru_dim: Recurrent state size (756 in the paper).
+    :param kwargs: The other arguments of :class:`PSDRLPolicy`.
+    """
 
     def __init__(
         self,
         observation_space: spaces.Box,
         action_space: spaces.Discrete,
         lr_schedule: Schedule,
-        latent_dim: int = 1536,
+        latent_dim: int | None = None,
+        cnn_depth: int = 48,
         gru_dim: int = 756,
         **kwargs: Any,
     ) -> None:
@@ -539,13 +584,25 @@ class PSDRLCnnPolicy(PSDRLPolicy):
                 f"CnnPolicy expects 64x64 frames (channels first), got observation shape {shape}: wrap Atari games with "
                 "sb3_bayes.common.wrappers.PSDRLAtariWrapper as in hyperparams/psdrl.yml, or use MlpPolicy for vectors."
             )
-        super().__init__(observation_space, action_space, lr_schedule, latent_dim=latent_dim, gru_dim=gru_dim, **kwargs)
+        # The latent size follows from the depth; a different latent_dim used to be ignored without a word.
+        check = ParameterValidator(type(self).__name__)
+        conv_latent = ConvAutoencoder.latent_size(check.integer("cnn_depth", cnn_depth))
+        if latent_dim is not None:
+            allowed = f"None or {conv_latent}, the convolutional autoencoder's latent size 8 * cnn_depth * 2 * 2"
+            check.relation("latent_dim", latent_dim, check.integer("latent_dim", latent_dim) == conv_latent, allowed)
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            latent_dim=conv_latent,
+            cnn_depth=cnn_depth,
+            gru_dim=gru_dim,
+            **kwargs,
+        )
 
     def _make_autoencoder(self) -> nn.Module:
         assert self.observation_space.shape is not None
-        autoencoder = ConvAutoencoder(self.observation_space.shape[0], self.cnn_depth)
-        self.latent_dim = autoencoder.latent_dim
-        return autoencoder
+        return ConvAutoencoder(self.observation_space.shape[0], self.cnn_depth)
 
 
 MlpPolicy = PSDRLPolicy

@@ -1,6 +1,11 @@
 """PSDRL: posterior sampling for deep reinforcement learning (Sasso, Conserva and Rauber, ICML 2023)."""
 
+import io
+import os
+import pathlib
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -9,12 +14,15 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_bayes.common.blr import FixedFeatureGram
 from sb3_bayes.common.episode_buffer import Episode, EpisodeReplayBuffer
+from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
-from sb3_bayes.common.utils import check_finite
+from sb3_bayes.common.utils import check_finite_data, checked_step
+from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.psdrl.policies import CnnPolicy, MlpPolicy, PSDRLPolicy
 
 SelfPSDRL = TypeVar("SelfPSDRL", bound="PSDRL")
@@ -46,6 +54,27 @@ class StartStates(NamedTuple):
         )
 
 
+@dataclass
+class PSDRLReplay:
+    """
+    What :meth:`PSDRL.save_replay_buffer` writes: the episode replay and the state derived from it that a resumed run
+    needs bit for bit. Episodes are shared by reference with the replay, and one pickle keeps them shared.
+
+    :param buffer: The episode replay, running episodes included.
+    :param value_fit_episodes: The episodes (as read at the last training round) whose start states the value fits
+        reuse until the next round (``resample_schedule="episode"``); None otherwise.
+    :param prior_gram: The random-feature prior's Gram block (float64, on the CPU) and the complete episodes summed
+        in it, oldest first (None without a prior or before the first round). A fresh sum differs from the running one
+        in the last bits (the order of summation), so it is kept rather than recomputed.
+    :param prior_gram_kernel: The prior's projection, phase and feature scale the block was summed with.
+    """
+
+    buffer: EpisodeReplayBuffer
+    value_fit_episodes: list[Episode] | None
+    prior_gram: tuple[th.Tensor, list[Episode]] | None
+    prior_gram_kernel: tuple[th.Tensor, ...] | None
+
+
 class ReplayChunk(NamedTuple):
     """The recurrent pass over some of the replay's transitions (``m`` of them, in the order of their episodes)."""
 
@@ -72,7 +101,7 @@ def distinct(ids: th.Tensor, weights: th.Tensor) -> tuple[th.Tensor, th.Tensor, 
     return first, inverse, summed
 
 
-class PSDRL(BaseAlgorithm):
+class PSDRL(ExactResumeMixin, BaseAlgorithm):
     """
     Posterior Sampling for Deep Reinforcement Learning (PSDRL).
 
@@ -176,12 +205,6 @@ class PSDRL(BaseAlgorithm):
             seed=seed,
             supported_action_spaces=None,  # checked with a ValueError that names the space
         )
-        if resample_schedule not in RESAMPLE_SCHEDULES:
-            raise ValueError(
-                f"Unknown resample_schedule '{resample_schedule}': choose one of {', '.join(RESAMPLE_SCHEDULES)}."
-            )
-        if reward_transform not in REWARD_TRANSFORMS:
-            raise ValueError(f"Unknown reward_transform '{reward_transform}': choose one of {', '.join(REWARD_TRANSFORMS)}.")
         self.buffer_size = buffer_size
         self.batch_size = batch_size
         self.sequence_length = sequence_length
@@ -190,11 +213,7 @@ class PSDRL(BaseAlgorithm):
         self.model_iterations = model_iterations
         self.value_iterations = value_iterations
         self.value_batch_size = value_batch_size
-        if value_max_states is not None and value_max_states < 1:
-            raise ValueError(f"value_max_states must be >= 1 or None, got {value_max_states}.")
         self.value_max_states = value_max_states
-        if state_weighting not in STATE_WEIGHTINGS:
-            raise ValueError(f"Unknown state_weighting '{state_weighting}': choose one of {', '.join(STATE_WEIGHTINGS)}.")
         self.state_weighting = state_weighting
         self.target_update_interval = target_update_interval
         self.warmup_steps = warmup_steps
@@ -206,13 +225,18 @@ class PSDRL(BaseAlgorithm):
         self.n_training_rounds = 0
         self.n_value_updates = 0
         self.replay_buffer: EpisodeReplayBuffer | None = None
+        # The start states of the last round (value fits reuse them until the next round) and, with the "episode"
+        # schedule, the episodes they come from, so that they can be rebuilt after loading (save_replay_buffer).
         self._start_states: StartStates | None = None
+        self._value_fit_episodes: list[Episode] | None = None
         # The random-feature prior's block of the posterior's Gram matrix over the replay's complete episodes, and the
-        # prior it was computed with (derived from the replay, which is not saved: rebuilt when needed).
+        # prior it was computed with (saved with the replay by save_replay_buffer, rebuilt when missing).
         self._prior_gram: FixedFeatureGram[Episode] | None = None
         self._prior_gram_kernel: tuple[th.Tensor, ...] | None = None
-        # Recurrent state of the environments inside `learn` (saved, so that training resumes exactly).
+        # Recurrent state of the environments inside `learn`, and the steps since the last round (saved, so that
+        # training resumes exactly).
         self._last_hidden = th.zeros(0)
+        self._steps_since_round = 0
         if _init_setup_model:
             self._setup_model()
 
@@ -228,7 +252,42 @@ class PSDRL(BaseAlgorithm):
                 "flatten it (gymnasium's FlattenObservation)."
             )
 
+    def _check_hyperparameters(self) -> None:
+        """
+        Check every constructor argument (types, ranges), at construction and at ``load(**kwargs)`` (rl-zoo3's
+        ``--trained-agent`` passes the YAML's settings there), so that a bad value fails before any environment step.
+        Integers and reals are normalised (a NumPy scalar from a YAML file or a sampler becomes an ``int`` or a
+        ``float``). The ``policy_kwargs`` entries are checked by the policy's constructor.
+        """
+        check = ParameterValidator(type(self).__name__)
+        self.learning_rate = check.learning_rate("learning_rate", self.learning_rate)
+        self.buffer_size = check.integer("buffer_size", self.buffer_size)
+        self.batch_size = check.integer("batch_size", self.batch_size)
+        self.sequence_length = check.integer("sequence_length", self.sequence_length)
+        # A window longer than the sequences means no truncation, which is allowed.
+        self.tbptt_window = check.integer("tbptt_window", self.tbptt_window)
+        self.autoencoder_iterations = check.integer("autoencoder_iterations", self.autoencoder_iterations)
+        self.model_iterations = check.integer("model_iterations", self.model_iterations)
+        self.value_iterations = check.integer("value_iterations", self.value_iterations)
+        self.value_batch_size = check.integer("value_batch_size", self.value_batch_size)
+        self.value_max_states = check.optional(check.integer, "value_max_states", self.value_max_states)
+        check.choice("state_weighting", self.state_weighting, STATE_WEIGHTINGS)
+        self.target_update_interval = check.integer("target_update_interval", self.target_update_interval)
+        self.warmup_steps = check.integer("warmup_steps", self.warmup_steps, minimum=0)
+        self.warmup_freq = check.integer("warmup_freq", self.warmup_freq)
+        self.update_freq = check.integer("update_freq", self.update_freq)
+        check.choice("resample_schedule", self.resample_schedule, RESAMPLE_SCHEDULES)
+        check.choice("reward_transform", self.reward_transform, REWARD_TRANSFORMS)
+        self.lookahead_cache_bytes = check.integer("lookahead_cache_bytes", self.lookahead_cache_bytes, minimum=0)
+        check.integer("stats_window_size", self._stats_window_size)
+        folder = self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike))
+        check.of_type("tensorboard_log", self.tensorboard_log, folder, "a folder path or None")
+        check.integer("verbose", self.verbose, minimum=0)
+        # NumPy's global seeding (SB3's set_random_seed) takes 32-bit unsigned seeds only.
+        check.optional(check.integer, "seed", self.seed, minimum=0, maximum=2**32 - 1)
+
     def _setup_model(self) -> None:
+        self._check_hyperparameters()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self._check_spaces(self.observation_space, self.action_space)
@@ -240,7 +299,7 @@ class PSDRL(BaseAlgorithm):
         self.policy = self.policy.to(self.device)
 
     def _ensure_replay_buffer(self) -> EpisodeReplayBuffer:
-        if self.replay_buffer is None or self.replay_buffer.n_envs != self.n_envs:
+        if self.replay_buffer is None:
             assert isinstance(self.observation_space, spaces.Box)
             self.replay_buffer = EpisodeReplayBuffer(
                 self.observation_space.shape, self.observation_space.dtype, self.buffer_size, self.n_envs
@@ -280,13 +339,9 @@ class PSDRL(BaseAlgorithm):
             reconstruction = policy.autoencoder.decode(policy.autoencoder.encode(inputs))  # type: ignore[operator]
             per_frame = F.mse_loss(reconstruction, inputs, reduction="none").flatten(1).mean(dim=1)
             loss = (per_frame * weight).sum() / weight.sum()
-            policy.autoencoder_optimizer.zero_grad()
-            loss.backward()
-            policy.autoencoder_optimizer.step()
+            checked_step(policy.autoencoder_optimizer, loss, "the PSDRL autoencoder loss")
             losses.append(loss.detach())
-        mean_loss = th.stack(losses).mean()
-        check_finite(mean_loss, "The PSDRL autoencoder loss", "lower learning_rate")
-        return float(mean_loss)
+        return float(th.stack(losses).mean())
 
     def _train_transition_and_terminal(self) -> tuple[float, float]:
         """
@@ -329,9 +384,7 @@ class PSDRL(BaseAlgorithm):
                 prediction = policy.transition.output_layer(features)
                 squared_error = (prediction - targets[:, start:end]).pow(2).mean(dim=-1)
                 window_loss = (squared_error * weight[:, start:end]).sum() / mask.sum()
-                policy.model_optimizer.zero_grad()
-                window_loss.backward()
-                policy.model_optimizer.step()
+                checked_step(policy.model_optimizer, window_loss, "the PSDRL transition model loss")
                 transition_loss = transition_loss + window_loss.detach()
             # A next frame names its transition (the step before it in the same episode).
             first_next, _, next_weight = distinct(frame_ids[:, 1:].flatten(), mask.flatten())
@@ -343,27 +396,25 @@ class PSDRL(BaseAlgorithm):
             )
             terminal_error = (terminal_prediction - batch["terminations"].flatten()[drawn]).pow(2)
             terminal_loss = (terminal_error * next_weight[next_weight > 0]).sum() / mask.sum()
-            policy.model_optimizer.zero_grad()
-            terminal_loss.backward()
-            policy.model_optimizer.step()
+            checked_step(policy.model_optimizer, terminal_loss, "the PSDRL terminal model loss")
             transition_losses.append(transition_loss)
             terminal_losses.append(terminal_loss.detach())
-        transition_mean, terminal_mean = th.stack(transition_losses).mean(), th.stack(terminal_losses).mean()
-        check_finite(transition_mean, "The PSDRL transition model loss", "lower learning_rate")
-        check_finite(terminal_mean, "The PSDRL terminal model loss", "lower learning_rate")
-        return float(transition_mean), float(terminal_mean)
+        return float(th.stack(transition_losses).mean()), float(th.stack(terminal_losses).mean())
 
-    def _replay_chunks(self, chunk_transitions: int = 8192) -> Iterator[ReplayChunk]:
+    def _replay_chunks(self, chunk_transitions: int = 8192, episodes: list[Episode] | None = None) -> Iterator[ReplayChunk]:
         """
         Run the encoder and the recurrent part of the transition model over every stored episode from its start
         (``h`` follows the data), in chunks of episodes.
 
         :param chunk_transitions: Episodes are processed together up to about this many (padded) steps; the GRU runs
             step by step over a chunk.
+        :param episodes: The episodes to run over (None: the replay's, :meth:`EpisodeReplayBuffer.all_episodes`).
         """
         assert self.replay_buffer is not None
         policy = self.policy
-        episodes = sorted(self.replay_buffer.all_episodes(), key=len)  # similar lengths together: little padding
+        if episodes is None:
+            episodes = list(self.replay_buffer.all_episodes())
+        episodes = sorted(episodes, key=len)  # similar lengths together: little padding
         first = 0
         while first < len(episodes):
             last = first + 1
@@ -412,16 +463,19 @@ class PSDRL(BaseAlgorithm):
                 StartStates(starts, start_projection, th.as_tensor(keys, device=self.device)[valid]),
             )
 
-    def _replay_features(self, chunk_transitions: int = 8192) -> Iterator[tuple[th.Tensor, th.Tensor, StartStates]]:
+    def _replay_features(
+        self, chunk_transitions: int = 8192, episodes: list[Episode] | None = None
+    ) -> Iterator[tuple[th.Tensor, th.Tensor, StartStates]]:
         """
         The Bayesian last layer's regression data over every stored transition (:meth:`_replay_chunks`).
 
         :param chunk_transitions: See :meth:`_replay_chunks`.
+        :param episodes: See :meth:`_replay_chunks`.
         :return: Chunks of ``(Bayesian features [m, d], targets [m, latent + 1], start states)``, with the start
             state ``[z_t, h_t]`` before each transition, the prior's projection of ``o_t`` and its content key.
         """
         policy = self.policy
-        for chunk in self._replay_chunks(chunk_transitions):
+        for chunk in self._replay_chunks(chunk_transitions, episodes):
             latents = chunk.start_states.states[:, : policy.transition.latent_dim]
             features = policy.transition.features(chunk.next_hidden, latents, chunk.action_one_hot)
             features = policy.bayesian_features(features, chunk.start_states.projections, chunk.action_one_hot)
@@ -436,6 +490,13 @@ class PSDRL(BaseAlgorithm):
         assert projection is not None
         return policy.prior_part(projection, policy.one_hot(th.as_tensor(episode.actions, device=self.device)))
 
+    def _prior_kernel(self) -> tuple[th.Tensor, ...] | None:
+        """What the prior's Gram block depends on: its projection, phase and feature scale (None without a prior)."""
+        policy = self.policy
+        if policy.prior_kernel is None:
+            return None
+        return policy.prior_kernel.projection, policy.prior_kernel.phase, th.tensor(policy.prior_feature_scale)
+
     def _fixed_prior_gram(self) -> th.Tensor | None:
         """
         ``Psi^T Psi`` of the random-feature prior's columns over every stored transition (None without a prior).
@@ -445,10 +506,10 @@ class PSDRL(BaseAlgorithm):
         running ones at every call. At ``K = 2048`` and 20k transitions this is 170 of the round's 180 GFLOP.
         """
         policy, buffer = self.policy, self.replay_buffer
-        if policy.prior_kernel is None:
+        kernel = self._prior_kernel()
+        if kernel is None:
             return None
         assert buffer is not None
-        kernel = (policy.prior_kernel.projection, policy.prior_kernel.phase, th.tensor(policy.prior_feature_scale))
         stale = self._prior_gram_kernel is None or not all(th.equal(a, b) for a, b in zip(kernel, self._prior_gram_kernel))
         if self._prior_gram is None or stale:
             self._prior_gram = FixedFeatureGram(policy.prior_features, self._episode_prior_features)
@@ -457,25 +518,28 @@ class PSDRL(BaseAlgorithm):
         running = list(buffer.all_episodes())[len(buffer.episodes) :]
         return gram + self._prior_gram.contribution(running).to(self.device) if running else gram
 
-    def _fit_posterior(self, refit: bool = True) -> StartStates:
+    def _fit_posterior(self, refit: bool = True, episodes: list[Episode] | None = None) -> StartStates:
         """
         Recompute the Bayesian linear regression of the last layer on the whole buffer (the features changed with
         the network), and return the start states of every transition for value fitting.
 
         :param refit: False only collects the start states (e.g. after loading) and leaves the posterior as it is.
+        :param episodes: The episodes to run over: for a refit, the replay's as read now (its prior Gram block is the
+            replay's); without one, possibly those of an earlier round. None: read the replay's now.
         """
         starts: list[StartStates] = []
 
         def chunks() -> Iterator[tuple[th.Tensor, th.Tensor]]:
-            for features, targets, start_states in self._replay_features():
+            for features, targets, start_states in self._replay_features(episodes=episodes):
                 starts.append(start_states)
                 yield features, targets
 
         with th.no_grad():
             if refit:
+                # A non-finite fit raises before it replaces the posterior (sb3_bayes.common.blr).
                 self.policy.posterior.fit(chunks(), fixed_gram=self._fixed_prior_gram())
             else:  # the start states only: no head, no Bayesian features
-                starts = [chunk.start_states for chunk in self._replay_chunks()]
+                starts = [chunk.start_states for chunk in self._replay_chunks(episodes=episodes)]
         return StartStates.concatenate(starts)
 
     def _value_fit_states(self, start: StartStates) -> tuple[StartStates, th.Tensor | None]:
@@ -547,16 +611,13 @@ class PSDRL(BaseAlgorithm):
                     loss = F.mse_loss(prediction, target)
                 else:
                     loss = (weights[index] * (prediction - target).pow(2)).sum() / weights[index].sum()
-                policy.value_optimizer.zero_grad()
-                loss.backward()
-                policy.value_optimizer.step()
+                # A sampled model that predicts huge rewards (large prior scales) can make the targets overflow, too.
+                checked_step(policy.value_optimizer, loss, "the PSDRL value network loss")
                 losses.append(loss.detach())
                 self.n_value_updates += 1
                 if self.n_value_updates % self.target_update_interval == 0:
                     policy.value_target.load_state_dict(policy.value.state_dict())
-        mean_loss = th.stack(losses).mean()
-        check_finite(mean_loss, "The PSDRL value loss", "lower learning_rate or the prior scales")
-        return float(mean_loss)
+        return float(th.stack(losses).mean())
 
     def train(self) -> None:
         """One training round: autoencoder, transition and terminal models, posterior, sample, value network."""
@@ -564,7 +625,12 @@ class PSDRL(BaseAlgorithm):
         self._update_learning_rate(self.policy.optimizers)
         autoencoder_loss = self._train_autoencoder()
         transition_loss, terminal_loss = self._train_transition_and_terminal()
-        self._start_states = self._fit_posterior()
+        assert self.replay_buffer is not None
+        episodes = list(self.replay_buffer.all_episodes())
+        self._start_states = self._fit_posterior(episodes=episodes)
+        # "episode": the value fits at the episode ends until the next round reuse these start states; their episodes
+        # are kept (and saved by save_replay_buffer) so that a loaded model rebuilds exactly these start states.
+        self._value_fit_episodes = episodes if self.resample_schedule == "episode" else None
         self.n_training_rounds += 1
         self.logger.record("train/autoencoder_loss", autoencoder_loss)
         self.logger.record("train/transition_loss", transition_loss)
@@ -576,8 +642,8 @@ class PSDRL(BaseAlgorithm):
         self.policy.set_training_mode(False)
 
     def _resample_and_fit_value(self) -> None:
-        if self._start_states is None:  # e.g. after loading: recompute from the replay
-            self._start_states = self._fit_posterior(refit=False)
+        if self._start_states is None:  # after loading: from the last round's episodes, or else the current replay
+            self._start_states = self._fit_posterior(refit=False, episodes=self._value_fit_episodes)
         self.policy.resample()
         value_loss = self._fit_value(self._start_states)
         self.logger.record("train/value_loss", value_loss)
@@ -609,30 +675,42 @@ class PSDRL(BaseAlgorithm):
         :param progress_bar: Display a progress bar using tqdm and rich.
         :return: The trained model.
         """
+        # SB3 resets the environments for a new run and for a model loaded with force_reset (no last observation).
+        env_restarts = reset_num_timesteps or self._last_obs is None
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
         callback.on_training_start(locals(), globals())
         assert self.env is not None and self._last_obs is not None
+        check_finite_data(self._last_obs, "observation", "PSDRL")
         buffer = self._ensure_replay_buffer()
-        if len(self._last_hidden) != self.n_envs or reset_num_timesteps:
+        if env_restarts or buffer.n_envs != self.n_envs:
+            # The running episodes (of a loaded replay, or of an earlier learn) cannot go on after a reset: joining the
+            # new steps to them would invent a transition. A run continued on its own environments keeps them.
+            buffer.truncate_running(self.n_envs)
+        if env_restarts or len(self._last_hidden) != self.n_envs:
             self._last_hidden = self.policy.initial_hidden(self.n_envs)
-        steps_since_round = 0
+        if reset_num_timesteps:
+            self._steps_since_round = 0
         continue_training = True
         while continue_training and self.num_timesteps < total_timesteps:
             obs = np.asarray(self._last_obs)
             self.policy.set_training_mode(False)
-            actions_t, self._last_hidden = self.policy.act(
-                th.as_tensor(obs, device=self.device), self._last_hidden.to(self.device)
-            )
+            actions_t, next_hidden = self.policy.act(th.as_tensor(obs, device=self.device), self._last_hidden.to(self.device))
             actions = actions_t.cpu().numpy()
             new_obs, rewards, dones, infos = self.env.step(actions)
+            next_obs, terminations = final_observations(new_obs, dones, infos)
+            # Non-finite data are refused before they change anything (replay, recurrent state, counters). The
+            # observations after the step are the final ones of the episodes that ended and the reset ones.
+            check_finite_data(next_obs, "observation", "PSDRL")
+            check_finite_data(new_obs, "observation", "PSDRL")
+            check_finite_data(rewards, "reward", "PSDRL")
+            self._last_hidden = next_hidden
             self.num_timesteps += self.n_envs
-            steps_since_round += self.n_envs
+            self._steps_since_round += self.n_envs
             callback.update_locals(locals())
             continue_training = callback.on_step()
             self._update_info_buffer(infos, dones)
-            next_obs, terminations = final_observations(new_obs, dones, infos)
             stored_rewards = np.tanh(rewards) if self.reward_transform == "tanh" else rewards
             buffer.add(obs, actions, stored_rewards, next_obs, dones, terminations)
             self._last_obs = new_obs  # type: ignore[assignment]
@@ -641,33 +719,20 @@ class PSDRL(BaseAlgorithm):
                 done_mask = th.as_tensor(dones, device=self.device)[:, None]
                 self._last_hidden = th.where(done_mask, th.zeros_like(self._last_hidden), self._last_hidden)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            round_due = buffer.n_complete_episodes() > 0 and steps_since_round >= self._round_interval()
+            round_due = buffer.n_complete_episodes() > 0 and self._steps_since_round >= self._round_interval()
             # "round" (the original): train and resample whenever a round is due, also mid-episode. "episode" (PSRL):
             # the agent commits to one model per episode, so a due round waits for the next episode end, and every
             # episode end draws a new sample (on the networks just trained) and fits the value network to it.
             episode_end = self.resample_schedule == "episode" and bool(dones.any())
             if continue_training and round_due and (self.resample_schedule == "round" or episode_end):
                 self.train()
-                steps_since_round = 0
+                self._steps_since_round = 0
                 if log_interval > 0 and self.n_training_rounds % log_interval == 0:
                     dump_rollout_logs(self)
             if continue_training and episode_end and self.n_training_rounds > 0:
                 self._resample_and_fit_value()
         callback.on_training_end()
         return self
-
-    def predict(  # type: ignore[override]
-        self,
-        observation: np.ndarray,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """
-        Act with the current model sample; pass the returned ``state`` back in (it is the recurrent state) and
-        ``episode_start`` so that it is reset at new episodes, as with SB3's recurrent policies.
-        """
-        return self.policy.predict(observation, state, episode_start, deterministic)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # The policy's state dict holds every network, the posterior (mean, Cholesky factor of the precision, prior
@@ -676,6 +741,56 @@ class PSDRL(BaseAlgorithm):
         return state_dicts, ["_last_hidden"]
 
     def _excluded_save_params(self) -> list[str]:
-        # The start states and the prior's Gram block are recomputed from the replay when needed (the replay is not part
-        # of the model file); the replay-sampling generator is saved with its state.
-        return [*super()._excluded_save_params(), "_start_states", "_prior_gram", "_prior_gram_kernel"]
+        # The start states are recomputed when needed, from the episodes of the last round where save_replay_buffer
+        # saved them; those and the prior's Gram block travel with the replay, not with the model file. The
+        # replay-sampling generator is saved with its state.
+        replay_state = ["_start_states", "_value_fit_episodes", "_prior_gram", "_prior_gram_kernel"]
+        return [*super()._excluded_save_params(), *replay_state]
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Save the episode replay (rl-zoo3's ``--save-replay-buffer`` calls this), running episodes included, with the
+        state derived from it that :meth:`load_replay_buffer` needs for a run that continues exactly: the episodes
+        whose start states the value fits reuse until the next round, and the random-feature prior's Gram block.
+
+        :param path: Path of the pickle file.
+        """
+        assert self.replay_buffer is not None, "The replay buffer is not defined"
+        prior_gram = None
+        if self._prior_gram is not None and self._prior_gram.gram is not None:
+            prior_gram = (self._prior_gram.gram.cpu(), list(self._prior_gram.included))
+        kernel = None if self._prior_gram_kernel is None else tuple(part.cpu() for part in self._prior_gram_kernel)
+        save_to_pkl(path, PSDRLReplay(self.replay_buffer, self._value_fit_episodes, prior_gram, kernel), self.verbose)
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """
+        Load an episode replay saved by :meth:`save_replay_buffer`.
+
+        Its running episodes are continued by the next ``learn`` when that continues the saved run on its own
+        environments (``load(..., env=<the same env>, force_reset=False)`` and ``learn(..., reset_num_timesteps=False)``,
+        which then draws what the uninterrupted run would have), and closed as truncated when the environments are
+        reset (rl-zoo3's ``--trained-agent``).
+
+        :param path: Path of the pickle file.
+        :param truncate_last_traj: Unused, kept for rl-zoo3's call signature: whether the running episodes go on is
+            decided by the next ``learn``, as above.
+        """
+        replay = load_from_pkl(path, self.verbose)
+        if not isinstance(replay, PSDRLReplay):
+            raise ValueError(f"{path} does not hold a PSDRL replay buffer (got {type(replay).__name__}).")
+        assert isinstance(self.observation_space, spaces.Box)
+        if replay.buffer.obs_shape != self.observation_space.shape:
+            shapes = f"{replay.buffer.obs_shape}, the model's are {self.observation_space.shape}"
+            raise ValueError(f"{path} holds observations of shape {shapes}: a replay of another environment.")
+        self.replay_buffer = replay.buffer
+        # Cached start states belong to the model's last round, not to the loaded replay's.
+        self._start_states, self._value_fit_episodes = None, replay.value_fit_episodes
+        self._prior_gram, self._prior_gram_kernel = None, None
+        kernel = self._prior_kernel()
+        if replay.prior_gram is not None and replay.prior_gram_kernel is not None and kernel is not None:
+            # The block is reused only if it was summed with this model's prior (otherwise the next round sums afresh).
+            if all(th.equal(saved, part.cpu()) for saved, part in zip(replay.prior_gram_kernel, kernel)):
+                gram, included = replay.prior_gram
+                self._prior_gram = FixedFeatureGram(self.policy.prior_features, self._episode_prior_features)
+                self._prior_gram.gram, self._prior_gram.included = gram.to(self.device), deque(included)
+                self._prior_gram_kernel = tuple(part.clone() for part in kernel)
