@@ -1,18 +1,24 @@
-"""BayesianDDPG: the critic sees the action taken, KL per data set, posterior-sampling exploration, EWC/VCL, learning."""
+"""BayesianDDPG: the critic sees the action taken, KL per data set, posterior sampling, EWC/VCL, hyperparameter checks,
+NaN-safe training, exact resume, learning."""
+
+import inspect
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.noise import OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_bayes.bayes_ddpg import BayesianDDPG
 from sb3_bayes.bayes_ddpg.policies import BayesianActor, BayesianContinuousCritic, BayesianDDPGPolicy
 from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, weight_mode
+from sb3_bayes.common.validation import HyperparameterError
 
 TINY = dict(learning_starts=20, batch_size=16, policy_kwargs=dict(net_arch=[16, 16]))
 
@@ -55,16 +61,16 @@ def test_critic_receives_the_action_taken():
 
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_kl_is_scaled_by_the_number_of_transitions(n_envs: int):
-    model = BayesianDDPG("MlpPolicy", short_env(n_envs), seed=0, learning_rate=0.0, kl_weight=2.5, **TINY)
+    model = BayesianDDPG("MlpPolicy", short_env(n_envs), seed=0, kl_weight=2.5, **TINY)
     model.learn(30 * n_envs)
     assert model.replay_buffer is not None
     n_transitions = model.replay_buffer.size() * n_envs
     assert n_transitions == 30 * n_envs
-    model.train(gradient_steps=1, batch_size=16)  # learning rate 0: parameters unchanged
-    logged = model.logger.name_to_value
-    with th.no_grad():
+    with th.no_grad():  # the KL terms of the parameters the gradient step starts from
         expected_critic = float(kl_divergence(model.critic)) / n_transitions
         expected_actor = float(kl_divergence(model.actor)) / n_transitions
+    model.train(gradient_steps=1, batch_size=16)
+    logged = model.logger.name_to_value
     assert logged["train/kl_critic"] == pytest.approx(expected_critic, rel=1e-5)
     assert logged["train/kl_actor"] == pytest.approx(expected_actor, rel=1e-5)
     assert logged["train/critic_loss"] == pytest.approx(logged["train/td_loss"] + 2.5 * expected_critic, rel=1e-5)
@@ -212,15 +218,6 @@ def test_unsupported_spaces_and_arguments():
         )
 
 
-def test_nan_loss_raises_value_error():
-    model = BayesianDDPG("MlpPolicy", short_env(), seed=0, **TINY)
-    model.learn(30)
-    with th.no_grad():
-        bayesian_layers(model.critic)[0].weight_mean.fill_(float("nan"))
-    with pytest.raises(ValueError, match="critic loss is nan"):
-        model.train(gradient_steps=1, batch_size=16)
-
-
 def test_consolidate_ewc_vcl_and_none():
     env = short_env()
     ewc_model = BayesianDDPG("MlpPolicy", env, seed=0, consolidation="ewc", ewc_modules=("actor", "critic"), **TINY)
@@ -255,6 +252,7 @@ def test_consolidate_ewc_vcl_and_none():
     assert all(th.equal(v, before[k]) for k, v in none_model.policy.state_dict().items())
 
 
+@pytest.mark.slow
 def test_learns_pendulum():
     # Seeded learning test: a random policy scores about -1200 on Pendulum-v1, a policy that swings up better than
     # -400. No action noise: exploration comes from the posterior samples alone. With the benchmark's settings
@@ -307,3 +305,184 @@ def test_kl_data_count_survives_a_buffer_reset_and_restarts_with_vcl():
         model.learn(10, reset_num_timesteps=False)
         # without VCL the N(0, s^2) prior still stands for all 50 transitions; with VCL the first 40 are in the prior
         assert model._n_data() == (50 if consolidation == "none" else 10)
+
+
+# ------------------------------------------------------------------------------------------------ hyperparameter checks
+# Bad value -> (exception type, parameter the message names). Constructor arguments, then policy_kwargs entries.
+BAD_ARGUMENTS = [
+    ({"learning_rate": -1e-3}, ValueError, "learning_rate"),  # 0 is allowed: rl_zoo3.enjoy loads with it
+    ({"learning_rate": "fast"}, TypeError, "learning_rate"),
+    ({"buffer_size": 0}, ValueError, "buffer_size"),
+    ({"buffer_size": 1.5}, TypeError, "buffer_size"),
+    ({"learning_starts": -1}, ValueError, "learning_starts"),
+    ({"learning_starts": 2.5}, TypeError, "learning_starts"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": 16.0}, TypeError, "batch_size"),
+    ({"tau": 0.0}, ValueError, "tau"),
+    ({"tau": 1.5}, ValueError, "tau"),
+    ({"gamma": 0.0}, ValueError, "gamma"),
+    ({"gamma": 1.01}, ValueError, "gamma"),
+    ({"gamma": "0.99"}, TypeError, "gamma"),
+    ({"train_freq": 0}, ValueError, "train_freq"),
+    ({"train_freq": 1.5}, TypeError, "train_freq"),
+    ({"train_freq": (1, "minute")}, ValueError, "train_freq"),
+    ({"train_freq": (1, "step", 2)}, TypeError, "train_freq"),
+    ({"gradient_steps": 0}, ValueError, "gradient_steps"),
+    ({"gradient_steps": -2}, ValueError, "gradient_steps"),
+    ({"gradient_steps": 1.0}, TypeError, "gradient_steps"),
+    ({"action_noise": "normal"}, TypeError, "action_noise"),
+    ({"replay_buffer_class": dict}, TypeError, "replay_buffer_class"),
+    ({"replay_buffer_kwargs": ["n_steps"]}, TypeError, "replay_buffer_kwargs"),
+    ({"optimize_memory_usage": "yes"}, TypeError, "optimize_memory_usage"),
+    ({"optimize_memory_usage": True}, ValueError, "optimize_memory_usage"),  # SB3's buffer needs timeouts off for it
+    ({"n_steps": 0}, ValueError, "n_steps"),
+    ({"policy_delay": 0}, ValueError, "policy_delay"),
+    ({"target_policy_noise": -0.1}, ValueError, "target_policy_noise"),
+    ({"target_noise_clip": -0.1}, ValueError, "target_noise_clip"),
+    ({"target_policy_noise": 0.2, "target_noise_clip": 0.0}, ValueError, "target_noise_clip"),
+    ({"kl_weight": -1.0}, ValueError, "kl_weight"),
+    ({"kl_weight": float("nan")}, ValueError, "kl_weight"),
+    ({"resample_every": 0}, ValueError, "resample_every"),
+    ({"resample_every": 1.5}, TypeError, "resample_every"),
+    ({"n_target_samples": -1}, ValueError, "n_target_samples"),
+    ({"consolidation": "si"}, ValueError, "consolidation"),
+    (
+        {"consolidation": "vcl", "policy_kwargs": dict(net_arch=[8], bayesian_actor=False, bayesian_critic=False)},
+        ValueError,
+        "consolidation",
+    ),
+    ({"ewc_lambda": -1.0}, ValueError, "ewc_lambda"),
+    ({"ewc_online": "yes"}, TypeError, "ewc_online"),
+    ({"ewc_decay": 1.5}, ValueError, "ewc_decay"),
+    ({"ewc_modules": ("q_net",)}, ValueError, "ewc_modules"),
+    ({"ewc_modules": ()}, ValueError, "ewc_modules"),
+    ({"ewc_modules": 3}, TypeError, "ewc_modules"),
+    ({"consolidation": "ewc", "ewc_modules": ("actor.nothing",)}, ValueError, "ewc_modules"),
+    ({"stats_window_size": 0}, ValueError, "stats_window_size"),
+    ({"tensorboard_log": 3}, TypeError, "tensorboard_log"),
+    ({"policy_kwargs": "dict(net_arch=[8])"}, TypeError, "policy_kwargs"),
+    ({"verbose": -1}, ValueError, "verbose"),
+    ({"seed": -1}, ValueError, "seed"),
+    ({"seed": 1.5}, TypeError, "seed"),
+]
+BAD_POLICY_KWARGS = [
+    ({"net_arch": [0]}, ValueError, "net_arch"),  # was a ZeroDivisionError
+    ({"net_arch": [8.0]}, TypeError, "net_arch"),
+    ({"net_arch": "big"}, TypeError, "net_arch"),
+    ({"net_arch": dict(pi=[8])}, ValueError, "net_arch"),
+    ({"net_arch": dict(pi=[8], qf=[-1])}, ValueError, "net_arch"),
+    ({"activation_fn": "relu"}, TypeError, "activation_fn"),
+    ({"features_extractor_class": th.nn.ReLU}, TypeError, "features_extractor_class"),
+    ({"features_extractor_kwargs": 3}, TypeError, "features_extractor_kwargs"),
+    ({"normalize_images": "no"}, TypeError, "normalize_images"),
+    ({"optimizer_class": "adam"}, TypeError, "optimizer_class"),
+    ({"optimizer_kwargs": 3}, TypeError, "optimizer_kwargs"),
+    ({"n_critics": 0}, ValueError, "n_critics"),
+    ({"share_features_extractor": "no"}, TypeError, "share_features_extractor"),
+    ({"bayesian_actor": 1}, TypeError, "bayesian_actor"),
+    ({"bayesian_critic": None}, TypeError, "bayesian_critic"),
+    ({"prior_std": 0.0}, ValueError, "prior_std"),
+    ({"posterior_init_log_var": float("inf")}, ValueError, "posterior_init_log_var"),
+    ({"posterior_init_mean_std": -1.0}, ValueError, "posterior_init_mean_std"),
+]
+
+
+def _build(**kwargs) -> BayesianDDPG:
+    arguments = {**dict(buffer_size=100, learning_starts=20, batch_size=16, policy_kwargs=dict(net_arch=[8])), **kwargs}
+    return BayesianDDPG("MlpPolicy", "Pendulum-v1", **arguments)
+
+
+@pytest.mark.parametrize("kwargs, error, parameter", BAD_ARGUMENTS)
+def test_bad_constructor_argument_is_refused_by_name(kwargs: dict, error: type, parameter: str) -> None:
+    with pytest.raises(error, match=names(parameter)) as info:
+        _build(**kwargs)
+    assert isinstance(info.value, HyperparameterError) and info.value.parameter == parameter
+
+
+@pytest.mark.parametrize("policy_kwargs, error, parameter", BAD_POLICY_KWARGS)
+def test_bad_policy_kwarg_is_refused_by_name(policy_kwargs: dict, error: type, parameter: str) -> None:
+    with pytest.raises(error, match=names(parameter)) as info:
+        _build(policy_kwargs=dict(dict(net_arch=[8]), **policy_kwargs))
+    assert isinstance(info.value, HyperparameterError) and info.value.parameter == parameter
+
+
+def test_the_tables_cover_every_argument_and_policy_kwarg() -> None:
+    not_hyperparameters = {"self", "policy", "env", "device", "_init_setup_model"}
+    arguments = set(inspect.signature(BayesianDDPG.__init__).parameters) - not_hyperparameters
+    assert arguments <= {name for _, _, name in BAD_ARGUMENTS}
+    policy_kwargs = set(inspect.signature(BayesianDDPGPolicy.__init__).parameters)
+    assert policy_kwargs - {"self", "observation_space", "action_space", "lr_schedule"} <= {n for _, _, n in BAD_POLICY_KWARGS}
+
+
+def test_good_values_are_normalised_and_load_checks_its_kwargs(tmp_path) -> None:
+    model = _build(
+        buffer_size=np.int64(100), gamma=np.float32(0.5), train_freq=[np.int64(2), "episode"], ewc_modules="critic.qf0"
+    )
+    assert type(model.buffer_size) is int and type(model.gamma) is float and model.ewc_modules == ("critic.qf0",)
+    assert model.train_freq.frequency == 2 and model.train_freq.unit.value == "episode"
+    model.save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match=names("learning_starts")):
+        BayesianDDPG.load(tmp_path / "model.zip", learning_starts=-5)
+    assert BayesianDDPG.load(tmp_path / "model.zip", learning_starts=5).learning_starts == 5
+
+
+# ---------------------------------------------------------------------------------------------------- NaN-safe training
+def _trained_on(env: gym.Env) -> BayesianDDPG:
+    model = BayesianDDPG("MlpPolicy", env, seed=0, buffer_size=200, **TINY)
+    model.learn(30)  # trains from step 21 on
+    return model
+
+
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_non_finite_data_is_refused_before_it_is_stored(what: str, tmp_path) -> None:
+    model = _trained_on(NonFiniteAt(gym.make("Pendulum-v1", max_episode_steps=20), step=31, what=what))
+    assert model.replay_buffer is not None
+    before, stored = model_tensors(model), model.replay_buffer.pos  # just before the bad step
+    check_weights_survive(model, lambda: model.learn(10, reset_num_timesteps=False), rf"the {what} .*NaN", before, tmp_path)
+    assert model.replay_buffer.pos == stored  # nothing stored
+
+
+@pytest.mark.parametrize("network", ["critic", "actor"])
+def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(network: str, monkeypatch, tmp_path) -> None:
+    import sb3_bayes.bayes_ddpg.bayes_ddpg as module
+
+    model = _trained_on(gym.make("Pendulum-v1", max_episode_steps=20))
+    before: dict[str, th.Tensor] = {}
+    original = module.checked_step
+
+    def nan_loss(optimizer, loss, what, *args, **kwargs):
+        if f"{network} loss" in what:  # the critic's update of this gradient step went through (it comes first)
+            before.update(model_tensors(model))
+            loss = loss * float("nan")
+        return original(optimizer, loss, what, *args, **kwargs)
+
+    monkeypatch.setattr(module, "checked_step", nan_loss)
+    check_weights_survive(model, lambda: model.learn(5, reset_num_timesteps=False), f"{network} loss is NaN", before, tmp_path)
+    assert before  # filled at the bad update
+
+
+# ---------------------------------------------------------------------------------------------------------- exact resume
+def _resume_model(variant: str, n_envs: int = 1):
+    kwargs: dict = dict(learning_starts=10, batch_size=8, buffer_size=300, seed=0, policy_kwargs=dict(net_arch=[8]))
+    if variant == "td3":
+        kwargs.update(policy_delay=2, target_policy_noise=0.2, target_noise_clip=0.5, n_target_samples=2, resample_every=7)
+        kwargs["policy_kwargs"] = dict(net_arch=[8], n_critics=2)
+    if variant in ("ewc", "vcl"):
+        kwargs.update(consolidation=variant, ewc_modules=("actor", "critic"), ewc_online=True, ewc_decay=0.5)
+
+    def make() -> BayesianDDPG:
+        # A noise process with its own state (one per model: it is not shared between the runs compared).
+        noise = OrnsteinUhlenbeckActionNoise(np.zeros(1), 0.2 * np.ones(1)) if variant == "ou_noise" else None
+        model = BayesianDDPG("MlpPolicy", short_env(n_envs), action_noise=noise, **kwargs)
+        if variant in ("ewc", "vcl"):  # a task already consolidated: the penalty / new prior acts in both halves
+            model.learn(15)
+            model.consolidate(n_samples=15)
+        return model
+
+    return make
+
+
+@pytest.mark.parametrize("variant, n_envs", [("ou_noise", 1), ("td3", 2), ("ewc", 1), ("vcl", 1)])
+def test_exact_resume(variant: str, n_envs: int, tmp_path) -> None:
+    # Episodes of 20 steps: the split at 25 (x n_envs) steps is mid-episode, with held Thompson samples in use.
+    check_exact_resume(_resume_model(variant, n_envs), 25 * n_envs, tmp_path)

@@ -1,17 +1,23 @@
-"""BayesianDQN: Thompson schedule, Double-DQN targets, KL scaling, BDQN posterior, EWC/VCL, errors, and learning."""
+"""BayesianDQN: Thompson schedule, Double-DQN targets, KL scaling, BDQN posterior, EWC/VCL, errors, hyperparameter checks,
+NaN-safe training, exact resume, and learning."""
+
+import inspect
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from torch import nn
 
 from sb3_bayes.bayes_dqn import BayesianDQN
-from sb3_bayes.bayes_dqn.policies import q_mode
+from sb3_bayes.bayes_dqn.policies import BayesianDQNPolicy, q_mode
 from sb3_bayes.common.bayesian_layers import BayesianLinear, kl_divergence
+from sb3_bayes.common.validation import HyperparameterError
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16, 16]), buffer_size=2000, batch_size=16)
 
@@ -186,22 +192,23 @@ def test_ewc_consolidate_penalises_moving_away(head: str) -> None:
     model = BayesianDQN("MlpPolicy", cartpole(), head=head, consolidation="ewc", ewc_lambda=10.0, learning_starts=100,
                         seed=0, **SMALL)  # fmt: skip
     model.learn(300)
-    assert float(model.ewc.penalty(model.q_net)) == 0.0  # nothing consolidated yet
+    ewc = model.ewc["q_net"]
+    assert model._consolidation_penalty("q_net") is None  # nothing consolidated yet
     model.consolidate(n_samples=200)
-    assert model.n_consolidations == 1 and int(model.ewc.n_consolidations) == 1
-    names = model.ewc.parameter_names
-    assert names and not any(name.endswith("log_var") for name in names)
-    assert sum(float(model.ewc.fisher_of(name).sum()) for name in names) > 0
-    assert float(model.ewc.penalty(model.q_net)) == 0.0  # at the anchor
+    assert model.n_consolidations == 1 and model.ewc.n_consolidations == 1
+    parameter_names = ewc.parameter_names
+    assert parameter_names and not any(name.endswith("log_var") for name in parameter_names)
+    assert sum(float(ewc.fisher_of(name).sum()) for name in parameter_names) > 0
+    assert float(ewc.penalty(model.q_net)) == 0.0  # at the anchor
     model.learn(300, reset_num_timesteps=False)  # moving away on the same task
-    assert float(model.ewc.penalty(model.q_net)) > 0.0
+    assert float(ewc.penalty(model.q_net)) > 0.0
     assert model.logger.name_to_value["train/ewc_penalty"] > 0.0
 
 
 def test_ewc_modules_select_parameters() -> None:
     model = BayesianDQN("MlpPolicy", "CartPole-v1", consolidation="ewc", ewc_modules=("q_net.head",), **SMALL)
-    assert model.ewc.parameter_names == ["head.weight_mean", "head.bias_mean"]
-    with pytest.raises(ValueError, match="ewc_modules must name 'q_net'"):
+    assert model.ewc["q_net"].parameter_names == ["head.weight_mean", "head.bias_mean"]
+    with pytest.raises(ValueError, match=names("ewc_modules")):
         BayesianDQN("MlpPolicy", "CartPole-v1", consolidation="ewc", ewc_modules=("actor",))
 
 
@@ -238,13 +245,13 @@ def test_errors() -> None:
         BayesianDQN("MlpPolicy", BoxActionEnv())
     with pytest.raises(ValueError, match="does not support Dict observation spaces"):
         BayesianDQN("MlpPolicy", DictObsEnv())
-    with pytest.raises(ValueError, match="Unknown head 'bdqn'"):
+    with pytest.raises(ValueError, match="head must be one of 'bbb', 'blr', got 'bdqn'"):
         BayesianDQN("MlpPolicy", "CartPole-v1", head="bdqn")
-    with pytest.raises(ValueError, match="needs head='bbb'"):
+    with pytest.raises(ValueError, match="consolidation must be .*head='bbb'.*got 'vcl'"):
         BayesianDQN("MlpPolicy", "CartPole-v1", head="blr", consolidation="vcl")
-    with pytest.raises(ValueError, match="Unknown consolidation"):
+    with pytest.raises(ValueError, match="consolidation must be one of 'none', 'ewc', 'vcl', got 'si'"):
         BayesianDQN("MlpPolicy", "CartPole-v1", consolidation="si")
-    with pytest.raises(ValueError, match="Pass head to BayesianDQN itself"):
+    with pytest.raises(ValueError, match="head must be passed to BayesianDQN itself"):
         BayesianDQN("MlpPolicy", "CartPole-v1", head="bbb", policy_kwargs=dict(head="blr"))
     # SB3's NatureCNN would fail a multi-line assertion on vector observations; both heads' CnnPolicy build one.
     not_images = r"CnnPolicy needs image observations.*observation space Box.*use MlpPolicy"
@@ -255,13 +262,183 @@ def test_errors() -> None:
 
 
 @pytest.mark.parametrize("head", ["bbb", "blr"])
-def test_nan_loss_raises_value_error(head: str) -> None:
+def test_nan_weights_raise_value_error(head: str) -> None:
     model = BayesianDQN("MlpPolicy", cartpole(), head=head, learning_starts=50, seed=0, **SMALL)
     model.learn(60)
     with th.no_grad():
         next(model.q_net.hidden.parameters()).fill_(float("nan"))
-    with pytest.raises(ValueError, match="NaN or inf|loss is nan|not positive definite"):
+    with pytest.raises(ValueError, match="NaN or inf|not positive definite"):
         model.learn(200, reset_num_timesteps=False)
+
+
+# ------------------------------------------------------------------------------------------------ hyperparameter checks
+# Bad value -> (exception type, parameter the message names). Constructor arguments, then policy_kwargs entries.
+BAD_ARGUMENTS = [
+    ({"head": "bdqn"}, ValueError, "head"),
+    ({"head": "bbb", "policy_kwargs": dict(head="blr")}, ValueError, "head"),
+    ({"kl_weight": -1.0}, ValueError, "kl_weight"),
+    ({"kl_weight": "1"}, TypeError, "kl_weight"),
+    ({"resample_every": -1}, ValueError, "resample_every"),
+    ({"resample_every": 1.5}, TypeError, "resample_every"),
+    ({"blr_prior_var": 0.0}, ValueError, "blr_prior_var"),
+    ({"blr_noise_var": -1.0}, ValueError, "blr_noise_var"),
+    ({"blr_noise_var": 1.0, "policy_kwargs": dict(blr_noise_var=2.0)}, ValueError, "blr_noise_var"),
+    ({"posterior_update_freq": 0}, ValueError, "posterior_update_freq"),
+    ({"posterior_window": 0}, ValueError, "posterior_window"),
+    ({"consolidation": "si"}, ValueError, "consolidation"),
+    ({"head": "blr", "consolidation": "vcl"}, ValueError, "consolidation"),
+    ({"ewc_lambda": -1.0}, ValueError, "ewc_lambda"),
+    ({"ewc_online": "no"}, TypeError, "ewc_online"),
+    ({"ewc_decay": -0.1}, ValueError, "ewc_decay"),
+    ({"ewc_modules": ("actor",)}, ValueError, "ewc_modules"),
+    ({"ewc_modules": []}, ValueError, "ewc_modules"),
+    ({"ewc_modules": 5}, TypeError, "ewc_modules"),
+    ({"consolidation": "ewc", "ewc_modules": ("q_net.nope",)}, ValueError, "ewc_modules"),
+    (
+        {"consolidation": "ewc", "ewc_modules": ("q_net.hidden",), "policy_kwargs": dict(net_arch=[])},
+        ValueError,
+        "ewc_modules",
+    ),  # no hidden layer: no parameter to anchor
+    ({"learning_rate": -1e-3}, ValueError, "learning_rate"),
+    ({"buffer_size": 0}, ValueError, "buffer_size"),
+    ({"buffer_size": 1.5}, TypeError, "buffer_size"),
+    ({"learning_starts": -1}, ValueError, "learning_starts"),
+    ({"batch_size": 0}, ValueError, "batch_size"),  # was "loss is nan: lower the learning rate"
+    ({"tau": 0.0}, ValueError, "tau"),
+    ({"tau": 1.1}, ValueError, "tau"),
+    ({"gamma": 0.0}, ValueError, "gamma"),
+    ({"gamma": 1.5}, ValueError, "gamma"),
+    ({"train_freq": 0}, ValueError, "train_freq"),
+    ({"train_freq": (4, "epoch")}, ValueError, "train_freq"),
+    ({"gradient_steps": 0}, ValueError, "gradient_steps"),
+    ({"replay_buffer_class": "ReplayBuffer"}, TypeError, "replay_buffer_class"),
+    ({"replay_buffer_kwargs": ["x"]}, TypeError, "replay_buffer_kwargs"),
+    ({"optimize_memory_usage": "no"}, TypeError, "optimize_memory_usage"),
+    ({"optimize_memory_usage": True}, ValueError, "optimize_memory_usage"),
+    ({"n_steps": 0}, ValueError, "n_steps"),
+    ({"target_update_interval": 0}, ValueError, "target_update_interval"),
+    ({"exploration_fraction": 1.5}, ValueError, "exploration_fraction"),
+    ({"exploration_initial_eps": -0.1}, ValueError, "exploration_initial_eps"),
+    ({"exploration_final_eps": 2.0}, ValueError, "exploration_final_eps"),
+    ({"max_grad_norm": 0.0}, ValueError, "max_grad_norm"),
+    ({"stats_window_size": 0}, ValueError, "stats_window_size"),
+    ({"tensorboard_log": 5}, TypeError, "tensorboard_log"),
+    ({"policy_kwargs": "dict(net_arch=[8])"}, TypeError, "policy_kwargs"),
+    ({"verbose": -1}, ValueError, "verbose"),
+    ({"seed": -1}, ValueError, "seed"),
+]
+BAD_POLICY_KWARGS = [
+    ({"net_arch": [0]}, ValueError, "net_arch"),
+    ({"net_arch": [16, -1]}, ValueError, "net_arch"),
+    ({"net_arch": "medium"}, TypeError, "net_arch"),
+    ({"activation_fn": "relu"}, TypeError, "activation_fn"),
+    ({"features_extractor_class": nn.Linear}, TypeError, "features_extractor_class"),
+    ({"features_extractor_kwargs": 3}, TypeError, "features_extractor_kwargs"),
+    ({"normalize_images": "no"}, TypeError, "normalize_images"),
+    ({"optimizer_class": nn.ReLU}, TypeError, "optimizer_class"),
+    ({"optimizer_kwargs": [1]}, TypeError, "optimizer_kwargs"),
+    ({"bayesian_layer_kwargs": 3}, TypeError, "bayesian_layer_kwargs"),
+    ({"bayesian_layer_kwargs": dict(prior_sd=1.0)}, ValueError, "bayesian_layer_kwargs"),
+    ({"bayesian_layer_kwargs": dict(prior_std=0.0)}, ValueError, "prior_std"),
+    ({"bayesian_layer_kwargs": dict(posterior_init_log_var=float("nan"))}, ValueError, "posterior_init_log_var"),
+    ({"bayesian_layer_kwargs": dict(posterior_init_mean_std=0.0)}, ValueError, "posterior_init_mean_std"),
+]
+#: Arguments of BayesianDQN that it passes on to its policy (checked in the constructor table).
+POLICY_ARGUMENTS_OF_THE_ALGORITHM = {"head", "blr_prior_var", "blr_noise_var"}
+
+
+def _build(**kwargs) -> BayesianDQN:
+    return BayesianDQN("MlpPolicy", "CartPole-v1", **{**dict(buffer_size=100, policy_kwargs=dict(net_arch=[8])), **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, error, parameter", BAD_ARGUMENTS)
+def test_bad_constructor_argument_is_refused_by_name(kwargs: dict, error: type, parameter: str) -> None:
+    with pytest.raises(error, match=names(parameter)) as info:
+        _build(**kwargs)
+    assert isinstance(info.value, HyperparameterError) and info.value.parameter == parameter
+
+
+@pytest.mark.parametrize("policy_kwargs, error, parameter", BAD_POLICY_KWARGS)
+def test_bad_policy_kwarg_is_refused_by_name(policy_kwargs: dict, error: type, parameter: str) -> None:
+    with pytest.raises(error, match=names(parameter)) as info:
+        _build(policy_kwargs=dict(dict(net_arch=[8]), **policy_kwargs))
+    assert isinstance(info.value, HyperparameterError) and info.value.parameter == parameter
+
+
+def test_the_tables_cover_every_argument_and_policy_kwarg() -> None:
+    not_hyperparameters = {"self", "policy", "env", "device", "_init_setup_model"}
+    arguments = set(inspect.signature(BayesianDQN.__init__).parameters) - not_hyperparameters
+    assert arguments <= {name for _, _, name in BAD_ARGUMENTS}
+    policy_kwargs = set(inspect.signature(BayesianDQNPolicy.__init__).parameters) - POLICY_ARGUMENTS_OF_THE_ALGORITHM
+    policy_names = {name for _, _, name in BAD_POLICY_KWARGS}
+    assert policy_kwargs - {"self", "observation_space", "action_space", "lr_schedule"} <= policy_names
+
+
+def test_policy_checks_its_own_kwargs_when_built_directly() -> None:
+    env = gym.make("CartPole-v1")
+    for kwargs, parameter in [(dict(head="bdqn"), "head"), (dict(blr_prior_var=0.0), "blr_prior_var")]:
+        with pytest.raises(ValueError, match=names(parameter)):
+            BayesianDQNPolicy(env.observation_space, env.action_space, lambda _: 1e-3, **kwargs)
+
+
+def test_load_checks_its_kwargs(tmp_path) -> None:
+    _build().save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match=names("exploration_final_eps")):
+        BayesianDQN.load(tmp_path / "model.zip", exploration_final_eps=1.5)
+
+
+# ---------------------------------------------------------------------------------------------------- NaN-safe training
+def _trained_on(env: gym.Env, head: str = "bbb") -> BayesianDQN:
+    model = BayesianDQN("MlpPolicy", env, head=head, learning_starts=20, train_freq=1, seed=0, posterior_update_freq=10,
+                        **SMALL)  # fmt: skip
+    model.learn(30)  # trains from step 21 on
+    return model
+
+
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_non_finite_data_is_refused_before_it_is_stored(what: str, tmp_path) -> None:
+    model = _trained_on(NonFiniteAt(gym.make("CartPole-v1"), step=31, what=what))
+    assert model.replay_buffer is not None
+    before, stored = model_tensors(model), model.replay_buffer.pos  # just before the bad step
+    check_weights_survive(model, lambda: model.learn(10, reset_num_timesteps=False), rf"the {what} .*NaN", before, tmp_path)
+    assert model.replay_buffer.pos == stored  # nothing stored
+
+
+@pytest.mark.parametrize("head", ["bbb", "blr"])
+def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(head: str, monkeypatch, tmp_path) -> None:
+    import sb3_bayes.bayes_dqn.bayes_dqn as module
+
+    model = _trained_on(gym.make("CartPole-v1"), head)
+    before: dict[str, th.Tensor] = {}
+    original = module.checked_step
+
+    def nan_loss(optimizer, loss, what, *args, **kwargs):
+        before.update(model_tensors(model))  # after this training call's posterior refit ("blr")
+        return original(optimizer, loss * float("nan"), what, *args, **kwargs)
+
+    monkeypatch.setattr(module, "checked_step", nan_loss)
+    check_weights_survive(model, lambda: model.learn(5, reset_num_timesteps=False), "Q-network loss is NaN", before, tmp_path)
+    assert before  # filled at the bad update
+
+
+# ---------------------------------------------------------------------------------------------------------- exact resume
+@pytest.mark.parametrize(
+    "head, consolidation", [("bbb", "none"), ("blr", "none"), ("bbb", "ewc"), ("blr", "ewc"), ("bbb", "vcl")]
+)
+def test_exact_resume(head: str, consolidation: str, tmp_path) -> None:
+    def make() -> BayesianDQN:
+        model = BayesianDQN("MlpPolicy", cartpole(n_envs=2), head=head, consolidation=consolidation, ewc_online=True,
+                            ewc_decay=0.5, learning_starts=10, batch_size=8, buffer_size=300, train_freq=1,
+                            target_update_interval=6, posterior_update_freq=7, resample_every=None if head == "bbb" else 5,
+                            exploration_initial_eps=0.2, exploration_final_eps=0.2, seed=0,
+                            policy_kwargs=dict(net_arch=[8]))  # fmt: skip
+        if consolidation != "none":  # a task already consolidated: the penalty / new prior acts in both halves
+            model.learn(16)
+            model.consolidate(n_samples=16)
+        return model
+
+    # Two environments, an epsilon of 0.2 and per-episode Thompson samples: every kind of pending random state in use.
+    check_exact_resume(make, 24, tmp_path)
 
 
 # Learning bar: seeded CartPole-v1, 8192 steps, rl-zoo3's DQN CartPole schedule (128 gradient steps every 256 env steps,

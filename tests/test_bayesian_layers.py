@@ -1,14 +1,16 @@
-"""Bayes-by-backprop layers: closed-form KL, local reparameterisation, modes, held samples, VCL prior."""
+"""Bayes-by-backprop layers: closed-form KL, local reparameterisation, modes, held samples, VCL prior, setting checks."""
 
 import math
 
 import pytest
 import torch as th
+from reliability import names
 from torch import nn
 
 from sb3_bayes.common.bayesian_layers import (
     BayesianLinear,
     bayesian_layers,
+    check_bayesian_layer_settings,
     count_weights,
     create_bayesian_mlp,
     kl_divergence,
@@ -18,6 +20,7 @@ from sb3_bayes.common.bayesian_layers import (
     set_weight_mode,
     weight_mode,
 )
+from sb3_bayes.common.validation import HyperparameterTypeError, HyperparameterValueError, ParameterValidator
 
 
 def _random_posterior(layer: BayesianLinear, seed: int = 0) -> None:
@@ -234,3 +237,29 @@ def test_refresh_follows_the_posterior_with_the_same_draw():
     refresh_weights(layer, indices=th.tensor([1]))
     assert th.equal(layer.weight_sample[0], before[0])
     assert th.allclose(layer.weight_sample[1], layer.weight_mean + (0.5 * layer.weight_log_var).exp() * noise[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, parameter",
+    [
+        (dict(prior_std=0.0), HyperparameterValueError, "prior_std"),
+        (dict(prior_std="big"), HyperparameterTypeError, "prior_std"),
+        (dict(posterior_init_log_var=float("nan")), HyperparameterValueError, "posterior_init_log_var"),
+        (dict(posterior_init_mean_std=-0.1), HyperparameterValueError, "posterior_init_mean_std"),
+        (dict(n_samples=0), HyperparameterValueError, "n_samples"),
+        (dict(out_features=0), HyperparameterValueError, "out_features"),
+        (dict(bias="yes"), HyperparameterTypeError, "bias"),
+    ],
+)
+def test_layer_settings_are_checked_by_name(kwargs: dict, error: type, parameter: str) -> None:
+    with pytest.raises(error, match=rf"BayesianLinear: .*{names(parameter)}"):
+        BayesianLinear(**{**dict(in_features=3, out_features=2), **kwargs})
+
+
+def test_one_check_of_the_layer_settings_for_every_owner() -> None:
+    check = ParameterValidator("SomePolicy")
+    given = dict(prior_std=1, posterior_init_mean_std=None)
+    assert check_bayesian_layer_settings(check, given) == dict(prior_std=1.0, posterior_init_mean_std=None)
+    with pytest.raises(HyperparameterValueError, match=r"SomePolicy: .*\bbayesian_layer_kwargs\b.*prior_sd") as info:
+        check_bayesian_layer_settings(check, dict(prior_sd=1.0))
+    assert info.value.parameter == "bayesian_layer_kwargs"

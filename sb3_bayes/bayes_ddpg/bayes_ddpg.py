@@ -1,6 +1,5 @@
 """Bayesian DDPG: DDPG/TD3 with Bayes-by-backprop actor and critics, posterior-sampling exploration and EWC/VCL."""
 
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -19,15 +18,16 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from sb3_bayes.bayes_ddpg.policies import BayesianDDPGPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, posterior_to_prior, weight_mode
+from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, refresh_weights, weight_mode
 from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
-from sb3_bayes.common.ewc import ElasticWeightConsolidation, gaussian_output_fisher
-from sb3_bayes.common.utils import check_flat_box
+from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
+from sb3_bayes.common.ewc import gaussian_output_fisher
+from sb3_bayes.common.random_state import ExactResumeMixin
+from sb3_bayes.common.utils import check_flat_box, checked_step
+from sb3_bayes.common.validation import ParameterValidator
 
 SelfBayesianDDPG = TypeVar("SelfBayesianDDPG", bound="BayesianDDPG")
 
-CONSOLIDATIONS = ("none", "ewc", "vcl")
-EWC_MODULES = ("actor", "critic")
 _OBSERVATION_SPACES = (spaces.Box, spaces.Dict, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
@@ -45,7 +45,7 @@ class _PreSquashActor(nn.Module):
         return mu[:-1](features) if isinstance(mu[-1], nn.Tanh) else mu(features)
 
 
-class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
+class BayesianDDPG(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferMixin, TD3):
     """
     Bayesian DDPG: SB3's DDPG/TD3 whose actor and critics are Bayes-by-backprop networks (mean-field Gaussian weights,
     Blundell et al., 2015), trained on the per-data-set variational objective
@@ -69,9 +69,17 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
     Defaults are DDPG's (one critic, no policy delay, no target smoothing), as SB3's DDPG is TD3 with those switched
     off; ``policy_kwargs=dict(n_critics=2), policy_delay=2, target_policy_noise=0.2, target_noise_clip=0.5`` is TD3's.
 
-    Continual learning: ``consolidation="ewc"`` adds ``ewc_lambda * sum_i F_i (theta_i - theta*_i)^2`` (Kirkpatrick et
-    al., 2017) on the posterior means of ``ewc_modules`` after every ``consolidate()``; ``"vcl"`` makes the posterior
-    the prior of the next task (variational continual learning, Nguyen et al., 2018).
+    Continual learning (:class:`~sb3_bayes.common.consolidation.ConsolidationMixin`, shared with BayesianDQN, with the
+    same meaning of every argument): ``consolidation="ewc"`` adds ``ewc_lambda * sum_i F_i (theta_i - theta*_i)^2``
+    (Kirkpatrick et al., 2017, eq. 3; summed over tasks, or online with ``ewc_online``, Schwarz et al., 2018) on the
+    posterior means of ``ewc_modules`` after every ``consolidate()``; ``"vcl"`` makes the posterior the prior of the next
+    task (variational continual learning, Nguyen et al., 2018). The Fisher is that of a unit-variance Gaussian around
+    the actor's pre-squash action and the critics' Q-values (see :meth:`_ewc_fisher`).
+
+    Every argument and ``policy_kwargs`` entry is checked when the model is built (and at ``load``); a NaN or inf
+    observation or reward raises before it is stored, and a non-finite loss or gradient before the optimiser step
+    (the weights stay those of the last finite update). ``save`` stores the random generators' states, so training
+    resumes exactly after ``load`` (:class:`~sb3_bayes.common.random_state.ExactResumeMixin`).
 
     :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``).
     :param env: The environment to learn from (if registered in Gym, can be str).
@@ -93,14 +101,15 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
     :param target_noise_clip: Clip of that noise (TD3: 0.5).
     :param kl_weight: Weight of the KL terms (1 is the evidence lower bound; smaller values tempers the posterior).
     :param resample_every: Also redraw the held actor samples every this many environment steps (None: once per
-        episode only).
+        episode only; else >= 1).
     :param n_target_samples: 0: target critics with the posterior mean weights; k > 0: mean of k sampled target
         Q-values per transition.
     :param consolidation: ``"none"``, ``"ewc"`` or ``"vcl"`` (what ``consolidate()`` does at a task switch).
-    :param ewc_lambda: Weight of the EWC penalty.
+    :param ewc_lambda: Weight of the EWC penalty (>= 0).
     :param ewc_online: Online EWC (decaying old Fisher terms, Schwarz et al., 2018) instead of their sum.
-    :param ewc_decay: Decay of the old Fisher in online EWC.
-    :param ewc_modules: Which networks EWC regularises: ``("actor",)`` (Continual World's default) and/or ``"critic"``.
+    :param ewc_decay: Decay of the old Fisher in online EWC, in ``[0, 1]``.
+    :param ewc_modules: Modules whose parameters EWC anchors, by attribute path: ``"actor"`` (Continual World's default),
+        ``"critic"``, or parts of them (``"actor.mu"``, ``"critic.qf0"``).
     :param stats_window_size: Window size for the rollout logging.
     :param tensorboard_log: The log location for tensorboard (if None, no logging).
     :param policy_kwargs: Additional arguments to the policy (``net_arch``, ``n_critics``, ``bayesian_actor``,
@@ -117,6 +126,7 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: BayesianDDPGPolicy
+    consolidated_networks = ("actor", "critic")
 
     def __init__(
         self,
@@ -145,7 +155,7 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
         ewc_lambda: float = 1e4,
         ewc_online: bool = False,
         ewc_decay: float = 1.0,
-        ewc_modules: Sequence[str] = ("actor",),
+        ewc_modules: str | Sequence[str] = ("actor",),
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -158,30 +168,10 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
         env = maybe_make_env(env, verbose) if env is not None else None
         if env is not None:
             self._check_spaces(env.observation_space, env.action_space)
-        if consolidation not in CONSOLIDATIONS:
-            raise ValueError(f"consolidation must be one of {CONSOLIDATIONS}, got {consolidation!r}.")
-        ewc_modules = (ewc_modules,) if isinstance(ewc_modules, str) else tuple(ewc_modules)
-        if not ewc_modules or any(m not in EWC_MODULES for m in ewc_modules):
-            raise ValueError(f"ewc_modules must be a non-empty subset of {EWC_MODULES}, got {ewc_modules}.")
-        if kl_weight < 0 or ewc_lambda < 0:
-            raise ValueError(f"kl_weight and ewc_lambda must be >= 0, got {kl_weight} and {ewc_lambda}.")
-        if resample_every is not None and resample_every < 1:
-            raise ValueError(f"resample_every must be None or >= 1, got {resample_every}.")
-        if n_target_samples < 0:
-            raise ValueError(f"n_target_samples must be >= 0, got {n_target_samples}.")
-        if policy_delay < 1 or target_policy_noise < 0 or target_noise_clip < 0:
-            raise ValueError("policy_delay must be >= 1 and the target smoothing noise and clip >= 0.")
         self.kl_weight = kl_weight
         self.resample_every = resample_every
         self.n_target_samples = n_target_samples
-        self.consolidation = consolidation
-        self.ewc_lambda = ewc_lambda
-        self.ewc_online = ewc_online
-        self.ewc_decay = ewc_decay
-        self.ewc_modules = ewc_modules
-        self.ewc: nn.ModuleDict | None = None
-        # Environment step at which the prior was last set (0, or the last VCL consolidation); see `_n_data`.
-        self._prior_timesteps = 0
+        self._set_consolidation_arguments(consolidation, ewc_lambda, ewc_online, ewc_decay, ewc_modules)
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]
@@ -221,34 +211,43 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
             )
         check_flat_box(action_space, "action", "BayesianDDPG", finite=True)
 
+    def _check_hyperparameters(self) -> None:
+        """
+        Check every constructor argument (``policy_kwargs`` entries are checked by the policy's constructor): at
+        construction and at ``load(**kwargs)``, before anything is allocated. Raises a ``HyperparameterValueError`` or
+        ``HyperparameterTypeError`` that names the argument, the value and what is allowed.
+        """
+        check = ParameterValidator(type(self).__name__)
+        self._check_off_policy_hyperparameters(check)
+        bayesian = [self.policy_kwargs.get(key, True) is not False for key in ("bayesian_actor", "bayesian_critic")]
+        self._check_consolidation_hyperparameters(
+            check,
+            vcl_allowed=any(bayesian),
+            vcl_needs="'none' or 'ewc' when bayesian_actor and bayesian_critic are both False (VCL replaces the prior of "
+            "Bayesian layers)",
+        )
+        self.policy_delay = check.integer("policy_delay", self.policy_delay)
+        self.target_policy_noise = check.non_negative("target_policy_noise", self.target_policy_noise)
+        self.target_noise_clip = check.non_negative("target_noise_clip", self.target_noise_clip)
+        check.relation(
+            "target_noise_clip",
+            self.target_noise_clip,
+            self.target_policy_noise == 0 or self.target_noise_clip > 0,
+            f"> 0 with target_policy_noise={self.target_policy_noise} (a clip of 0 removes the smoothing noise)",
+        )
+        self.kl_weight = check.non_negative("kl_weight", self.kl_weight)
+        self.resample_every = check.optional(check.integer, "resample_every", self.resample_every)
+        self.n_target_samples = check.integer("n_target_samples", self.n_target_samples, minimum=0)
+
     def _setup_model(self) -> None:
+        self._check_hyperparameters()
         self._check_spaces(self.observation_space, self.action_space)
         super()._setup_model()
         # Collected once; the training loop switches their modes several times per gradient step.
         self._layers = {
             name: bayesian_layers(getattr(self, name)) for name in ("actor", "critic", "actor_target", "critic_target")
         }
-        if self.consolidation == "vcl" and not (bayesian_layers(self.actor) or bayesian_layers(self.critic)):
-            raise ValueError("consolidation='vcl' needs Bayesian layers: keep bayesian_actor or bayesian_critic True.")
-        if self.consolidation == "ewc":
-            self.ewc = nn.ModuleDict(
-                {
-                    name: ElasticWeightConsolidation(
-                        getattr(self, name),
-                        self.ewc_lambda,
-                        online=self.ewc_online,
-                        decay=self.ewc_decay,
-                        parameter_names=self._ewc_parameter_names(getattr(self, name)),
-                    )
-                    for name in self.ewc_modules
-                }
-            ).to(self.device)
-
-    @staticmethod
-    def _ewc_parameter_names(module: nn.Module) -> list[str]:
-        # EWC anchors the weights the network computes with: the posterior means of Bayesian layers (their Fisher
-        # w.r.t. the log variances is zero at the mean) and every parameter of deterministic layers.
-        return [name for name, p in module.named_parameters() if p.requires_grad and not name.endswith("log_var")]
+        self._setup_consolidation()
 
     def _n_buffer(self) -> int:
         assert self.replay_buffer is not None
@@ -265,13 +264,6 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
         prior, so only the new task's transitions count.
         """
         return max(self._n_buffer(), self.num_timesteps - self._prior_timesteps)
-
-    def _ewc_penalty(self, name: str) -> th.Tensor | None:
-        if self.ewc is None or name not in self.ewc:
-            return None
-        ewc = self.ewc[name]
-        assert isinstance(ewc, ElasticWeightConsolidation)
-        return ewc.penalty(getattr(self, name))
 
     def _target_q_values(self, next_obs: th.Tensor | dict[str, th.Tensor], next_actions: th.Tensor) -> th.Tensor:
         """Target critics' ``[B, n_critics]`` values: posterior mean weights, or the mean of ``n_target_samples`` samples."""
@@ -317,16 +309,14 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
             assert isinstance(td_loss, th.Tensor)
             kl_critic = kl_divergence(self._layers["critic"]) / n_data
             critic_loss = td_loss + self.kl_weight * kl_critic
-            ewc_critic = self._ewc_penalty("critic")
+            ewc_critic = self._consolidation_penalty("critic")
             if ewc_critic is not None:
                 critic_loss = critic_loss + ewc_critic
-            critic_losses.append(self._checked(critic_loss, "critic loss"))
+            # A NaN or inf loss or gradient raises before the step: the weights stay those of the last finite update.
+            checked_step(self.critic.optimizer, critic_loss, "the BayesianDDPG critic loss")
+            critic_losses.append(critic_loss.item())
             td_losses.append(td_loss.item())
             kl_critic_values.append(kl_critic.item())
-
-            self.critic.optimizer.zero_grad()
-            critic_loss.backward()
-            self.critic.optimizer.step()
 
             if self._n_updates % self.policy_delay == 0:
                 # Deterministic policy gradient through the posterior-mean critic; the actor's own weights are
@@ -335,21 +325,23 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
                     q_pi = self.critic.q1_forward(replay_data.observations, self.actor(replay_data.observations))
                 kl_actor = kl_divergence(self._layers["actor"]) / n_data
                 actor_loss = -q_pi.mean() + self.kl_weight * kl_actor
-                ewc_actor = self._ewc_penalty("actor")
+                ewc_actor = self._consolidation_penalty("actor")
                 if ewc_actor is not None:
                     actor_loss = actor_loss + ewc_actor
-                actor_losses.append(self._checked(actor_loss, "actor loss"))
+                checked_step(self.actor.optimizer, actor_loss, "the BayesianDDPG actor loss")
+                actor_losses.append(actor_loss.item())
                 kl_actor_values.append(kl_actor.item())
-
-                self.actor.optimizer.zero_grad()
-                actor_loss.backward()
-                self.actor.optimizer.step()
 
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
                 polyak_update(self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0)
                 polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)
 
+        if self.policy.n_thompson_samples > 0 and not self.policy.rollout_samples.is_empty():
+            # The training environments' held samples keep their noise draws and follow the updated posterior
+            # (w = mu + sigma * eps with the same eps): the saved samples are always those of the current posterior.
+            with self.policy.rollout_thompson(self.n_envs):
+                refresh_weights(self.policy.actor_layers)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         self.logger.record("train/td_loss", np.mean(td_losses))
@@ -365,13 +357,6 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
                     n_weights = sum(layer.weight_log_var.numel() for layer in layers)
                     self.logger.record(f"train/{name}_posterior_std", std_sum / n_weights)
 
-    @staticmethod
-    def _checked(loss: th.Tensor, what: str) -> float:
-        value = loss.item()
-        if not math.isfinite(value):
-            raise ValueError(f"BayesianDDPG {what} is {value}: lower the learning rate or kl_weight, or check the data.")
-        return value
-
     def _store_transition(
         self,
         replay_buffer: ReplayBuffer,
@@ -381,7 +366,7 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # checked, then stored
         # Posterior sampling: a new actor sample for every environment whose episode just ended.
         if np.any(dones):
             with self.policy.rollout_thompson(self.n_envs):
@@ -402,34 +387,21 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
         with self.policy.rollout_thompson(self.n_envs):
             return super()._sample_action(learning_starts, action_noise, n_envs)
 
-    def consolidate(self, n_samples: int = 10_000) -> None:
+    def _ewc_fisher(self, network: str, parameter_names: list[str], samples: ReplaySamples) -> dict[str, th.Tensor]:
         """
-        Task switch: with ``consolidation="ewc"`` estimate the diagonal Fisher of ``ewc_modules`` on up to
-        ``n_samples`` transitions of the current replay buffer (the task just learned) and anchor the current
-        posterior means; with ``"vcl"`` make the current posterior of actor and critics their prior; with ``"none"``
-        do nothing.
+        The EWC Fisher of the actor or the critics on replayed transitions: that of a unit-variance Gaussian around the
+        network's output, computed exactly from per-sample Jacobians (``gaussian_output_fisher``), with the posterior
+        mean weights: for each critic its Q-value of the action taken; for the actor its action *before* the final
+        tanh, i.e. the mean of a tanh-squashed Gaussian policy (the policy Fisher Continual World uses with SAC). After
+        the tanh, saturated actions (bang-bang torques) would have a near-zero Jacobian and so leave exactly the
+        weights that produce them unprotected.
 
-        The Fisher is that of a unit-variance Gaussian around each network's output, computed exactly from per-sample
-        Jacobians (``gaussian_output_fisher``), with the posterior mean weights: for each critic its Q-value; for the
-        actor its action *before* the final tanh, i.e. the mean of a tanh-squashed Gaussian policy (the policy
-        Fisher Continual World uses with SAC). After the tanh, saturated actions (bang-bang torques) would have a
-        near-zero Jacobian and so leave exactly the weights that produce them unprotected.
-
-        :param n_samples: Number of transitions the Fisher is estimated on.
+        :param network: ``"actor"`` or ``"critic"``.
+        :param parameter_names: The network's parameters to estimate the Fisher of.
+        :param samples: Replayed transitions.
+        :return: Parameter name -> Fisher diagonal (the mean over the transitions).
         """
-        if self.consolidation == "none":
-            return
-        if self.consolidation == "vcl":
-            posterior_to_prior(self.actor)
-            posterior_to_prior(self.critic)
-            self._prior_timesteps = self.num_timesteps  # the data so far are now in the prior
-            return
-        if self.replay_buffer is None or self.replay_buffer.size() == 0:
-            raise ValueError("consolidate() needs the data of the task just learned: call learn() first.")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        data = self.replay_buffer.sample(min(n_samples, self._n_buffer()), env=self._vec_normalize_env)
-        obs = data.observations
+        obs = samples.observations
         keys: list[str] = sorted(obs) if isinstance(obs, dict) else []
         obs_inputs = tuple(obs[k] for k in keys) if isinstance(obs, dict) else (obs,)
 
@@ -448,18 +420,11 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
             q_values = functional_call(self.critic, params, (as_obs(tuple(xs)), action.unsqueeze(0)))
             return th.cat(q_values, dim=1).squeeze(0)
 
-        assert self.ewc is not None
-        self.policy.set_training_mode(False)
-        for name in self.ewc_modules:
-            module = getattr(self, name)
-            ewc = self.ewc[name]
-            assert isinstance(ewc, ElasticWeightConsolidation)
-            inputs = obs_inputs if name == "actor" else (*obs_inputs, data.actions)
-            with weight_mode(module, "mean"):
-                fisher = gaussian_output_fisher(
-                    module, actor_output if name == "actor" else critic_output, inputs, ewc.parameter_names
-                )
-            ewc.consolidate(module, fisher)
+        module = getattr(self, network)
+        with weight_mode(module, "mean"):
+            if network == "actor":
+                return gaussian_output_fisher(module, actor_output, obs_inputs, parameter_names)
+            return gaussian_output_fisher(module, critic_output, (*obs_inputs, samples.actions), parameter_names)
 
     def learn(
         self: SelfBayesianDDPG,
@@ -478,12 +443,3 @@ class BayesianDDPG(PlaceholderReplayBufferMixin, TD3):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "ewc"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts, tensors = super()._get_torch_save_params()
-        if self.ewc is not None:
-            state_dicts = [*state_dicts, "ewc"]
-        return state_dicts, tensors

@@ -22,6 +22,8 @@ from torch import nn
 from sb3_bayes.common.bayesian_layers import (
     HeldSamples,
     bayesian_layers,
+    check_bayesian_layer_settings,
+    check_network_arguments,
     create_bayesian_mlp,
     held_sample_slots,
     refresh_weights,
@@ -30,6 +32,7 @@ from sb3_bayes.common.bayesian_layers import (
     weight_mode,
 )
 from sb3_bayes.common.utils import check_image_observations
+from sb3_bayes.common.validation import ParameterValidator
 
 
 def _bayes_layer_kwargs(prior_std: float, posterior_init_log_var: float, posterior_init_mean_std: float | None) -> dict:
@@ -193,8 +196,29 @@ class BayesianDDPGPolicy(TD3Policy):
         posterior_init_log_var: float = -9.0,
         posterior_init_mean_std: float | None = None,
     ) -> None:
-        if prior_std <= 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}.")
+        check = ParameterValidator(type(self).__name__)
+        net_arch = self._check_net_arch(check, net_arch)
+        check_network_arguments(
+            check,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+        n_critics = check.integer("n_critics", n_critics)
+        share_features_extractor = check.boolean("share_features_extractor", share_features_extractor)
+        bayesian_actor = check.boolean("bayesian_actor", bayesian_actor)
+        bayesian_critic = check.boolean("bayesian_critic", bayesian_critic)
+        layer_settings = check_bayesian_layer_settings(
+            check,
+            dict(
+                prior_std=prior_std,
+                posterior_init_log_var=posterior_init_log_var,
+                posterior_init_mean_std=posterior_init_mean_std,
+            ),
+        )
         check_image_observations(
             observation_space,
             features_extractor_class,
@@ -204,7 +228,7 @@ class BayesianDDPGPolicy(TD3Policy):
         )
         self.bayesian_actor = bayesian_actor
         self.bayesian_critic = bayesian_critic
-        self.layer_kwargs = _bayes_layer_kwargs(prior_std, posterior_init_log_var, posterior_init_mean_std)
+        self.layer_kwargs = layer_settings
         super().__init__(
             observation_space,
             action_space,
@@ -219,6 +243,14 @@ class BayesianDDPGPolicy(TD3Policy):
             n_critics,
             share_features_extractor,
         )
+
+    @staticmethod
+    def _check_net_arch(check: ParameterValidator, net_arch: Any) -> list[int] | dict[str, list[int]] | None:
+        # SB3's TD3 takes one list for actor and critics, or a dict with both "pi" and "qf".
+        if isinstance(net_arch, dict):
+            check.relation("net_arch", net_arch, set(net_arch) == {"pi", "qf"}, "a list of widths or dict(pi=[...], qf=[...])")
+            return {key: check.sizes("net_arch", widths) for key, widths in net_arch.items()}
+        return check.optional(check.sizes, "net_arch", net_arch)
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)

@@ -1,8 +1,7 @@
 """BayesianDQN: DQN with a posterior over the Q-network and Thompson-sampling exploration (BBQN and BDQN heads)."""
 
 import contextlib
-import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -19,22 +18,25 @@ from stable_baselines3.dqn import DQN
 from torch.func import functional_call
 
 from sb3_bayes.bayes_dqn.policies import (
+    HEADS,
     BayesianDQNPolicy,
     BayesianQNetwork,
     CnnPolicy,
     MlpPolicy,
     ThompsonLinearHead,
-    check_head,
     q_mode,
 )
-from sb3_bayes.common.bayesian_layers import kl_divergence, posterior_to_prior, refresh_weights
+from sb3_bayes.common.bayesian_layers import kl_divergence, refresh_weights
 from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
-from sb3_bayes.common.ewc import ElasticWeightConsolidation, diagonal_fisher
+from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
+from sb3_bayes.common.ewc import diagonal_fisher
+from sb3_bayes.common.random_state import ExactResumeMixin
+from sb3_bayes.common.utils import checked_step
+from sb3_bayes.common.validation import ParameterValidator
 
 SelfBayesianDQN = TypeVar("SelfBayesianDQN", bound="BayesianDQN")
-CONSOLIDATIONS = ("none", "ewc", "vcl")
-# Rows of the replay buffer read per forward pass when the whole recent window is processed (posterior refresh, EWC).
-CHUNK_ROWS = 1024
+#: The algorithm's own arguments that the policy builds the network with (passed on through ``policy_kwargs``).
+POLICY_ARGUMENTS = ("head", "blr_prior_var", "blr_noise_var")
 
 
 class RecentTransitions(NamedTuple):
@@ -45,7 +47,7 @@ class RecentTransitions(NamedTuple):
     targets: th.Tensor  # [n]
 
 
-class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
+class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferMixin, DQN):
     """
     Bayesian Deep Q-Network: DQN whose Q-network carries a posterior over its weights and explores by Thompson sampling
     (one set of weights drawn per episode, or every ``resample_every`` steps, and followed greedily), with
@@ -62,9 +64,16 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
       ``blr_prior_var``, noise variance ``blr_noise_var``), refitted every ``posterior_update_freq`` steps on the most
       recent ``posterior_window`` transitions; the features are trained on the TD loss through the posterior mean.
 
-    Continual learning: ``consolidation="ewc"`` (Kirkpatrick et al., 2017; ``ewc_online`` for Schwarz et al., 2018) adds
-    ``ewc_lambda * sum F (theta - theta*)^2`` on the parameters of ``ewc_modules`` once :meth:`consolidate` has been
-    called at a task switch; ``"vcl"`` (Nguyen et al., 2018, ``"bbb"`` head only) makes the posterior the next prior.
+    Continual learning (:class:`~sb3_bayes.common.consolidation.ConsolidationMixin`, shared with BayesianDDPG, with the
+    same meaning of every argument): ``consolidation="ewc"`` (Kirkpatrick et al., 2017, eq. 3; ``ewc_online`` for
+    Schwarz et al., 2018) adds ``ewc_lambda * sum F (theta - theta*)^2`` on the parameters of ``ewc_modules`` once
+    :meth:`consolidate` has been called at a task switch, with the empirical Fisher of the TD loss (see
+    :meth:`_ewc_fisher`); ``"vcl"`` (Nguyen et al., 2018, ``"bbb"`` head only) makes the posterior the next prior.
+
+    Every argument and ``policy_kwargs`` entry is checked when the model is built (and at ``load``); a NaN or inf
+    observation or reward raises before it is stored, and a non-finite loss or gradient before the optimiser step
+    (the weights stay those of the last finite update). ``save`` stores the random generators' states, so training
+    resumes exactly after ``load`` (:class:`~sb3_bayes.common.random_state.ExactResumeMixin`).
 
     :param policy: ``"MlpPolicy"`` or ``"CnnPolicy"`` (or a policy class).
     :param env: The environment to learn from (if registered in Gym, can be str).
@@ -78,11 +87,11 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
     :param posterior_update_freq: Steps between refits of the ``"blr"`` posterior (BDQN: 1000).
     :param posterior_window: Most recent transitions the ``"blr"`` posterior is fitted on (BDQN: 10k).
     :param consolidation: ``"none"``, ``"ewc"`` or ``"vcl"``: what :meth:`consolidate` does at a task switch.
-    :param ewc_lambda: Strength of the EWC penalty.
-    :param ewc_online: Online EWC: decay the previous Fisher instead of summing per task.
-    :param ewc_decay: Decay of online EWC.
-    :param ewc_modules: Modules of the policy whose parameters EWC anchors (``"q_net"`` or its parts, e.g.
-        ``"q_net.features_extractor"``, ``"q_net.hidden"``, ``"q_net.head"``).
+    :param ewc_lambda: Weight of the EWC penalty (>= 0).
+    :param ewc_online: Online EWC (decaying old Fisher terms, Schwarz et al., 2018) instead of their sum.
+    :param ewc_decay: Decay of the old Fisher in online EWC, in ``[0, 1]``.
+    :param ewc_modules: Modules whose parameters EWC anchors, by attribute path: ``"q_net"`` or parts of it
+        (``"q_net.features_extractor"``, ``"q_net.hidden"``, ``"q_net.head"``).
     :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0).
     :param buffer_size: Size of the replay buffer.
     :param learning_starts: How many steps of the model to collect transitions for before learning starts.
@@ -113,6 +122,7 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
     policy: BayesianDQNPolicy  # type: ignore[assignment]
     q_net: BayesianQNetwork  # type: ignore[assignment]
     q_net_target: BayesianQNetwork  # type: ignore[assignment]
+    consolidated_networks = ("q_net",)
 
     def __init__(
         self,
@@ -129,7 +139,7 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
         ewc_lambda: float = 1e4,
         ewc_online: bool = False,
         ewc_decay: float = 1.0,
-        ewc_modules: tuple[str, ...] | list[str] = ("q_net",),
+        ewc_modules: str | Sequence[str] = ("q_net",),
         learning_rate: float | Schedule = 1e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 100,
@@ -158,19 +168,6 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
         env = maybe_make_env(env, verbose) if env is not None else None
         if env is not None:
             self._check_spaces(env.observation_space, env.action_space)
-        check_head(head)
-        if consolidation not in CONSOLIDATIONS:
-            raise ValueError(f"Unknown consolidation '{consolidation}': choose one of {', '.join(CONSOLIDATIONS)}.")
-        if consolidation == "vcl" and head != "bbb":
-            raise ValueError("consolidation='vcl' needs head='bbb' (the prior of Bayes-by-backprop layers); use 'ewc'.")
-        if resample_every is not None and resample_every < 0:
-            raise ValueError(f"resample_every must be >= 0 or None, got {resample_every}.")
-        if kl_weight < 0 or ewc_lambda < 0:
-            raise ValueError(f"kl_weight and ewc_lambda must be >= 0, got {kl_weight} and {ewc_lambda}.")
-        if posterior_update_freq < 1 or posterior_window < 1:
-            raise ValueError(
-                f"posterior_update_freq and posterior_window must be >= 1, got {posterior_update_freq}, {posterior_window}."
-            )
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]
@@ -206,16 +203,10 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
         self.blr_noise_var = blr_noise_var
         self.posterior_update_freq = posterior_update_freq
         self.posterior_window = posterior_window
-        self.consolidation = consolidation
-        self.ewc_lambda = ewc_lambda
-        self.ewc_online = ewc_online
-        self.ewc_decay = ewc_decay
-        self.ewc_modules = tuple(ewc_modules)
-        # Step of the last posterior refit ("blr"; None: refit at the first training call) and counters.
+        self._set_consolidation_arguments(consolidation, ewc_lambda, ewc_online, ewc_decay, ewc_modules)
+        # Step of the last posterior refit ("blr"; None: refit at the first training call) and its count.
         self._last_posterior_update: int | None = None
         self.n_posterior_updates = 0
-        self.n_consolidations = 0
-        self.ewc: ElasticWeightConsolidation | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -239,41 +230,43 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
             return self.resample_every
         return 0 if self.head == "bbb" else 1000
 
-    def _setup_model(self) -> None:
-        self._check_spaces(self.observation_space, self.action_space)
-        ewc_modules = tuple(self.ewc_modules)
-        for name in ewc_modules:
-            if name != "q_net" and not name.startswith("q_net."):
-                raise ValueError(f"ewc_modules must name 'q_net' or its submodules (e.g. 'q_net.hidden'), got '{name}'.")
-        # The network settings are constructor arguments of the algorithm; the policy builds them.
-        for key in ("head", "blr_prior_var", "blr_noise_var"):
-            if key in self.policy_kwargs and self.policy_kwargs[key] != getattr(self, key):
-                raise ValueError(f"Pass {key} to BayesianDQN itself, not in policy_kwargs ({self.policy_kwargs[key]!r}).")
-        self.policy_kwargs = {**self.policy_kwargs, "head": self.head}  # a copy: never mutate the caller's dict
-        self.policy_kwargs.update(head=self.head, blr_prior_var=self.blr_prior_var, blr_noise_var=self.blr_noise_var)
-        super()._setup_model()  # without an env, a one-row placeholder replay buffer (PlaceholderReplayBufferMixin)
-        self.ewc = None
-        if self.consolidation == "ewc":
-            self.ewc = ElasticWeightConsolidation(
-                self.q_net,
-                self.ewc_lambda,
-                online=self.ewc_online,
-                decay=self.ewc_decay,
-                parameter_names=self._ewc_parameter_names(),
-            ).to(self.device)
+    def _check_hyperparameters(self) -> None:
+        """
+        Check every constructor argument (``policy_kwargs`` entries are checked by the policy's constructor): at
+        construction and at ``load(**kwargs)``, before anything is allocated. Raises a ``HyperparameterValueError`` or
+        ``HyperparameterTypeError`` that names the argument, the value and what is allowed.
+        """
+        check = ParameterValidator(type(self).__name__)
+        self._check_off_policy_hyperparameters(check)
+        self.head = check.choice("head", self.head, HEADS)
+        self._check_consolidation_hyperparameters(
+            check,
+            vcl_allowed=self.head == "bbb",
+            vcl_needs="'none' or 'ewc' with head='blr' (VCL replaces the prior of Bayes-by-backprop layers: head='bbb')",
+        )
+        self.kl_weight = check.non_negative("kl_weight", self.kl_weight)
+        self.resample_every = check.optional(check.integer, "resample_every", self.resample_every, minimum=0)
+        self.blr_prior_var = check.positive("blr_prior_var", self.blr_prior_var)
+        self.blr_noise_var = check.positive("blr_noise_var", self.blr_noise_var)
+        self.posterior_update_freq = check.integer("posterior_update_freq", self.posterior_update_freq)
+        self.posterior_window = check.integer("posterior_window", self.posterior_window)
+        self.target_update_interval = check.integer("target_update_interval", self.target_update_interval)
+        self.exploration_fraction = check.fraction("exploration_fraction", self.exploration_fraction, zero=True)
+        self.exploration_initial_eps = check.fraction("exploration_initial_eps", self.exploration_initial_eps, zero=True)
+        self.exploration_final_eps = check.fraction("exploration_final_eps", self.exploration_final_eps, zero=True)
+        self.max_grad_norm = check.positive("max_grad_norm", self.max_grad_norm)
+        for key in POLICY_ARGUMENTS:
+            # The network settings are constructor arguments of the algorithm; the policy builds them.
+            value = self.policy_kwargs.get(key, getattr(self, key))
+            check.relation(key, value, value == getattr(self, key), "passed to BayesianDQN itself, not in policy_kwargs")
 
-    def _ewc_parameter_names(self) -> list[str]:
-        """Parameters of ``q_net`` anchored by EWC (posterior means only: a Bayesian layer's log-variances do not enter
-        the mean-weight TD loss whose Fisher is estimated)."""
-        prefixes = [name[len("q_net.") :] + "." if name != "q_net" else "" for name in self.ewc_modules]
-        names = [
-            name
-            for name, parameter in self.q_net.named_parameters()
-            if parameter.requires_grad and not name.endswith("log_var") and any(name.startswith(p) for p in prefixes)
-        ]
-        if not names:
-            raise ValueError(f"ewc_modules {self.ewc_modules} hold no trainable parameters of the Q-network.")
-        return names
+    def _setup_model(self) -> None:
+        self._check_hyperparameters()
+        self._check_spaces(self.observation_space, self.action_space)
+        # A copy: never mutate the caller's dict.
+        self.policy_kwargs = {**self.policy_kwargs, **{key: getattr(self, key) for key in POLICY_ARGUMENTS}}
+        super()._setup_model()  # without an env, a one-row placeholder replay buffer (PlaceholderReplayBufferMixin)
+        self._setup_consolidation()
 
     # ----------------------------------------------------------------------------------------------------------------
     # Acting: Thompson sampling
@@ -297,9 +290,9 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
         :return: The actions and ``state``.
         """
         if not deterministic:
-            vectorized = self.policy.is_vectorized_observation(observation)
-            n_batch = observation.shape[0] if vectorized else 1  # type: ignore[union-attr]
-            self.policy.prepare_thompson(n_batch, episode_start)
+            # Here, not only in the policy's predict: DQN's epsilon-greedy step bypasses the policy, and the episode
+            # that starts on it must still get its own sample.
+            self.policy.prepare_thompson(observation, episode_start)
         return super().predict(observation, state, None, deterministic)
 
     @contextlib.contextmanager
@@ -358,19 +351,17 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
 
     def _recent_transitions(self, n_transitions: int) -> Iterator[RecentTransitions]:
         """
-        The most recent ``n_transitions`` vectorised steps of the replay buffer, one transition each (from a random
-        environment when ``n_envs > 1``: SB3's buffers draw the environment; exactly the most recent transitions with
-        one environment), in chunks, with their Double-DQN targets.
+        The most recent ``n_transitions`` transitions of the replay buffer, in chunks, with their Double-DQN targets
+        (see :meth:`ConsolidationMixin._recent_replay_samples`).
         """
-        buffer = self.replay_buffer
-        assert buffer is not None
-        n_rows = min(buffer.buffer_size if buffer.full else buffer.pos, n_transitions)
-        rows = (buffer.pos - 1 - np.arange(n_rows)) % buffer.buffer_size
-        for start in range(0, n_rows, CHUNK_ROWS):
-            data = buffer._get_samples(rows[start : start + CHUNK_ROWS], env=self._vec_normalize_env)
-            discounts = data.discounts if data.discounts is not None else self.gamma
-            targets = self._td_targets(data.rewards, data.next_observations, data.dones, discounts)
-            yield RecentTransitions(data.observations, data.actions.long().reshape(-1), targets.reshape(-1))
+        for data in self._recent_replay_samples(n_transitions):
+            assert isinstance(data.observations, th.Tensor)  # no Dict observations (see _check_spaces)
+            yield RecentTransitions(data.observations, data.actions.long().reshape(-1), self._replay_targets(data).reshape(-1))
+
+    def _replay_targets(self, data: ReplaySamples) -> th.Tensor:
+        """:return: The ``[n, 1]`` Double-DQN targets of replayed transitions (n-step discounts where the buffer has them)."""
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        return self._td_targets(data.rewards, data.next_observations, data.dones, discounts)  # type: ignore[arg-type]
 
     def refresh_posterior(self) -> None:
         """
@@ -405,14 +396,10 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
             self.refresh_posterior()
         # N of the KL term: every transition in the buffer (Blundell et al., 2015, eq. 8 per data point).
         n_transitions = max(self.replay_buffer.size() * self.replay_buffer.n_envs, 1)
-        ewc_active = self.ewc is not None and self.n_consolidations > 0
         losses, td_losses, kls, penalties = [], [], [], []
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-            target_q_values = self._td_targets(
-                replay_data.rewards, replay_data.next_observations, replay_data.dones, discounts
-            )
+            target_q_values = self._replay_targets(replay_data)
             # Local reparameterisation: fresh weight noise per transition ("bbb"); the posterior mean ("blr").
             with q_mode(self.q_net, "sample"):
                 current_q_values = self.q_net(replay_data.observations).gather(1, replay_data.actions.long())
@@ -422,23 +409,14 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
                 kl = kl_divergence(self.q_net)
                 loss = loss + self.kl_weight * kl / n_transitions
                 kls.append(float(kl.detach()))
-            if ewc_active:
-                assert self.ewc is not None
-                penalty = self.ewc.penalty(self.q_net)
+            penalty = self._consolidation_penalty("q_net")
+            if penalty is not None:
                 loss = loss + penalty
                 penalties.append(penalty.item())
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise ValueError(
-                    f"The BayesianDQN loss is {loss_value} (TD {td_loss.item()}) after {self._n_updates} updates: "
-                    "lower learning_rate, kl_weight or ewc_lambda."
-                )
-            losses.append(loss_value)
+            # A NaN or inf loss or gradient raises before the step: the weights stay those of the last finite update.
+            checked_step(self.policy.optimizer, loss, "the BayesianDQN Q-network loss", max_grad_norm=self.max_grad_norm)
+            losses.append(loss.item())
             td_losses.append(td_loss.item())
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
 
         self._n_updates += gradient_steps
         if self.head == "bbb" and not self.policy.rollout_samples.is_empty():
@@ -457,44 +435,31 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
     # ----------------------------------------------------------------------------------------------------------------
     # Continual learning
     # ----------------------------------------------------------------------------------------------------------------
-    def consolidate(self, n_samples: int = 10_000) -> None:
+    def _ewc_fisher(self, network: str, parameter_names: list[str], samples: ReplaySamples) -> dict[str, th.Tensor]:
         """
-        Protect what was learned on the task that just ended (call at each task switch, before ``set_env``).
+        The EWC Fisher of the Q-network on replayed transitions: the empirical Fisher (mean of squared per-sample
+        gradients) of the Huber TD loss with posterior-mean weights and Double-DQN targets, the loss the network is
+        trained on (Kirkpatrick et al., 2017, eq. 3, with the TD error as the log-likelihood's residual).
 
-        - ``"ewc"``: estimate the diagonal Fisher of the TD loss (with posterior-mean weights and Double-DQN targets)
-          from per-sample gradients on the most recent ``n_samples`` transitions of the replay buffer, anchor the
-          current parameters and add the Fisher to the running total (Kirkpatrick et al., 2017, eq. 3).
-        - ``"vcl"``: the current posterior of every Bayes-by-backprop layer becomes its prior (Nguyen et al., 2018,
-          eq. 4), so the KL term pulls towards what was learned instead of towards the initial prior.
-        - ``"none"``: nothing.
-
-        :param n_samples: Transitions used for the Fisher estimate.
+        :param network: ``"q_net"``.
+        :param parameter_names: Its parameters to estimate the Fisher of.
+        :param samples: Replayed transitions.
+        :return: Parameter name -> Fisher diagonal (the mean over the transitions).
         """
-        if self.consolidation == "none":
-            return
-        if self.consolidation == "vcl":
-            posterior_to_prior(self.q_net)
-        else:
-            assert self.ewc is not None
-            if self.replay_buffer is None or self.replay_buffer.size() == 0:
-                raise ValueError("consolidate needs transitions in the replay buffer: call it after learning a task.")
-            batches = list(self._recent_transitions(n_samples))
-            data = tuple(th.cat([getattr(b, field) for b in batches]) for field in RecentTransitions._fields)
-            q_net = self.q_net
+        q_net = getattr(self, network)
+        targets = self._replay_targets(samples).reshape(-1)
 
-            def per_sample_loss(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
-                observation, action, target = sample
-                q_values = functional_call(q_net, params, (observation.unsqueeze(0),))
-                return F.smooth_l1_loss(q_values[0].gather(0, action.reshape(1))[0], target)
+        def per_sample_loss(params: dict[str, th.Tensor], sample: tuple[th.Tensor, ...]) -> th.Tensor:
+            observation, action, target = sample
+            q_values = functional_call(q_net, params, (observation.unsqueeze(0),))
+            return F.smooth_l1_loss(q_values[0].gather(0, action.reshape(1))[0], target)
 
-            with q_mode(q_net, "mean"):
-                fisher = diagonal_fisher(q_net, per_sample_loss, data, parameter_names=self._ewc_parameter_names())
-            self.ewc.consolidate(q_net, fisher)
-        self.n_consolidations += 1
-        self.logger.record("train/n_consolidations", self.n_consolidations)
+        data = (samples.observations, samples.actions.long().reshape(-1), targets)
+        with q_mode(q_net, "mean"):
+            return diagonal_fisher(q_net, per_sample_loss, data, parameter_names=parameter_names)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------------------------------------------------------
-    # Saving
+    # Learning
     # ----------------------------------------------------------------------------------------------------------------
     def learn(
         self: SelfBayesianDQN,
@@ -513,14 +478,3 @@ class BayesianDQN(PlaceholderReplayBufferMixin, DQN):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "ewc"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        # The policy's state dict holds both Q-networks (every variational parameter, prior and held sample), the BDQN
-        # posterior (mean and Cholesky factor of the precision per action) and the training environments' samples.
-        state_dicts = ["policy", "policy.optimizer"]
-        if self.consolidation == "ewc":
-            state_dicts.append("ewc")  # Fisher, anchors and the consolidation count
-        return state_dicts, []

@@ -34,6 +34,8 @@ from sb3_bayes.common.bayesian_layers import (
     BayesianLinear,
     HeldSamples,
     HeldSampleSlot,
+    check_bayesian_layer_settings,
+    check_network_arguments,
     held_sample_slots,
     resample_weights,
     swap_held_samples,
@@ -41,6 +43,7 @@ from sb3_bayes.common.bayesian_layers import (
 )
 from sb3_bayes.common.blr import PerActionBayesianLinearRegression
 from sb3_bayes.common.utils import check_image_observations
+from sb3_bayes.common.validation import ParameterValidator
 
 HEADS = ("bbb", "blr")
 Q_MODES = ("sample", "fixed", "mean")
@@ -134,7 +137,7 @@ class BayesianQNetwork(BasePolicy):
         self.net_arch = [64, 64] if net_arch is None else list(net_arch)
         self.activation_fn = activation_fn
         self.features_dim = features_dim
-        self.head_type = check_head(head)
+        self.head_type = check_head(head, type(self).__name__)
         self.bayesian_layer_kwargs = dict(bayesian_layer_kwargs or {})
         n_actions = int(self.action_space.n)
         layers: list[nn.Module] = []
@@ -189,11 +192,13 @@ class BayesianQNetwork(BasePolicy):
         return data
 
 
-def check_head(head: str) -> str:
-    """Raise a ``ValueError`` for an unknown head name; return the name."""
-    if head not in HEADS:
-        raise ValueError(f"Unknown head '{head}': choose one of {', '.join(HEADS)}.")
-    return head
+def check_head(head: str, owner: str) -> str:
+    """
+    :param head: The head's name.
+    :param owner: The class it is given to, for the message.
+    :return: The name, checked (a ``HyperparameterValueError`` for an unknown one).
+    """
+    return ParameterValidator(owner).choice("head", head, HEADS)
 
 
 def _mode_layers(module: nn.Module) -> list[nn.Module]:
@@ -276,14 +281,25 @@ class BayesianDQNPolicy(DQNPolicy):
         blr_prior_var: float = 1e-3,
         blr_noise_var: float = 1.0,
     ) -> None:
-        if blr_prior_var <= 0 or blr_noise_var <= 0:
-            raise ValueError(f"blr_prior_var and blr_noise_var must be > 0, got {blr_prior_var} and {blr_noise_var}.")
+        check = ParameterValidator(type(self).__name__)
+        net_arch = check.optional(check.sizes, "net_arch", net_arch)
+        check_network_arguments(
+            check,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
         check_image_observations(observation_space, features_extractor_class, features_extractor_kwargs, type(self).__name__)
-        # Read by `make_q_net`, which the parent's constructor calls.
-        self.head_type = check_head(head)
-        self.bayesian_layer_kwargs = dict(bayesian_layer_kwargs or {})
-        self.blr_prior_var = blr_prior_var
-        self.blr_noise_var = blr_noise_var
+        # Read by `make_q_net`, which the parent's constructor calls. The "blr" head ignores the Bayesian layer settings
+        # (checked all the same) and the "bbb" head the regression's variances.
+        self.head_type = check.choice("head", head, HEADS)
+        check.keyword_arguments("bayesian_layer_kwargs", bayesian_layer_kwargs)
+        self.bayesian_layer_kwargs = check_bayesian_layer_settings(check, dict(bayesian_layer_kwargs or {}))
+        self.blr_prior_var = check.positive("blr_prior_var", blr_prior_var)
+        self.blr_noise_var = check.positive("blr_noise_var", blr_noise_var)
         super().__init__(
             observation_space,
             action_space,
@@ -354,14 +370,17 @@ class BayesianDQNPolicy(DQNPolicy):
             new = self.blr_posterior.sample(int(indices.numel())).to(head.weight_sample.dtype)
             head.weight_sample[indices] = new
 
-    def prepare_thompson(self, n_batch: int, episode_start: np.ndarray | None = None) -> None:
+    def prepare_thompson(
+        self, observation: np.ndarray | dict[str, np.ndarray], episode_start: np.ndarray | None = None
+    ) -> None:
         """
-        Keep one held sample per row of a batch of ``n_batch`` observations: a batch of another size redraws all of
-        them; otherwise the samples of the rows whose episode starts are redrawn (Thompson sampling per episode).
+        Keep one held sample per row of a batch of observations (one per environment): a batch of another size redraws
+        all of them; otherwise the samples of the rows whose episode starts are redrawn (Thompson sampling per episode).
 
-        :param n_batch: Number of observations (environments).
+        :param observation: The observation (a batch, or a single one).
         :param episode_start: Which rows start an episode (None: none of them).
         """
+        n_batch = observation.shape[0] if self.is_vectorized_observation(observation) else 1  # type: ignore[union-attr]
         if self.n_held_samples != n_batch:
             self.resample(n_batch)
         elif episode_start is not None:
@@ -409,8 +428,7 @@ class BayesianDQNPolicy(DQNPolicy):
         the environments where ``episode_start`` is true are redrawn first.
         """
         if not deterministic:
-            n_batch = observation.shape[0] if self.is_vectorized_observation(observation) else 1  # type: ignore[union-attr]
-            self.prepare_thompson(n_batch, episode_start)
+            self.prepare_thompson(observation, episode_start)
         return super().predict(observation, state, None, deterministic)
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
@@ -465,7 +483,7 @@ class CnnPolicy(BayesianDQNPolicy):
         blr_prior_var: float = 1e-3,
         blr_noise_var: float = 1.0,
     ) -> None:
-        bbb = check_head(head) == "bbb"
+        bbb = check_head(head, type(self).__name__) == "bbb"
         if features_extractor_class is None:
             features_extractor_class = NatureCNNTrunk if bbb else NatureCNN
         if net_arch is None:

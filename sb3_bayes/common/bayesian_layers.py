@@ -31,9 +31,105 @@ from typing import Any
 
 import torch as th
 import torch.nn.functional as F
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from sb3_bayes.common.validation import ParameterValidator
+
 WEIGHT_MODES = ("sample", "fixed", "mean")
+#: The settings of every ``BayesianLinear`` that a policy takes (BayesianDDPG's ``policy_kwargs``, BayesianDQN's
+#: ``policy_kwargs["bayesian_layer_kwargs"]``).
+BAYESIAN_LAYER_SETTINGS = ("prior_std", "posterior_init_log_var", "posterior_init_mean_std")
+
+
+# ------------------------------------------------------------------------------------------- construction-time checks
+def check_type(check: ParameterValidator, name: str, value: Any, holds: bool, allowed: str) -> None:
+    """
+    Deprecated: ``check.of_type(name, value, holds, allowed)`` (kept while ``sb3_bayes.pets`` still imports it).
+
+    :param check: The owner's validator.
+    :param name: Parameter name.
+    :param value: The value given.
+    :param holds: Whether the type is right.
+    :param allowed: What is allowed, in words.
+    """
+    check.of_type(name, value, holds, allowed)
+
+
+def check_subclass(check: ParameterValidator, name: str, value: Any, base: type) -> None:
+    """
+    Deprecated: ``check.subclass(name, value, base)`` (kept while ``sb3_bayes.pets`` still imports it).
+
+    :param check: The owner's validator.
+    :param name: Parameter name.
+    :param value: The value given.
+    :param base: The required base class.
+    """
+    check.subclass(name, value, base)
+
+
+def check_optional_dict(check: ParameterValidator, name: str, value: Any) -> None:
+    """
+    Deprecated: ``check.keyword_arguments(name, value)`` (kept while ``sb3_bayes.pets`` still imports it).
+
+    :param check: The owner's validator.
+    :param name: Parameter name.
+    :param value: The value given.
+    """
+    check.keyword_arguments(name, value)
+
+
+def check_bayesian_layer_settings(
+    check: ParameterValidator, settings: dict[str, Any], name: str = "bayesian_layer_kwargs"
+) -> dict[str, Any]:
+    """
+    Settings of Bayes-by-backprop layers, one check for every place that takes them (``BayesianLinear``,
+    BayesianDDPG's policy, BayesianDQN's ``policy_kwargs["bayesian_layer_kwargs"]``): ``prior_std`` > 0,
+    ``posterior_init_log_var`` a finite number, ``posterior_init_mean_std`` > 0 or None.
+
+    :param check: The owner's validator.
+    :param settings: The settings given (any subset of ``BAYESIAN_LAYER_SETTINGS``).
+    :param name: The argument that holds them, for the message about an unknown key.
+    :return: The settings given, checked, as Python numbers.
+    """
+    check.relation(
+        name, settings, set(settings) <= set(BAYESIAN_LAYER_SETTINGS), f"a dict with keys among {BAYESIAN_LAYER_SETTINGS}"
+    )
+    checks = dict(
+        prior_std=check.positive,
+        posterior_init_log_var=check.real,
+        posterior_init_mean_std=lambda key, value: check.optional(check.positive, key, value),
+    )
+    return {key: checks[key](key, value) for key, value in settings.items()}
+
+
+def check_network_arguments(
+    check: ParameterValidator,
+    activation_fn: Any,
+    features_extractor_class: Any,
+    features_extractor_kwargs: Any,
+    normalize_images: Any,
+    optimizer_class: Any,
+    optimizer_kwargs: Any,
+) -> None:
+    """
+    The ``policy_kwargs`` that SB3's policies share, checked by the constructors of BayesianDDPG's and BayesianDQN's
+    policies (each checks its own ``net_arch``, whose form differs).
+
+    :param check: The policy's validator.
+    :param activation_fn: A subclass of ``nn.Module``.
+    :param features_extractor_class: A subclass of ``BaseFeaturesExtractor``.
+    :param features_extractor_kwargs: A dict or None.
+    :param normalize_images: A bool.
+    :param optimizer_class: A subclass of ``th.optim.Optimizer``.
+    :param optimizer_kwargs: A dict or None.
+    """
+    check.subclass("activation_fn", activation_fn, nn.Module)
+    check.subclass("features_extractor_class", features_extractor_class, BaseFeaturesExtractor)
+    check.keyword_arguments("features_extractor_kwargs", features_extractor_kwargs)
+    check.boolean("normalize_images", normalize_images)
+    check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer)
+    check.keyword_arguments("optimizer_kwargs", optimizer_kwargs)
 
 
 def gaussian_kl(mean_q: th.Tensor, log_var_q: th.Tensor, mean_p: th.Tensor, log_var_p: th.Tensor) -> th.Tensor:
@@ -88,16 +184,22 @@ class BayesianLinear(nn.Module):
         n_samples: int = 1,
     ) -> None:
         super().__init__()
-        if prior_std <= 0:
-            raise ValueError(f"prior_std must be > 0, got {prior_std}.")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.has_bias = bias
-        self.prior_std = prior_std
-        self.posterior_init_log_var = posterior_init_log_var
-        self.posterior_init_mean_std = posterior_init_mean_std
+        check = ParameterValidator(type(self).__name__)
+        settings = check_bayesian_layer_settings(
+            check,
+            dict(
+                prior_std=prior_std,
+                posterior_init_log_var=posterior_init_log_var,
+                posterior_init_mean_std=posterior_init_mean_std,
+            ),
+        )
+        check.integer("n_samples", n_samples)
+        self.in_features = check.integer("in_features", in_features, minimum=0)
+        self.out_features = check.integer("out_features", out_features)
+        self.has_bias = check.boolean("bias", bias)
+        self.prior_std = settings["prior_std"]
+        self.posterior_init_log_var = settings["posterior_init_log_var"]
+        self.posterior_init_mean_std = settings["posterior_init_mean_std"]
         self.mode = "sample"
 
         self.weight_mean = nn.Parameter(th.empty(out_features, in_features))

@@ -1,11 +1,19 @@
 """Replay storage: a growable transition store for model-based agents, and lazy replay buffers for off-policy ones."""
 
+import copy
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.type_aliases import MaybeCallback, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
+
+from sb3_bayes.common.utils import check_finite_data
+from sb3_bayes.common.validation import ParameterValidator
 
 
 class TransitionBatch(NamedTuple):
@@ -23,17 +31,25 @@ class TransitionStore:
     A growable first-in-first-out store of single transitions.
 
     Memory grows by doubling, so a model loaded only to act (``rl_zoo3.enjoy``) never allocates ``max_size``
-    transitions, and the oldest transitions are overwritten once ``max_size`` is reached.
+    transitions, and the oldest transitions are overwritten once ``max_size`` is reached. Observations and rewards are
+    checked as they arrive: a NaN or inf from the environment raises before anything is stored, so it never reaches a
+    loss (and never the weights).
 
     :param obs_shape: Shape of one observation.
     :param action_dim: Size of one action.
-    :param max_size: Maximum number of transitions kept.
+    :param max_size: Maximum number of transitions kept (the algorithm's ``buffer_size``).
     :param initial_size: Capacity allocated at the first insertion.
+    :param algo: The algorithm that owns the store, for the error messages.
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, max_size: int, initial_size: int = 1024) -> None:
-        if max_size < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {max_size}.")
+    # Stores pickled by ``save_replay_buffer`` before ``algo`` existed load without it (PETS is their only user).
+    algo = "PETS"
+
+    def __init__(
+        self, obs_shape: tuple[int, ...], action_dim: int, max_size: int, initial_size: int = 1024, algo: str = "PETS"
+    ) -> None:
+        ParameterValidator(algo).integer("buffer_size", max_size)
+        self.algo = algo
         self.obs_shape = obs_shape
         self.action_dim = action_dim
         self.max_size = max_size
@@ -84,6 +100,10 @@ class TransitionStore:
         :param next_observations: ``[n, *obs_shape]`` (the true final observation where an episode ended)
         :param terminations: ``[n]``, 1 where the episode terminated (not where it was truncated)
         """
+        # Check the whole batch first: a bad value raises with nothing of the batch stored.
+        check_finite_data(observations, "observation", self.algo)
+        check_finite_data(next_observations, "observation", self.algo)
+        check_finite_data(rewards, "reward", self.algo)
         for i in range(len(rewards)):
             if not self.full and self.pos >= self.capacity:
                 self._grow(self.pos + 1)
@@ -112,15 +132,122 @@ class TransitionStore:
 
 class PlaceholderReplayBufferMixin(OffPolicyAlgorithm):
     """
-    An off-policy algorithm that allocates its replay buffer only once it has an environment to learn from.
+    The replay side of sb3-bayes' off-policy algorithms (BayesianDDPG, BayesianDQN): a replay buffer allocated only
+    once there is an environment to learn from, data checked as they enter it, and the checks of SB3's off-policy
+    arguments.
 
     ``rl_zoo3.enjoy`` loads algorithms it does not know without an env and with their saved (full) ``buffer_size``:
     SB3 would allocate the whole buffer just to act. Without an env the buffer is a one-row placeholder, replaced by the
     real one at the next ``learn`` (or by ``load_replay_buffer``). List it before the SB3 algorithm in the bases
     (``class BayesianDQN(PlaceholderReplayBufferMixin, DQN)``).
+
+    A NaN or inf observation or reward from the environment raises a ``ValueError`` before it is stored (it would
+    otherwise reach every later minibatch and loss): nothing is stored and the model is unchanged.
     """
 
     _placeholder_buffer = False
+
+    def _check_off_policy_hyperparameters(self, check: ParameterValidator) -> None:
+        """
+        Check the constructor arguments of SB3's ``OffPolicyAlgorithm`` (called by the algorithm's
+        ``_check_hyperparameters``, at construction and at ``load``), beyond what SB3 checks: a ``buffer_size`` of 0 or
+        1.5, a ``batch_size`` of 0 (a NaN loss later), a discount of 0 or 1.5 are refused when the model is built.
+
+        :param check: The algorithm's validator.
+        """
+        self.learning_rate = check.learning_rate("learning_rate", self.learning_rate)
+        self.buffer_size = check.integer("buffer_size", self.buffer_size)
+        self.learning_starts = check.integer("learning_starts", self.learning_starts, minimum=0)
+        self.batch_size = check.integer("batch_size", self.batch_size)
+        self.tau = check.fraction("tau", self.tau)
+        self.gamma = check.fraction("gamma", self.gamma)
+        self._check_train_freq(check)
+        check.integer("gradient_steps", self.gradient_steps, minimum=None)
+        check.relation(
+            "gradient_steps",
+            self.gradient_steps,
+            self.gradient_steps == -1 or self.gradient_steps >= 1,
+            "-1 (as many as environment steps) or an integer >= 1",
+        )
+        check.of_type(
+            "action_noise",
+            self.action_noise,
+            self.action_noise is None or isinstance(self.action_noise, ActionNoise),
+            "an ActionNoise or None",
+        )
+        if self.replay_buffer_class is not None:
+            check.subclass("replay_buffer_class", self.replay_buffer_class, ReplayBuffer)
+        check.keyword_arguments("replay_buffer_kwargs", self.replay_buffer_kwargs)
+        self.optimize_memory_usage = check.boolean("optimize_memory_usage", self.optimize_memory_usage)
+        dict_observations = isinstance(self.observation_space, spaces.Dict)
+        check.relation(
+            "optimize_memory_usage",
+            self.optimize_memory_usage,
+            not (
+                self.optimize_memory_usage
+                and (dict_observations or self.replay_buffer_kwargs.get("handle_timeout_termination", True))
+            ),
+            "False, or True with replay_buffer_kwargs=dict(handle_timeout_termination=False) and no Dict observations "
+            "(SB3's replay buffers cannot do both)",
+        )
+        self.n_steps = check.integer("n_steps", self.n_steps)
+        check.relation(
+            "n_steps",
+            self.n_steps,
+            self.n_steps == 1 or not dict_observations,
+            "1 with Dict observations (SB3 has no n-step returns for them)",
+        )
+        self._stats_window_size = check.integer("stats_window_size", self._stats_window_size)
+        check.of_type(
+            "tensorboard_log",
+            self.tensorboard_log,
+            self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike)),
+            "a folder path or None",
+        )
+        check.keyword_arguments("policy_kwargs", self.policy_kwargs)
+        self.verbose = check.integer("verbose", self.verbose, minimum=0)
+        self.seed = check.optional(check.integer, "seed", self.seed, minimum=0, maximum=2**32 - 1)
+
+    def _check_train_freq(self, check: ParameterValidator) -> None:
+        # An integer, or (frequency, "step" | "episode"); after the first setup SB3's TrainFreq (a tuple with an enum).
+        value = tuple(self.train_freq) if isinstance(self.train_freq, list) else self.train_freq
+        allowed = 'an integer >= 1 or a tuple (integer >= 1, "step" or "episode")'
+        pair = value if isinstance(value, tuple) else (value, "step")
+        check.of_type("train_freq", value, len(pair) == 2, allowed)
+        frequency, unit = pair
+        unit = unit.value if isinstance(unit, TrainFrequencyUnit) else unit
+        is_integer = isinstance(frequency, (int, np.integer)) and not isinstance(frequency, bool)
+        check.of_type("train_freq", value, is_integer, allowed)
+        check.relation("train_freq", value, frequency >= 1 and unit in ("step", "episode"), allowed)
+        if not isinstance(value, TrainFreq):  # as SB3 will convert it, with a Python int (SB3 refuses NumPy's)
+            self.train_freq = (int(frequency), unit)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # Before anything is stored: the next observations (the terminal ones where an episode ended) and the rewards.
+        algo = type(self).__name__
+        terminal = [
+            info["terminal_observation"] for done, info in zip(dones, infos) if done and "terminal_observation" in info
+        ]
+        for observation in [new_obs, *terminal]:
+            self._check_finite_observation(observation, algo)
+        check_finite_data(reward, "reward", algo)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    @staticmethod
+    def _check_finite_observation(observation: Any, algo: str) -> None:
+        if isinstance(observation, dict):
+            for key, value in observation.items():
+                check_finite_data(np.asarray(value), f"observation {key!r}", algo)
+        else:
+            check_finite_data(np.asarray(observation), "observation", algo)
 
     def _setup_model(self) -> None:
         self._placeholder_buffer = self.env is None and self.replay_buffer is None
@@ -155,7 +282,16 @@ class PlaceholderReplayBufferMixin(OffPolicyAlgorithm):
                 **replay_buffer_kwargs,
             )
             self._placeholder_buffer = False
-        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        # SB3 resets the action noise at every learn(); an episode that goes on (reset_num_timesteps=False, no env reset)
+        # keeps its noise process (Ornstein-Uhlenbeck's last value), so learn(n) + learn(n) acts as learn(2 n).
+        noise = self.action_noise if not reset_num_timesteps and self._last_obs is not None else None
+        noise_state = copy.deepcopy(vars(noise)) if noise is not None else {}
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if noise is not None and noise is self.action_noise:
+            vars(noise).update(noise_state)
+        if self._last_obs is not None:  # the reset's observation is stored with the first transition
+            self._check_finite_observation(self._last_obs, type(self).__name__)
+        return result
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         super().load_replay_buffer(path, truncate_last_traj)

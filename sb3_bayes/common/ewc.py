@@ -19,6 +19,8 @@ import torch as th
 from torch import nn
 from torch.func import grad, vmap
 
+from sb3_bayes.common.validation import ParameterValidator
+
 
 def _safe_name(name: str) -> str:
     # Buffer names may not contain '.'; parameter names never contain '-'.
@@ -141,13 +143,10 @@ class ElasticWeightConsolidation(nn.Module):
         parameter_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if ewc_lambda < 0:
-            raise ValueError(f"ewc_lambda must be >= 0, got {ewc_lambda}.")
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"ewc_decay must be in [0, 1], got {decay}.")
-        self.ewc_lambda = ewc_lambda
-        self.online = online
-        self.decay = decay
+        check = ParameterValidator(type(self).__name__)
+        self.ewc_lambda = check.non_negative("ewc_lambda", ewc_lambda)
+        self.online = check.boolean("ewc_online", online)
+        self.decay = check.fraction("ewc_decay", decay, zero=True)
         named = dict(module.named_parameters())
         if parameter_names is None:
             parameter_names = [name for name, p in named.items() if p.requires_grad]
