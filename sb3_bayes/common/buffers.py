@@ -1,7 +1,6 @@
 """Replay storage: a growable transition store for model-based agents, and lazy replay buffers for off-policy ones."""
 
 import copy
-import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -197,16 +196,7 @@ class PlaceholderReplayBufferMixin(OffPolicyAlgorithm):
             self.n_steps == 1 or not dict_observations,
             "1 with Dict observations (SB3 has no n-step returns for them)",
         )
-        self._stats_window_size = check.integer("stats_window_size", self._stats_window_size)
-        check.of_type(
-            "tensorboard_log",
-            self.tensorboard_log,
-            self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike)),
-            "a folder path or None",
-        )
-        check.keyword_arguments("policy_kwargs", self.policy_kwargs)
-        self.verbose = check.integer("verbose", self.verbose, minimum=0)
-        self.seed = check.optional(check.integer, "seed", self.seed, minimum=0, maximum=2**32 - 1)
+        check.base_algorithm_arguments(self)
 
     def _check_train_freq(self, check: ParameterValidator) -> None:
         # An integer, or (frequency, "step" | "episode"); after the first setup SB3's TrainFreq (a tuple with an enum).

@@ -18,6 +18,7 @@ callers such as the rl-zoo3 plugin tell an invalid setting apart from a failure 
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -273,6 +274,21 @@ class ParameterValidator:
         """
         if not holds:
             raise self._value_error(name, value, allowed)
+
+    def base_algorithm_arguments(self, model: Any) -> None:
+        """
+        The arguments every SB3 ``BaseAlgorithm`` takes and SB3 itself does not check: ``stats_window_size``,
+        ``tensorboard_log``, ``policy_kwargs``, ``verbose`` and ``seed`` (NumPy's seeds are 32-bit). Integers are
+        normalised in place (a NumPy integer from a sampler becomes an ``int``).
+
+        :param model: The algorithm, after ``BaseAlgorithm.__init__`` has stored the arguments.
+        """
+        model._stats_window_size = self.integer("stats_window_size", model._stats_window_size)
+        folder = model.tensorboard_log is None or isinstance(model.tensorboard_log, (str, os.PathLike))
+        self.of_type("tensorboard_log", model.tensorboard_log, folder, "a folder path or None")
+        self.keyword_arguments("policy_kwargs", model.policy_kwargs)
+        model.verbose = self.integer("verbose", model.verbose, minimum=0)
+        model.seed = self.optional(self.integer, "seed", model.seed, minimum=0, maximum=2**32 - 1)
 
     def optional(self, check: Callable[..., Any], name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
         """
