@@ -78,6 +78,15 @@ BASE_POLICY_KWARGS_ATTR = "_sb3_bayes_base_policy_kwargs"
 SAMPLED_NAMES_ATTR = "_sb3_bayes_sampled_names"
 
 
+def _parameter_names(hyperparams: dict[str, Any]) -> set[str]:
+    """The names in sampled hyperparameters, nested dicts included (``policy_kwargs["bayesian_layer_kwargs"]``)."""
+    names = set(hyperparams)
+    for value in hyperparams.values():
+        if isinstance(value, dict):
+            names |= _parameter_names(value)
+    return names
+
+
 def _wrap_sampler(sampler: Callable) -> Callable:
     # rl-zoo3's objective does ``kwargs.update(sampled)``, which replaces the YAML's policy_kwargs with the sampled ones
     # and loses environment-specific entries (PETS's angle_dims, DVRL's encoder sizes): merge them instead. The sampler
@@ -87,7 +96,7 @@ def _wrap_sampler(sampler: Callable) -> Callable:
         base = getattr(trial, BASE_POLICY_KWARGS_ATTR, None)
         if base is not None and "policy_kwargs" in hyperparams:
             hyperparams = {**hyperparams, "policy_kwargs": merge_policy_kwargs(base, hyperparams["policy_kwargs"])}
-        names = set(hyperparams) | set(hyperparams.get("policy_kwargs") or {})
+        names = _parameter_names(hyperparams)
         try:
             setattr(trial, SAMPLED_NAMES_ATTR, names)
         except AttributeError:  # pragma: no cover - a trial class with __slots__
