@@ -12,10 +12,11 @@ from gymnasium import spaces
 from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import KVWriter, Logger
 from torch import nn
 
 from sb3_bayes import PETS
-from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, planning_precision
+from sb3_bayes.common.utils import bfloat16_matmul_is_fast
 from sb3_bayes.common.validation import HyperparameterError, HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.pets.policies import PETSPolicy
 
@@ -60,7 +61,7 @@ V, T = HyperparameterValueError, HyperparameterTypeError
 # (PETS arguments, exception, parameter the message must name). Every constructor argument and policy_kwargs entry,
 # with the relations between them; the planner settings fail here, at construction, not at the first plan.
 BAD_VALUES = [
-    (dict(learning_rate=0), V, "learning_rate"),
+    (dict(learning_rate=-1e-3), V, "learning_rate"),  # 0 is allowed (rl_zoo3.enjoy loads with it)
     (dict(learning_rate=float("nan")), V, "learning_rate"),
     (dict(learning_rate="1e-3"), T, "learning_rate"),
     (dict(buffer_size=0), V, "buffer_size"),
@@ -102,6 +103,20 @@ BAD_VALUES = [
     (dict(reward_fn="CartPole-v1"), V, "reward_fn"),
     (dict(reward_fn=1), V, "reward_fn"),
     (dict(planning_dtype="float16"), V, "planning_dtype"),
+    (dict(planner="icem", popsize=8, num_elites=10), V, "num_elites"),
+    (dict(icem_noise_beta=-1.0), V, "icem_noise_beta"),
+    (dict(icem_noise_beta=float("inf")), V, "icem_noise_beta"),
+    (dict(icem_noise_beta="2"), T, "icem_noise_beta"),
+    (dict(icem_population_decay=0.8), V, "icem_population_decay"),  # a population that grows
+    (dict(icem_population_decay=None), T, "icem_population_decay"),
+    (dict(icem_keep_elites_frac=1.5), V, "icem_keep_elites_frac"),
+    (dict(icem_keep_elites_frac=-0.1), V, "icem_keep_elites_frac"),
+    (dict(icem_keep_elites_frac="0.3"), T, "icem_keep_elites_frac"),
+    (dict(icem_execute="first"), V, "icem_execute"),
+    (dict(icem_execute=None), V, "icem_execute"),
+    (dict(planning_threads=0), V, "planning_threads"),
+    (dict(planning_threads=1.0), T, "planning_threads"),
+    (dict(policy_kwargs=dict(planning_threads=1)), V, "planning_threads"),
     (dict(stats_window_size=0), V, "stats_window_size"),
     (dict(stats_window_size=1.0), T, "stats_window_size"),
     (dict(tensorboard_log=1), T, "tensorboard_log"),
@@ -115,6 +130,7 @@ BAD_VALUES = [
     (dict(n_particles=10, policy_kwargs=dict(n_particles=10)), V, "n_particles"),
     (dict(policy_kwargs=dict(reward_fn="Pendulum-v1")), V, "reward_fn"),
     (dict(policy_kwargs=dict(planning_dtype="bfloat16")), V, "planning_dtype"),
+    (dict(policy_kwargs=dict(icem_noise_beta=1.0)), V, "icem_noise_beta"),
     # PETSPolicy's own policy_kwargs.
     (dict(policy_kwargs=dict(model_type="X")), V, "model_type"),
     (dict(policy_kwargs=dict(ensemble_size=0)), V, "ensemble_size"),
@@ -278,12 +294,15 @@ def test_non_finite_loss_keeps_the_last_finite_weights(bad: str, monkeypatch, tm
     assert calls[0] == 3
 
 
-@pytest.mark.parametrize("train_freq", [(1, "episode"), 7])
-def test_exact_resume(train_freq: Any, tmp_path) -> None:
-    """Both halves plan and train; the split at step 30 falls mid-episode and, with train_freq=7, between two rounds."""
+@pytest.mark.parametrize("train_freq, planner", [((1, "episode"), "cem"), (7, "cem"), ((1, "episode"), "icem")])
+def test_exact_resume(train_freq: Any, planner: str, tmp_path) -> None:
+    """
+    Both halves plan and train; the split at step 30 falls mid-episode and, with train_freq=7, between two rounds. With
+    iCEM the shifted elites carried from step to step are saved with the warm start.
+    """
 
     def make_model() -> PETS:
-        return PETS("MlpPolicy", short_env(), train_freq=train_freq, seed=0, **TINY)
+        return PETS("MlpPolicy", short_env(), train_freq=train_freq, planner=planner, seed=0, **TINY)
 
     check_exact_resume(make_model, 30, tmp_path)
 
@@ -313,7 +332,7 @@ def test_bfloat16_planning_keeps_the_ranking_of_candidates() -> None:
     for dtype in ("float32", "bfloat16"):
         policy.planning_dtype = dtype
         th.manual_seed(0)
-        with th.no_grad(), planning_precision(policy.device, PLANNING_DTYPES[dtype]):
+        with th.no_grad(), policy.dynamics.network.inference_weights(policy.planning_weights()):
             values[dtype] = policy.evaluate_action_sequences(obs, candidates)[0]
     ranks32 = values["float32"].argsort().argsort().float()
     ranks16 = values["bfloat16"].argsort().argsort().float()
@@ -368,3 +387,171 @@ def test_predict_forgets_the_warm_start_where_an_episode_starts() -> None:
     th.manual_seed(0)
     expected, _ = model.predict(obs)
     np.testing.assert_array_equal(actions, expected)
+
+
+def test_icem_plans_and_saves_its_shifted_elites(tmp_path) -> None:
+    model = PETS("MlpPolicy", short_env(), reward_fn="auto", planner="icem", icem_keep_elites_frac=1.0, seed=0, **TINY)
+    model.learn(25)  # 5 planned steps after the first round
+    # ceil(1.0 * 2) elites of horizon 3, shifted for the next step.
+    assert model._rollout_warm_elites.shape == (1, 2, 3, 1)
+    model.predict(np.zeros((1, 3), dtype=np.float32))
+    assert model.policy.plan_warm_elites.shape == (1, 2, 3, 1)
+    model.save(tmp_path / "icem.zip")
+    loaded = PETS.load(tmp_path / "icem.zip")
+    assert th.equal(loaded._rollout_warm_elites, model._rollout_warm_elites)
+    assert th.equal(loaded.policy.plan_warm_elites, model.policy.plan_warm_elites)
+    assert (loaded.policy.planner, loaded.policy.icem_keep_elites_frac) == ("icem", 1.0)
+    # A new episode replaces that environment's carried elites by the bound midpoint, as its warm start.
+    reset = model.policy.reset_warm_elites(model.policy.plan_warm_elites, np.array([True]))
+    assert bool((reset == 0.0).all())
+    # Elites that do not fit the settings (e.g. after load(path, icem_keep_elites_frac=...)) are not used.
+    changed = PETS.load(tmp_path / "icem.zip", env=short_env(), icem_keep_elites_frac=0.5)
+    changed.learn(3, reset_num_timesteps=False)
+    assert changed._rollout_warm_elites.shape == (1, 1, 3, 1)
+
+
+def test_bfloat16_weight_copy_is_cast_once_per_training_round(tmp_path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CPU may lack bfloat16 units
+        model = PETS("MlpPolicy", short_env(), reward_fn="auto", planning_dtype="bfloat16", seed=0, **TINY)
+        policy = model.policy
+        network = policy.dynamics.network
+        model.learn(25)  # one training round at step 20, then 5 planned steps: one cast
+        assert policy.n_planning_weight_casts == 1
+        for _ in range(3):
+            model.predict(np.zeros((1, 3), dtype=np.float32))
+        assert policy.n_planning_weight_casts == 1  # no cast per call
+
+        def copy_matches_weights() -> bool:
+            expected = network.cast_weights(th.bfloat16)
+            copy = policy.planning_weights()
+            assert copy is not None and all(w.dtype == th.bfloat16 for w, _ in copy)
+            return all(th.equal(a, b) for pair, other in zip(copy, expected) for a, b in zip(pair, other))
+
+        assert copy_matches_weights()
+        model.train()  # new weights: the next plan refreshes the copy, once
+        model.predict(np.zeros((1, 3), dtype=np.float32))
+        model.predict(np.zeros((1, 3), dtype=np.float32))
+        assert policy.n_planning_weight_casts == 2 and copy_matches_weights()
+        model.save(tmp_path / "bf16.zip")
+        loaded = PETS.load(tmp_path / "bf16.zip")
+        loaded.predict(np.zeros((1, 3), dtype=np.float32))
+        assert loaded.policy.n_planning_weight_casts == 1
+        assert all(th.equal(a, b) for a, b in zip(loaded.policy.planning_weights()[0], policy.planning_weights()[0]))
+        # Changing the weights in place (what load_state_dict does) refreshes the copy too.
+        with th.no_grad():
+            network.output_layer.bias.add_(1.0)
+        assert copy_matches_weights() and policy.n_planning_weight_casts == 3
+
+
+def test_bfloat16_decisions_match_float32() -> None:
+    model = PETS("MlpPolicy", make_vec_env("Pendulum-v1", seed=0), reward_fn="auto", seed=0, **{**TINY, "n_epochs": 5})
+    model.learn(200)
+    policy = model.policy
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(16)]))
+    actions = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for dtype in ("float32", "bfloat16"):
+            policy.planning_dtype = dtype
+            th.manual_seed(0)
+            actions[dtype] = policy.plan(obs).actions
+    # Same noise, nearly the same values: the same elites almost everywhere, so nearly the same actions (range 4).
+    difference = (actions["float32"] - actions["bfloat16"]).abs()
+    assert float(difference.median()) < 0.05 and float(difference.mean()) < 0.2, difference.flatten()
+
+
+class Collect(KVWriter):
+    """Keeps every dump of the logger."""
+
+    def __init__(self) -> None:
+        self.dumps: list[dict[str, Any]] = []
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        self.dumps.append(dict(key_values))
+
+
+@pytest.mark.parametrize("planner", ["cem", "icem", "random"])
+def test_planner_statistics_are_logged(planner: str, monkeypatch) -> None:
+    model = PETS("MlpPolicy", short_env(), planner=planner, seed=0, **TINY)  # learned reward: 5 members
+    writer = Collect()
+    model.set_logger(Logger(None, [writer]))
+    forward_passes = [0]
+    predict = model.policy.dynamics.predict
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        forward_passes[0] += 1
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(model.policy.dynamics, "predict", counting)
+    model.learn(41)  # rounds at steps 20 and 40; the dump at 40 averages the 20 planned steps in between
+    stats = writer.dumps[-1]
+    assert 0.0 < stats["planner/seconds_per_action"] < 60.0
+    assert ("planner/final_std" in stats) == (planner != "random")
+    if planner != "random":
+        assert 0.0 < stats["planner/final_std"] < 1.0  # Pendulum's range is 4: the initial std is 1
+    assert np.isfinite(stats["planner/elite_return"]) and stats["planner/ensemble_disagreement"] > 0.0
+    # 21 planned steps: the planner's passes (one per step of the horizon and iteration) and the disagreement's (one
+    # per step of the horizon, for one state); plus one pass per training round (its prediction error).
+    optimizer = model.policy.make_trajectory_optimizer()
+    iterations = 1 if planner == "random" else optimizer.max_iters  # type: ignore[attr-defined]
+    assert forward_passes[0] == 21 * (iterations * 3 + 3) + 2
+
+
+def test_planning_flops_estimate_matches_a_hand_count() -> None:
+    from zoo_plugins import samplers
+
+    # [64, 64] members on 17 + 6 inputs and 2 * (17 + 1) + 1 = 37 outputs: 2 * (23*64 + 64*64 + 64*37) = 15872 FLOPs
+    # per member evaluation. DS: 10 particles x 5 members each; the CEM: 5 iterations x 200 candidates; horizon 15.
+    assert samplers.candidates_per_action("cem", 200, 20, 5, 1.25, 0.3) == 1000
+    flops = samplers.planning_flops_per_action([64, 64], 17, 6, 5, 10, "DS", 1000, 15)
+    assert flops == 15872 * 50 * 1000 * 15
+    assert samplers.planning_flops_per_action([64, 64], 17, 6, 5, 10, "TSinf", 1000, 15) == 15872 * 10 * 1000 * 15
+    assert samplers.planning_flops_per_action([64, 64], 17, 6, 5, 10, "E", 1000, 15) == 15872 * 5 * 1000 * 15
+    # iCEM, popsize 100, 10 elites, 3 iterations, decay 1.25, 3 kept: 100 + 80 + 64 fresh, 3 x 3 kept, the mean.
+    assert samplers.candidates_per_action("icem", 100, 10, 3, 1.25, 0.3) == 100 + 80 + 64 + 9 + 1
+    assert samplers.candidates_per_action("random", 300, 30, 5, 1.25, 0.3) == 300
+
+
+def test_sampled_pets_configurations_fit_the_planning_budget(monkeypatch) -> None:
+    optuna = pytest.importorskip("optuna")
+    from zoo_plugins import samplers
+
+    monkeypatch.setattr(samplers, "planning_budget", lambda: samplers.PETS_FLOPS_BUDGET)  # as on a CPU
+    budget = samplers.PETS_FLOPS_BUDGET
+    assert budget is not None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    n_shrunk = 0
+    for _ in range(200):
+        trial = study.ask()
+        kwargs = samplers.sample_pets_params(trial, n_actions=1, n_envs=1, additional_args={})
+        flops = samplers._flops_of(kwargs, kwargs["policy_kwargs"]["net_arch"])
+        assert flops <= budget and trial.user_attrs["planning_flops_per_action"] == flops
+        assert samplers.convert_pets_params(trial.params) == kwargs  # --trial-id rebuilds what ran
+        assert 2 <= kwargs["num_elites"] <= kwargs["popsize"] and kwargs["n_particles"] % samplers.ENSEMBLE_SIZE == 0
+        shrunk = trial.user_attrs.get("planning_budget_shrunk", {})
+        for name, (sampled, used) in shrunk.items():
+            assert trial.params[name] == sampled and kwargs[name] == used < sampled
+        n_shrunk += bool(shrunk)
+        study.tell(trial, 0.0)
+    assert 0 < n_shrunk < 200  # the bound bites on part of the space only
+    # No bound where there is no budget (CUDA, or a user's None).
+    big = {"net_arch": "large", "popsize": 500, "n_particles": 40, "plan_horizon": 30, "propagation": "DS"}
+    monkeypatch.setattr(samplers, "planning_budget", lambda: None)
+    assert samplers.convert_pets_params(big)["popsize"] == 500
+
+
+def test_planning_threads_apply_while_planning_only(monkeypatch) -> None:
+    model = PETS("MlpPolicy", "Pendulum-v1", reward_fn="auto", planning_threads=1, **TINY)
+    threads_before = th.get_num_threads()
+    seen = []
+    evaluate = model.policy.evaluate_action_sequences
+
+    def recording(obs: th.Tensor, candidates: th.Tensor) -> th.Tensor:
+        seen.append(th.get_num_threads())
+        return evaluate(obs, candidates)
+
+    monkeypatch.setattr(model.policy, "evaluate_action_sequences", recording)
+    model.predict(np.zeros((1, 3), dtype=np.float32))
+    assert seen and set(seen) == {1} and th.get_num_threads() == threads_before

@@ -5,7 +5,8 @@ returned, already converted, constructor kwargs into the YAML's; ``--trial-id`` 
 ``HYPERPARAMS_CONVERTER[algo](trial.params)``, which must map the raw Optuna parameters to the same kwargs. So a sampler
 only suggests raw values and calls its converter, and a converter needs nothing but ``trial.params``.
 
-The PETS search space is :data:`PETS_SEARCH_SPACE`; change it (e.g. from a module passed to ``--gym-packages``, which
+The PETS search space is :data:`PETS_SEARCH_SPACE`, bounded on CPUs by :data:`PETS_FLOPS_BUDGET` (the planning cost of
+one action, see :func:`fit_planning_budget`); change it (e.g. from a module passed to ``--gym-packages``, which
 rl-zoo3 imports before the study starts) to narrow or widen the search: a list is a categorical choice, a ``(low, high)``
 tuple a float range, and ``None`` leaves that hyperparameter at its YAML value.
 
@@ -15,6 +16,7 @@ environment-specific entries such as ``angle_dims`` survive tuning); see :mod:`z
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,7 +42,36 @@ PETS_SEARCH_SPACE: dict[str, Any] = {
     "elite_frac": (0.05, 0.2),  # num_elites = round(elite_frac * popsize)
     "n_particles": [ENSEMBLE_SIZE * k for k in (1, 2, 4, 8)],
     "propagation": ["E", "DS", "TS1", "TSinf", "MM"],
+    # iCEM (Pinneri et al., 2020) at its defaults beside the CEM; its own settings are passed through by the converter,
+    # so they can be tuned too, e.g. PETS_SEARCH_SPACE["icem_noise_beta"] = [0.0, 1.0, 2.0, 3.0],
+    # ["icem_population_decay"] = (1.0, 2.0), ["icem_keep_elites_frac"] = (0.0, 0.5), ["icem_execute"] = ["best", "mean"].
+    "planner": ["cem", "icem"],
 }
+
+#: Planning cost budget of a PETS trial on a CPU, in FLOPs per action (see :func:`planning_flops_per_action`): sampled
+#: configurations above it are shrunk to fit (:func:`fit_planning_budget`). 1.5e10 is about 0.5 s per action on one
+#: core of a 2-core Xeon (AVX-512, ~30 GFLOP/s reached on these small matrices), so that a 1000-step trial on
+#: Pendulum-v1 (800 planned steps, plus training) costs at most about 10 CPU minutes. Raise it (or set None: no bound)
+#: from a ``--gym-packages`` module for a faster CPU or a longer study; it does not apply when CUDA is available.
+PETS_FLOPS_BUDGET: float | None = 1.5e10
+
+#: Observation and action sizes the estimate assumes for the first and last layers: rl-zoo3's converter sees only the
+#: trial's parameters (``--trial-id`` must rebuild the same kwargs), not the environment. HalfCheetah's sizes, an upper
+#: bound for the classic control and MuJoCo tasks PETS is tuned on; the hidden layers dominate the cost anyway.
+ASSUMED_OBS_DIM = 17
+ASSUMED_ACTION_DIM = 6
+
+#: Values the estimate takes for settings the search space does not tune (the PETS defaults).
+DEFAULT_CEM_ITERS = 5
+DEFAULT_PLAN_HORIZON = 25
+DEFAULT_N_PARTICLES = 20
+DEFAULT_PROPAGATION = "TSinf"
+DEFAULT_ICEM_POPULATION_DECAY = 1.25
+DEFAULT_ICEM_KEEP_ELITES_FRAC = 0.3
+
+#: Lowest values :func:`fit_planning_budget` shrinks to, in this order: popsize, then n_particles, then plan_horizon.
+MIN_POPSIZE = 50
+MIN_PLAN_HORIZON = 5
 
 #: Parameters sampled log-uniformly.
 LOG_SCALE = frozenset({"learning_rate", "weight_decay_scale"})
@@ -69,14 +100,156 @@ def num_elites_for(popsize: int, elite_frac: float) -> int:
     return int(min(popsize, max(2, round(elite_frac * popsize))))
 
 
+def candidates_per_action(
+    planner: str, popsize: int, num_elites: int, iterations: int, population_decay: float, keep_elites_frac: float
+) -> int:
+    """
+    Candidate action sequences evaluated per action: ``iterations * popsize`` for the CEM, ``popsize`` for random
+    shooting; for iCEM the shrinking populations ``max(ceil(popsize * decay^-i), 2 num_elites)``, the kept elites
+    (from the second iteration on; at most, as from the previous step, in the first too) and the mean in the last.
+    """
+    if planner == "random":
+        return popsize
+    if planner == "icem":
+        kept = math.ceil(keep_elites_frac * num_elites)
+        fresh = sum(max(math.ceil(popsize * population_decay**-i), 2 * num_elites) for i in range(iterations))
+        return fresh + iterations * kept + 1
+    return iterations * popsize
+
+
+def planning_flops_per_action(
+    net_arch: list[int],
+    obs_dim: int,
+    action_dim: int,
+    ensemble_size: int,
+    n_particles: int,
+    propagation: str,
+    n_candidates: int,
+    plan_horizon: int,
+    learned_reward: bool = True,
+) -> float:
+    """
+    Estimated FLOPs the planner spends on one action: the ensemble's affine layers (a multiply-add counts 2) for every
+    member evaluation of every particle of every candidate at every step of the horizon. Activations, sampling and the
+    first-step shortcut are left out (they change the count by a few per cent at the sizes tuned).
+
+    Member evaluations per candidate and step: ``n_particles`` for trajectory sampling (``TS1``, ``TSinf``: one member
+    per particle), ``n_particles * ensemble_size`` for ``DS`` and ``MM`` (every member predicts every particle),
+    ``ensemble_size`` for ``E`` (one particle).
+
+    :param net_arch: Hidden widths.
+    :param obs_dim: Observation size.
+    :param action_dim: Action size.
+    :param ensemble_size: Members.
+    :param n_particles: Particles per candidate.
+    :param propagation: Propagation method.
+    :param n_candidates: Candidates per action (:func:`candidates_per_action`).
+    :param plan_horizon: Horizon.
+    :param learned_reward: Whether the reward and termination are outputs (counted as the upper bound).
+    :return: FLOPs per action.
+    """
+    out_dim = 2 * (obs_dim + int(learned_reward)) + int(learned_reward)  # means, log-variances, termination logit
+    widths = [obs_dim + action_dim, *net_arch, out_dim]
+    flops_per_evaluation = sum(2 * w_in * w_out for w_in, w_out in zip(widths[:-1], widths[1:]))
+    if propagation in ("TS1", "TSinf"):
+        evaluations = n_particles
+    elif propagation == "E":
+        evaluations = ensemble_size
+    else:
+        evaluations = n_particles * ensemble_size
+    return float(flops_per_evaluation * evaluations * n_candidates * plan_horizon)
+
+
+def _flops_of(hyperparams: dict[str, Any], net_arch: list[int]) -> float:
+    """:func:`planning_flops_per_action` of converted kwargs, with the PETS defaults for what is not given."""
+    popsize = int(hyperparams.get("popsize", DEFAULT_POPSIZE))
+    n_candidates = candidates_per_action(
+        hyperparams.get("planner", "cem"),
+        popsize,
+        int(hyperparams.get("num_elites", min(popsize, 40))),
+        int(hyperparams.get("cem_iters", DEFAULT_CEM_ITERS)),
+        float(hyperparams.get("icem_population_decay", DEFAULT_ICEM_POPULATION_DECAY)),
+        float(hyperparams.get("icem_keep_elites_frac", DEFAULT_ICEM_KEEP_ELITES_FRAC)),
+    )
+    return planning_flops_per_action(
+        net_arch,
+        ASSUMED_OBS_DIM,
+        ASSUMED_ACTION_DIM,
+        ENSEMBLE_SIZE,
+        int(hyperparams.get("n_particles", DEFAULT_N_PARTICLES)),
+        hyperparams.get("propagation", DEFAULT_PROPAGATION),
+        n_candidates,
+        int(hyperparams.get("plan_horizon", DEFAULT_PLAN_HORIZON)),
+    )
+
+
+def planning_budget() -> float | None:
+    """The budget that applies here: :data:`PETS_FLOPS_BUDGET`, or None (no bound) where CUDA is available."""
+    import torch
+
+    return None if torch.cuda.is_available() else PETS_FLOPS_BUDGET
+
+
+def fit_planning_budget(
+    hyperparams: dict[str, Any], net_arch: list[int], budget: float | None, elite_frac: float | None = None
+) -> dict[str, tuple[int, int]]:
+    """
+    Shrink converted kwargs in place until the planning cost fits ``budget``, deterministically (the same parameters
+    always give the same kwargs, as ``--trial-id`` needs): first ``popsize`` (halved, down to :data:`MIN_POPSIZE`;
+    ``num_elites`` follows ``elite_frac`` or stays at most ``popsize``), then ``n_particles`` (halved, kept a multiple of
+    the ensemble size, down to it), then ``plan_horizon`` (down to :data:`MIN_PLAN_HORIZON`). Only searched values are
+    shrunk (a value absent from ``hyperparams`` counts at its PETS default); the search's other values are kept.
+
+    :param hyperparams: Converted kwargs (changed in place).
+    :param net_arch: Hidden widths.
+    :param budget: FLOPs per action, or None for no bound.
+    :param elite_frac: The sampled elite fraction (None: ``num_elites`` is only capped at ``popsize``).
+    :return: ``{name: (sampled, used)}`` for every value that was shrunk.
+    """
+    shrunk: dict[str, tuple[int, int]] = {}
+    if budget is None:
+        return shrunk
+
+    def shrink(name: str, lowest: int, step: int = 1) -> bool:
+        if name not in hyperparams:
+            return False  # not searched: the YAML's value is used, which the converter does not know
+        value = int(hyperparams[name])
+        new = max(lowest, (value // 2) // step * step)
+        if new >= value:
+            return False
+        hyperparams[name] = new
+        shrunk[name] = (shrunk.get(name, (value, value))[0], new)
+        if name == "popsize":
+            elites = hyperparams.get("num_elites", min(value, 40))
+            hyperparams["num_elites"] = num_elites_for(new, elite_frac) if elite_frac is not None else min(elites, new)
+        return True
+
+    while _flops_of(hyperparams, net_arch) > budget:
+        if shrink("popsize", MIN_POPSIZE):
+            continue
+        if hyperparams.get("propagation", DEFAULT_PROPAGATION) != "E":
+            if shrink("n_particles", ENSEMBLE_SIZE, ENSEMBLE_SIZE):
+                continue
+        if not shrink("plan_horizon", MIN_PLAN_HORIZON):
+            break  # nothing left to shrink: the smallest configuration is used as it is
+    return shrunk
+
+
 def convert_pets_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """Map raw Optuna parameters (``trial.params``) to PETS constructor kwargs.
 
     ``net_arch`` (a name of :data:`NET_ARCHS`) and ``weight_decay_scale`` become ``policy_kwargs`` (``net_arch``,
     ``weight_decay`` with one value per linear layer); ``elite_frac`` becomes ``num_elites``; everything else
-    (``learning_rate``, ``plan_horizon``, ``popsize``, ``n_particles``, ``propagation``, ...) is passed through.
-    Any subset of the parameters is accepted.
+    (``learning_rate``, ``plan_horizon``, ``popsize``, ``n_particles``, ``propagation``, ``planner``, ...) is passed
+    through. Any subset of the parameters is accepted. On a CPU the planner settings are then shrunk to fit
+    :data:`PETS_FLOPS_BUDGET` (:func:`fit_planning_budget`), here so that ``--trial-id`` rebuilds the kwargs the trial
+    ran with.
     """
+    return _convert_pets_params(sampled_params)[0]
+
+
+def _convert_pets_params(sampled_params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[int, int]], list[int]]:
+    """:func:`convert_pets_params`, with what the budget shrunk (``{name: (sampled, used)}``) and the hidden widths."""
     hyperparams = dict(sampled_params)
     policy_kwargs: dict[str, Any] = {}
 
@@ -92,6 +265,7 @@ def convert_pets_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         scale = float(hyperparams.pop("weight_decay_scale"))
         policy_kwargs["weight_decay"] = weight_decay_profile(len(net_arch) + 1, scale)
 
+    elite_frac = None
     if "elite_frac" in hyperparams:
         elite_frac = float(hyperparams.pop("elite_frac"))
         popsize = int(hyperparams.get("popsize", DEFAULT_POPSIZE))
@@ -100,10 +274,11 @@ def convert_pets_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     for key in ("plan_horizon", "popsize", "n_particles"):
         if key in hyperparams:
             hyperparams[key] = int(hyperparams[key])
+    shrunk = fit_planning_budget(hyperparams, net_arch, planning_budget(), elite_frac)
 
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
-    return hyperparams
+    return hyperparams, shrunk, net_arch
 
 
 def _suggest_all(trial: optuna.Trial, search_space: dict[str, Any], log_scale: frozenset[str]) -> dict[str, Any]:
@@ -122,13 +297,19 @@ def sample_pets_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     """Sampler for PETS hyperparameters; returns constructor kwargs (see :func:`convert_pets_params`).
 
     Tunes the model (network size, learning rate, weight decay) and the planner (horizon, population, elites,
-    particles, propagation) over :data:`PETS_SEARCH_SPACE`.
+    particles, propagation, CEM or iCEM) over :data:`PETS_SEARCH_SPACE`; on a CPU, a configuration whose planning cost
+    is above :data:`PETS_FLOPS_BUDGET` is shrunk to fit, and the trial's user attributes say what changed
+    (``planning_budget_shrunk``: ``{name: [sampled, used]}``) and the estimated cost (``planning_flops_per_action``).
     """
     raw = _suggest_all(trial, PETS_SEARCH_SPACE, LOG_SCALE)
-    hyperparams = convert_pets_params(raw)
+    hyperparams, shrunk, net_arch = _convert_pets_params(raw)
     # Derived values, for the study's report (rl-zoo3's samplers do the same)
     if "num_elites" in hyperparams:
         trial.set_user_attr("num_elites", hyperparams["num_elites"])
+    # What the budget changed, as {name: [sampled, used]}, and the estimated cost of what runs.
+    if shrunk:
+        trial.set_user_attr("planning_budget_shrunk", {name: list(values) for name, values in shrunk.items()})
+    trial.set_user_attr("planning_flops_per_action", _flops_of(hyperparams, net_arch))
     policy_kwargs = hyperparams.get("policy_kwargs", {})
     for key in ("net_arch", "weight_decay"):
         if key in policy_kwargs:

@@ -1,7 +1,8 @@
 """Batched ensembles of (probabilistic) MLPs, the dynamics model of PETS (Chua et al., 2018, section 4.1)."""
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch as th
 import torch.nn.functional as F
@@ -15,6 +16,8 @@ _INPLACE_ACTIVATIONS: dict[type[nn.Module], Callable[[th.Tensor], th.Tensor]] = 
     nn.Tanh: lambda x: x.tanh_(),
     nn.ELU: lambda x: F.elu(x, inplace=True),
 }
+#: ``(weight, bias)`` of every affine layer, input to output: a copy of an ensemble's weights (e.g. cast to bfloat16).
+LayerWeights = list[tuple[th.Tensor, th.Tensor]]
 
 
 class EnsembleLinear(nn.Module):
@@ -121,6 +124,32 @@ class GaussianEnsembleMLP(nn.Module):
         # Bounds are shared by the members, one per output dimension (original code: `max_logvar`, `min_logvar`).
         self.max_logvar = nn.Parameter(th.full((out_dim,), init_max_logvar), requires_grad=probabilistic)
         self.min_logvar = nn.Parameter(th.full((out_dim,), init_min_logvar), requires_grad=probabilistic)
+        # Weights that no-grad passes use instead of the parameters (see `inference_weights`).
+        self._inference_weights: LayerWeights | None = None
+
+    def cast_weights(self, dtype: th.dtype) -> LayerWeights:
+        """
+        A detached copy of the affine layers' weights and biases in ``dtype``, for ``inference_weights``.
+
+        :param dtype: E.g. ``th.bfloat16``.
+        :return: ``(weight, bias)`` per affine layer, input to output.
+        """
+        return [(layer.weight.detach().to(dtype), layer.bias.detach().to(dtype)) for layer in self.linear_layers]
+
+    @contextlib.contextmanager
+    def inference_weights(self, weights: LayerWeights | None) -> Iterator[None]:
+        """
+        Evaluate no-grad forward passes with ``weights`` (from ``cast_weights``) instead of the parameters: inputs are
+        cast to their dtype and the outputs back to float32, so that only the matrix products run in, e.g., bfloat16.
+        Passes with autograd (training) always use the parameters.
+
+        :param weights: The weights, or None for the parameters.
+        """
+        previous, self._inference_weights = self._inference_weights, weights
+        try:
+            yield
+        finally:
+            self._inference_weights = previous
 
     @property
     def linear_layers(self) -> list[EnsembleLinear]:
@@ -129,29 +158,39 @@ class GaussianEnsembleMLP(nn.Module):
 
     def _trunk(self, x: th.Tensor) -> th.Tensor:
         """Raw outputs of all layers, ``[ensemble_size, batch, n_outputs]``."""
-        if th.is_grad_enabled() or self.inplace_activation is None:
+        if th.is_grad_enabled():
             for layer in self.hidden_layers:
                 x = self.activation(layer(x))
             return self.output_layer(x)
+        weights = self._inference_weights or [(layer.weight, layer.bias) for layer in self.linear_layers]
+        # Only the products run in the copy's dtype: what comes out (means, log-variances) is float32 again.
+        return self._no_grad_trunk(x.to(weights[0][0].dtype), weights).float()
+
+    def _no_grad_trunk(self, x: th.Tensor, weights: LayerWeights) -> th.Tensor:
+        """``_trunk`` without autograd, with the given weights."""
+        if self.inplace_activation is None:
+            for weight, bias in weights[:-1]:
+                x = self.activation(th.baddbmm(bias, x, weight))
+            return th.baddbmm(weights[-1][1], x, weights[-1][0])
         # Without autograd (planning), evaluate the batch in row chunks whose activations stay in the CPU cache, write
         # every layer into a buffer reused across chunks (`baddbmm` then adds the bias inside the matrix product at no
         # extra pass) and apply the activation in place: the planner's passes are otherwise memory-bound.
         chunk = self.inference_chunk_size
         buffers = [
-            th.empty(self.ensemble_size, min(chunk, x.shape[1]), layer.out_features, device=x.device, dtype=x.dtype)
-            for layer in self.linear_layers[:-1]
+            th.empty(self.ensemble_size, min(chunk, x.shape[1]), weight.shape[-1], device=x.device, dtype=x.dtype)
+            for weight, _ in weights[:-1]
         ]
         outputs = []
         for start in range(0, x.shape[1], chunk):
             h = x[:, start : start + chunk]
-            for layer, buffer in zip(self.linear_layers[:-1], buffers):
+            for (weight, bias), buffer in zip(weights[:-1], buffers):
                 out = buffer[:, : h.shape[1]]
                 if out.dtype == h.dtype and out.is_contiguous():
-                    h = th.baddbmm(layer.bias, h, layer.weight, out=out)
+                    h = th.baddbmm(bias, h, weight, out=out)
                 else:  # autocast (the product's dtype differs from the input's) or a short last chunk
-                    h = th.baddbmm(layer.bias, h, layer.weight)
+                    h = th.baddbmm(bias, h, weight)
                 self.inplace_activation(h)
-            outputs.append(self.output_layer(h))
+            outputs.append(th.baddbmm(weights[-1][1], h, weights[-1][0]))
         return outputs[0] if len(outputs) == 1 else th.cat(outputs, dim=1)
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None]:

@@ -1,6 +1,7 @@
 """PETS: probabilistic ensembles with trajectory sampling (Chua, Calandra, McAllister and Levine, NeurIPS 2018)."""
 
 import os
+import time
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -11,10 +12,10 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq, TrainFrequencyUnit
 
-from sb3_bayes.common.bayesian_layers import check_type
 from sb3_bayes.common.buffers import TransitionStore
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
+from sb3_bayes.common.trajectory_optimizers import Solution
 from sb3_bayes.common.utils import check_finite, check_flat_box, checked_step, get_env_id, get_env_kwargs
 from sb3_bayes.common.validation import HyperparameterValueError, ParameterValidator
 from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, get_known_spec
@@ -47,18 +48,30 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
     :param batch_size: Minibatch size of model training.
     :param n_epochs: Passes over every member's bootstrap sample per training round.
     :param train_freq: Training cadence, an int (steps) or a tuple such as ``(1, "episode")`` (the paper's).
-    :param planner: ``"cem"`` (cross-entropy method) or ``"random"`` (random shooting).
+    :param planner: ``"cem"`` (cross-entropy method), ``"icem"`` (improved CEM, Pinneri et al., 2020) or ``"random"``
+        (random shooting).
     :param plan_horizon: Planning horizon (steps).
-    :param popsize: Candidate action sequences per planner iteration.
-    :param num_elites: Candidates the CEM distribution is refit to.
-    :param cem_iters: Maximum CEM iterations per action.
-    :param cem_alpha: Weight of the previous CEM distribution in each update.
-    :param cem_epsilon: CEM stops once every variance is below this.
+    :param popsize: Candidate action sequences per planner iteration (iCEM: of its first iteration).
+    :param num_elites: Candidates the CEM (and iCEM) distribution is refit to.
+    :param cem_iters: Maximum CEM iterations per action (iCEM: its iterations).
+    :param cem_alpha: Weight of the previous CEM (and iCEM) distribution in each update.
+    :param cem_epsilon: CEM stops once every variance is below this (iCEM has no early stop).
     :param n_particles: Particles per candidate.
     :param propagation: Uncertainty propagation: ``"E"``, ``"DS"``, ``"TS1"``, ``"TSinf"`` (the paper's) or ``"MM"``.
     :param reward_fn: None learns reward and termination with the dynamics; ``"auto"`` uses the known reward and
         termination functions of the environment's id; an env id (e.g. ``"Pendulum-v1"``) names them explicitly.
-    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (autocast of the model's matrix products while planning).
+    :param planning_dtype: ``"float32"`` or ``"bfloat16"``: the planner multiplies with a bfloat16 copy of the model's
+        weights, cast once after every training round (and load), while states and sums stay float32.
+    :param icem_noise_beta: iCEM: exponent of the power spectrum ``1/f^beta`` of the action noise along the horizon
+        (0: white noise; larger: smoother sequences).
+    :param icem_population_decay: iCEM: the population of iteration ``i`` is ``popsize * decay^-i``, at least
+        ``2 * num_elites``.
+    :param icem_keep_elites_frac: iCEM: fraction of the elites kept for the next iteration and, shifted, for the next
+        step.
+    :param icem_execute: iCEM: ``"best"`` executes the first action of the best sequence found (the original's),
+        ``"mean"`` that of the final mean.
+    :param planning_threads: Torch threads while planning, restored afterwards (None: torch's setting). The planner's
+        matrix products are small; on a shared CPU one thread can be many times faster than several.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over.
     :param tensorboard_log: The log location for tensorboard (if None, no logging).
@@ -94,6 +107,11 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
         propagation: str = "TSinf",
         reward_fn: str | None = None,
         planning_dtype: str = "float32",
+        icem_noise_beta: float = 2.0,
+        icem_population_decay: float = 1.25,
+        icem_keep_elites_frac: float = 0.3,
+        icem_execute: str = "best",
+        planning_threads: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -137,6 +155,11 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
         self.propagation = propagation
         self.reward_fn = reward_fn  # "auto" becomes the env id in `_setup_model`, once checked
         self.planning_dtype = planning_dtype
+        self.icem_noise_beta = icem_noise_beta
+        self.icem_population_decay = icem_population_decay
+        self.icem_keep_elites_frac = icem_keep_elites_frac
+        self.icem_execute = icem_execute
+        self.planning_threads = planning_threads
         # Number of completed training rounds; planning starts after the first one.
         self.n_training_rounds = 0
         # Progress towards the next training round, kept across `learn` calls (and saved) so that a resumed run trains
@@ -144,8 +167,10 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
         self._steps_since_training = 0
         self._episodes_since_training = 0
         self.replay_buffer: TransitionStore | None = None
-        # Warm start of the planner inside `learn` (kept apart from the policy's own, used by `predict`).
+        # Warm start and carried sequences (iCEM's shifted elites) of the planner inside `learn` (kept apart from the
+        # policy's own, used by `predict`).
         self._rollout_warm_start = th.zeros(0)
+        self._rollout_warm_elites = th.zeros(0)
         if _init_setup_model:
             self._setup_model()
 
@@ -162,6 +187,11 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
             n_particles=self.n_particles,
             propagation=self.propagation,
             planning_dtype=self.planning_dtype,
+            icem_noise_beta=self.icem_noise_beta,
+            icem_population_decay=self.icem_population_decay,
+            icem_keep_elites_frac=self.icem_keep_elites_frac,
+            icem_execute=self.icem_execute,
+            planning_threads=self.planning_threads,
         )
 
     def _check_hyperparameters(self) -> None:
@@ -180,10 +210,10 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
         check_planner_settings(check, **self._planner_settings())
         check.integer("stats_window_size", self._stats_window_size)
         folder = self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike))
-        check_type(check, "tensorboard_log", self.tensorboard_log, folder, "a folder path or None")
+        check.of_type("tensorboard_log", self.tensorboard_log, folder, "a folder path or None")
         check.integer("verbose", self.verbose, minimum=0)
         check.optional(check.integer, "seed", self.seed, 0, 2**32 - 1)  # NumPy's seeds are 32-bit
-        check_type(check, "policy_kwargs", self.policy_kwargs, isinstance(self.policy_kwargs, dict), "a dict")
+        check.of_type("policy_kwargs", self.policy_kwargs, isinstance(self.policy_kwargs, dict), "a dict")
         # The reward model and the planner settings are PETS arguments only: an entry in policy_kwargs would be a
         # second, silently competing home.
         own_settings = {"reward_fn": self.reward_fn, **self._planner_settings()}
@@ -318,9 +348,28 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
         if self.num_timesteps < self.learning_starts or self.n_training_rounds == 0:
             return np.stack([self.action_space.sample() for _ in range(n_envs)])
         obs_tensor = th.as_tensor(obs, device=self.device, dtype=th.float32)
-        actions, self._rollout_warm_start = self.policy.plan(obs_tensor, self._rollout_warm_start)
+        start = time.perf_counter()
+        result = self.policy.plan(obs_tensor, self._rollout_warm_start, self._rollout_warm_elites)
+        actions = result.actions.cpu().numpy()  # the host sync ends the timing
+        self._record_planner_statistics(obs_tensor, result.solution, time.perf_counter() - start)
+        self._rollout_warm_start, self._rollout_warm_elites = result.warm_start, result.warm_elites
         assert isinstance(self.action_space, spaces.Box)
-        return np.clip(actions.cpu().numpy(), self.action_space.low, self.action_space.high)
+        return np.clip(actions, self.action_space.low, self.action_space.high)
+
+    def _record_planner_statistics(self, obs: th.Tensor, solution: Solution, seconds: float) -> None:
+        """
+        Planner statistics, averaged by the logger over the steps between two dumps: seconds per action (per
+        environment), the final standard deviation of the sampling distribution (CEM, iCEM), the predicted return of
+        the elites and the members' disagreement along the executed plan (``PETSPolicy.plan_disagreement``: one
+        forward pass per step of the horizon for the ``n_envs`` states, the only model evaluation added).
+        """
+        self.logger.record_mean("planner/seconds_per_action", seconds / self.n_envs)
+        if solution.std is not None:
+            self.logger.record_mean("planner/final_std", solution.std.mean().item())
+        self.logger.record_mean("planner/elite_return", solution.elite_return.mean().item())
+        if self.policy.dynamics.ensemble_size > 1:  # a single member never disagrees
+            disagreement = self.policy.plan_disagreement(obs, solution.plan)
+            self.logger.record_mean("planner/ensemble_disagreement", disagreement.mean().item())
 
     def learn(
         self: SelfPETS,
@@ -369,6 +418,7 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
                 self._episode_num += int(dones.sum())
                 self._episodes_since_training += int(dones.sum())
                 self._rollout_warm_start = self.policy.reset_warm_start(self._rollout_warm_start, dones)
+                self._rollout_warm_elites = self.policy.reset_warm_elites(self._rollout_warm_elites, dones)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             due = (
                 self._episodes_since_training >= self.train_freq.frequency
@@ -387,7 +437,12 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # The policy's state dict holds the ensemble, the log-variance bounds and the input statistics; the planner
         # states are plain tensors.
-        return ["policy", "policy.optimizer"], ["policy.plan_warm_start", "_rollout_warm_start"]
+        return ["policy", "policy.optimizer"], [
+            "policy.plan_warm_start",
+            "policy.plan_warm_elites",
+            "_rollout_warm_start",
+            "_rollout_warm_elites",
+        ]
 
     def save_replay_buffer(self, path: str) -> None:
         """

@@ -1,7 +1,8 @@
 """PETS policy: a probabilistic dynamics ensemble and the model-predictive controller that plans with it."""
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,8 +13,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_bayes.common.bayesian_layers import check_optional_dict, check_subclass, check_type
-from sb3_bayes.common.ensemble import GaussianEnsembleMLP, gaussian_nll_per_member, mse_per_member
+from sb3_bayes.common.ensemble import GaussianEnsembleMLP, LayerWeights, gaussian_nll_per_member, mse_per_member
 from sb3_bayes.common.normalization import Standardizer
 from sb3_bayes.common.propagation import (
     TRAJECTORY_SAMPLING_METHODS,
@@ -24,19 +24,20 @@ from sb3_bayes.common.propagation import (
     random_permutation_index,
     sample_gaussian,
 )
-from sb3_bayes.common.trajectory_optimizers import CEMOptimizer, RandomShootingOptimizer, TrajectoryOptimizer
-from sb3_bayes.common.utils import (
-    PLANNING_DTYPES,
-    bfloat16_matmul_is_fast,
-    check_finite_data,
-    check_flat_box,
-    planning_precision,
+from sb3_bayes.common.trajectory_optimizers import (
+    ICEM_EXECUTE,
+    CEMOptimizer,
+    ICEMOptimizer,
+    RandomShootingOptimizer,
+    Solution,
+    TrajectoryOptimizer,
 )
+from sb3_bayes.common.utils import PLANNING_DTYPES, bfloat16_matmul_is_fast, check_finite_data, check_flat_box
 from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, KnownModelSpec, get_known_spec
 
 MODEL_TYPES = ("D", "P", "DE", "PE")
-PLANNERS = ("cem", "random")
+PLANNERS = ("cem", "icem", "random")
 # Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
 INVALID_RETURN = -1e6
 
@@ -63,7 +64,7 @@ def check_observation_dims(check: ParameterValidator, name: str, dims: Any, obs_
     :return: The dimensions as a list of ``int``.
     """
     allowed = f"a list of observation dimensions, integers from 0 to {obs_dim - 1}"
-    check_type(check, name, dims, isinstance(dims, Sequence) and not isinstance(dims, (str, bytes)), allowed)
+    check.of_type(name, dims, isinstance(dims, Sequence) and not isinstance(dims, (str, bytes)), allowed)
     indices = [check.integer(name, d, minimum=None) for d in dims]
     check.relation(name, dims, all(0 <= d < obs_dim for d in indices), allowed)
     return indices
@@ -102,6 +103,11 @@ def check_planner_settings(
     n_particles: Any,
     propagation: Any,
     planning_dtype: Any,
+    icem_noise_beta: Any = 2.0,
+    icem_population_decay: Any = 1.25,
+    icem_keep_elites_frac: Any = 0.3,
+    icem_execute: Any = "best",
+    planning_threads: Any = None,
     ensemble_size: int | None = None,
 ) -> None:
     """
@@ -109,29 +115,72 @@ def check_planner_settings(
     name, which checks them again with the ensemble size it builds (they are its arguments when it is used alone).
 
     :param check: The validator of the class that takes the arguments.
-    :param planner: ``"cem"`` or ``"random"``.
+    :param planner: ``"cem"``, ``"icem"`` or ``"random"``.
     :param plan_horizon: Planning horizon.
-    :param popsize: Candidates per planner iteration.
-    :param num_elites: CEM elites, at most ``popsize`` with the CEM.
-    :param cem_iters: CEM iterations.
-    :param cem_alpha: CEM smoothing, in ``[0, 1)``.
+    :param popsize: Candidates per planner iteration (iCEM: of its first iteration).
+    :param num_elites: CEM and iCEM elites, at most ``popsize`` with those planners.
+    :param cem_iters: CEM and iCEM iterations.
+    :param cem_alpha: CEM and iCEM smoothing, in ``[0, 1)``.
     :param cem_epsilon: CEM variance threshold, ``>= 0``.
     :param n_particles: Particles per candidate.
     :param propagation: One of ``PROPAGATION_METHODS``.
     :param planning_dtype: One of ``PLANNING_DTYPES``.
+    :param icem_noise_beta: iCEM noise exponent, ``>= 0``.
+    :param icem_population_decay: iCEM population decay factor, ``>= 1``.
+    :param icem_keep_elites_frac: Fraction of the iCEM elites kept, in ``[0, 1]``.
+    :param icem_execute: One of ``ICEM_EXECUTE``.
+    :param planning_threads: Torch threads while planning, an integer >= 1, or None (torch's setting).
     :param ensemble_size: Members of the dynamics model; None skips the relation of ``n_particles`` to it.
     """
     check.choice("planner", planner, PLANNERS)
     check.integer("plan_horizon", plan_horizon)
     check.integer("popsize", popsize)
     check.integer("num_elites", num_elites)
-    if planner == "cem":  # random shooting has no elites
-        check.relation("num_elites", num_elites, num_elites <= popsize, f"at most popsize ({popsize}) with planner='cem'")
+    if planner in ("cem", "icem"):  # random shooting has no elites
+        check.relation(
+            "num_elites", num_elites, num_elites <= popsize, f"at most popsize ({popsize}) with planner={planner!r}"
+        )
     check.integer("cem_iters", cem_iters)
     check.real("cem_alpha", cem_alpha, low=0.0, high=1.0, high_open=True)
     check.non_negative("cem_epsilon", cem_epsilon)
     check_propagation(check, propagation, n_particles, ensemble_size)
     check.choice("planning_dtype", planning_dtype, tuple(PLANNING_DTYPES))
+    check.non_negative("icem_noise_beta", icem_noise_beta)
+    check.real("icem_population_decay", icem_population_decay, low=1.0)
+    check.fraction("icem_keep_elites_frac", icem_keep_elites_frac, zero=True)
+    check.choice("icem_execute", icem_execute, ICEM_EXECUTE)
+    check.optional(check.integer, "planning_threads", planning_threads)
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """
+    Run the block with ``n_threads`` torch (intra-op) threads, then restore the previous number; None changes nothing.
+
+    The planner's products are small (a few hundred rows per member): split over threads, each op waits at a barrier
+    for all of them, which costs more than it saves on a loaded machine (measured 20x slower with 2 threads than with 1
+    on a 2-core CPU shared with other jobs).
+
+    :param n_threads: Threads inside the block, or None.
+    """
+    previous = th.get_num_threads()
+    if n_threads is None or n_threads == previous:
+        yield
+        return
+    th.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        th.set_num_threads(previous)
+
+
+class PlanResult(NamedTuple):
+    """One MPC step of ``PETSPolicy.plan`` for a batch of environments."""
+
+    actions: th.Tensor  # [n_envs, action_dim], the actions to execute
+    warm_start: th.Tensor  # [n_envs, horizon, action_dim], the next step's initial mean
+    warm_elites: th.Tensor  # [n_envs, n_kept, horizon, action_dim], the next step's carried sequences (iCEM)
+    solution: Solution  # the optimiser's outcome (the plan and the statistics of the search)
 
 
 class DynamicsPrediction(NamedTuple):
@@ -284,16 +333,23 @@ class PETSPolicy(BasePolicy):
     :param drop_input_dims: Observation dimensions not fed to the model; None: from the known model, if any.
     :param absolute_target_dims: Dimensions predicted absolutely; None: from the known model, if any.
     :param reward_fn: Env id of a known reward/termination model (``sb3_bayes.envs.known_rewards``); None learns them.
-    :param planner: ``"cem"`` or ``"random"`` (random shooting).
+    :param planner: ``"cem"``, ``"icem"`` or ``"random"`` (random shooting).
     :param plan_horizon: Planning horizon.
-    :param popsize: Candidates per planner iteration.
-    :param num_elites: CEM elites.
-    :param cem_iters: CEM iterations.
-    :param cem_alpha: CEM smoothing.
+    :param popsize: Candidates per planner iteration (iCEM: of the first iteration).
+    :param num_elites: CEM and iCEM elites.
+    :param cem_iters: CEM and iCEM iterations.
+    :param cem_alpha: CEM and iCEM smoothing.
     :param cem_epsilon: CEM variance threshold for the early stop.
     :param n_particles: Particles per candidate.
     :param propagation: ``"E"``, ``"DS"``, ``"TS1"``, ``"TSinf"`` or ``"MM"``.
-    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (matrix products during planning).
+    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (matrix products during planning, with a copy of the weights
+        cast once after every change of the weights).
+    :param icem_noise_beta: iCEM: exponent of the coloured noise's power spectrum (0: white noise).
+    :param icem_population_decay: iCEM: factor by which the population shrinks per iteration.
+    :param icem_keep_elites_frac: iCEM: fraction of the elites kept across iterations and (shifted) across steps.
+    :param icem_execute: iCEM: ``"best"`` executes the best sequence's first action (the original), ``"mean"`` the
+        final mean's.
+    :param planning_threads: Torch threads while planning (restored afterwards), or None to keep torch's setting.
     :param optimizer_class: Optimizer of the dynamics model.
     :param optimizer_kwargs: Its keyword arguments.
     """
@@ -325,6 +381,11 @@ class PETSPolicy(BasePolicy):
         n_particles: int = 20,
         propagation: str = "TSinf",
         planning_dtype: str = "float32",
+        icem_noise_beta: float = 2.0,
+        icem_population_decay: float = 1.25,
+        icem_keep_elites_frac: float = 0.3,
+        icem_execute: str = "best",
+        planning_threads: int | None = None,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -344,7 +405,7 @@ class PETSPolicy(BasePolicy):
         self.model_type = check.choice("model_type", model_type, MODEL_TYPES)
         self.ensemble_size = check.integer("ensemble_size", ensemble_size)
         self.net_arch = check.sizes("net_arch", [200, 200, 200] if net_arch is None else net_arch, allow_empty=False)
-        check_subclass(check, "activation_fn", activation_fn, nn.Module)
+        check.subclass("activation_fn", activation_fn, nn.Module)
         self.activation_fn = activation_fn
         self.weight_decay = self._checked_weight_decay(check, weight_decay)
         self.angle_dims, self.drop_input_dims, self.absolute_target_dims = check_input_dims(
@@ -366,10 +427,15 @@ class PETSPolicy(BasePolicy):
             n_particles=n_particles,
             propagation=propagation,
             planning_dtype=planning_dtype,
+            icem_noise_beta=icem_noise_beta,
+            icem_population_decay=icem_population_decay,
+            icem_keep_elites_frac=icem_keep_elites_frac,
+            icem_execute=icem_execute,
+            planning_threads=planning_threads,
             ensemble_size=member_count(model_type, ensemble_size),
         )
-        check_subclass(check, "optimizer_class", optimizer_class, th.optim.Optimizer)
-        check_optional_dict(check, "optimizer_kwargs", optimizer_kwargs)
+        check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer)
+        check.keyword_arguments("optimizer_kwargs", optimizer_kwargs)
         # The policy passes lr itself (from learning_rate): a second one would fail deep inside the optimiser.
         no_lr = "a dict without 'lr' (set learning_rate)"
         check.relation("optimizer_kwargs", self.optimizer_kwargs, "lr" not in self.optimizer_kwargs, no_lr)
@@ -383,7 +449,16 @@ class PETSPolicy(BasePolicy):
         self.n_particles = n_particles
         self.propagation = propagation
         self.planning_dtype = planning_dtype
+        self.icem_noise_beta = icem_noise_beta
+        self.icem_population_decay = icem_population_decay
+        self.icem_keep_elites_frac = icem_keep_elites_frac
+        self.icem_execute = icem_execute
+        self.planning_threads = planning_threads
         self._planning_dtype_checked = False
+        # The planning copy of the dynamics weights (bfloat16), with the key of the weights it was cast from.
+        self._planning_weights: LayerWeights | None = None
+        self._planning_weights_key: tuple[tuple[int, int], ...] | None = None
+        self.n_planning_weight_casts = 0
         self._build(lr_schedule)
 
     def _checked_weight_decay(self, check: ParameterValidator, weight_decay: Any) -> list[float]:
@@ -424,14 +499,30 @@ class PETSPolicy(BasePolicy):
         )
         self.register_buffer("action_low", th.as_tensor(self.action_space.low, dtype=th.float32), persistent=False)
         self.register_buffer("action_high", th.as_tensor(self.action_space.high, dtype=th.float32), persistent=False)
-        # Planner state: the previous solution of `predict`, shifted (the warm start of the next call).
+        # Planner state: the previous solution of `predict`, shifted (the warm start of the next call), and the
+        # sequences the planner carries to the next call (iCEM's shifted elites).
         self.plan_warm_start = th.zeros(0, self.plan_horizon, action_dim)
+        self.plan_warm_elites = th.zeros(0, 0, self.plan_horizon, action_dim)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def make_trajectory_optimizer(self) -> TrajectoryOptimizer:
         """The planner, with bounds on the policy's device."""
         if self.planner == "random":
             return RandomShootingOptimizer(self.action_low, self.action_high, self.plan_horizon, self.popsize)
+        if self.planner == "icem":
+            return ICEMOptimizer(
+                self.action_low,
+                self.action_high,
+                self.plan_horizon,
+                popsize=self.popsize,
+                num_elites=self.num_elites,
+                max_iters=self.cem_iters,
+                alpha=self.cem_alpha,
+                noise_beta=self.icem_noise_beta,
+                population_decay=self.icem_population_decay,
+                keep_elites_frac=self.icem_keep_elites_frac,
+                execute=self.icem_execute,
+            )
         return CEMOptimizer(
             self.action_low,
             self.action_high,
@@ -467,6 +558,11 @@ class PETSPolicy(BasePolicy):
             n_particles=self.n_particles,
             propagation=self.propagation,
             planning_dtype=self.planning_dtype,
+            icem_noise_beta=self.icem_noise_beta,
+            icem_population_decay=self.icem_population_decay,
+            icem_keep_elites_frac=self.icem_keep_elites_frac,
+            icem_execute=self.icem_execute,
+            planning_threads=self.planning_threads,
         )
         return data
 
@@ -571,14 +667,35 @@ class PETSPolicy(BasePolicy):
 
         return permute(state), permute(returns), permute(alive)
 
-    def plan(self, obs: th.Tensor, warm_start: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:
+    def planning_weights(self) -> LayerWeights | None:
+        """
+        The weights the planner multiplies with: None (the parameters) for ``planning_dtype="float32"``, else a copy
+        cast to bfloat16 once per change of the weights (a training round, a load, a move to another device), not at
+        every product as autocast would. The copy is keyed by the parameters' storage and in-place version counters,
+        which every optimiser step and ``load_state_dict`` advance.
+
+        :return: ``(weight, bias)`` per affine layer, or None.
+        """
+        if self.planning_dtype == "float32":
+            return None
+        layers = self.dynamics.network.linear_layers
+        key = tuple((p.data_ptr(), p._version) for layer in layers for p in (layer.weight, layer.bias))
+        if self._planning_weights is None or key != self._planning_weights_key:
+            self._planning_weights = self.dynamics.network.cast_weights(PLANNING_DTYPES[self.planning_dtype])
+            self._planning_weights_key = key
+            self.n_planning_weight_casts += 1
+        return self._planning_weights
+
+    def plan(self, obs: th.Tensor, warm_start: th.Tensor | None = None, warm_elites: th.Tensor | None = None) -> PlanResult:
         """
         One MPC step for a batch of environments: optimise action sequences, return the first actions.
 
         :param obs: Observations ``[n_envs, obs_dim]``.
         :param warm_start: The previous solutions shifted by one step ``[n_envs, horizon, action_dim]``; None (or one
             of another batch size or horizon) starts from the middle of the action bounds.
-        :return: ``(actions [n_envs, action_dim], next warm start [n_envs, horizon, action_dim])``.
+        :param warm_elites: The sequences carried from the previous step (iCEM's shifted elites) ``[n_envs, n_kept,
+            horizon, action_dim]``; None (or ones that do not fit the planner settings) carries none.
+        :return: The actions, the next warm start and carried sequences, and the optimiser's solution.
         """
         check_finite_data(obs, "observation", "PETS")
         if not self._planning_dtype_checked:
@@ -586,16 +703,43 @@ class PETSPolicy(BasePolicy):
             self._planning_dtype_checked = True
         optimizer = self.make_trajectory_optimizer()
         obs = obs.float()
-        if warm_start is None or not self._fits(warm_start, obs.shape[0]):
-            warm_start = optimizer.initial_solution(obs.shape[0])
+        n_envs = obs.shape[0]
+        if warm_start is None or not self._fits(warm_start, n_envs):
+            warm_start = optimizer.initial_solution(n_envs)
+        if warm_elites is not None and tuple(warm_elites.shape[:3]) != (n_envs, optimizer.n_kept_elites(), self.plan_horizon):
+            warm_elites = None
+        network = getattr(self.dynamics, "network", None)
+        # Cast (if at all) before the search: the copy serves every call until the weights change.
+        weights = network.inference_weights(self.planning_weights()) if isinstance(network, GaussianEnsembleMLP) else None
 
         def objective(candidates: th.Tensor) -> th.Tensor:
-            with planning_precision(self.device, PLANNING_DTYPES[self.planning_dtype]):
-                return self.evaluate_action_sequences(obs, candidates)
+            return self.evaluate_action_sequences(obs, candidates)
 
+        with th.no_grad(), weights or contextlib.nullcontext(), torch_threads(self.planning_threads):
+            elites = None if warm_elites is None else warm_elites.to(self.device)
+            solution = optimizer.solve(objective, warm_start.to(self.device), elites)
+            next_elites = optimizer.shift_elites(solution.elites)
+        return PlanResult(solution.plan[:, 0], optimizer.shift(solution.mean), next_elites, solution)
+
+    def plan_disagreement(self, obs: th.Tensor, plan: th.Tensor) -> th.Tensor:
+        """
+        The members' disagreement along a plan: the state is moved by the members' average predicted mean along the
+        plan's actions, and at every step the standard deviation over members of their predicted means (state and
+        learned reward) is averaged over dimensions and steps. One forward pass per step for ``n_envs`` states only.
+
+        :param obs: Observations ``[n_envs, obs_dim]``.
+        :param plan: Action sequences ``[n_envs, horizon, action_dim]``.
+        :return: ``[n_envs]``.
+        """
+        obs_dim = self.dynamics.obs_dim
+        state = obs.float().unsqueeze(0)
+        disagreement = th.zeros(obs.shape[0], device=obs.device)
         with th.no_grad():
-            solution = optimizer.optimize(objective, warm_start.to(self.device))
-        return solution[:, 0], optimizer.shift(solution)
+            for t in range(plan.shape[1]):
+                means = self.dynamics.predict(state, plan[None, :, t]).mean
+                disagreement = disagreement + means.std(dim=0, unbiased=False).mean(dim=-1)
+                state = means[..., :obs_dim].mean(dim=0, keepdim=True)
+        return disagreement / plan.shape[1]
 
     def _fits(self, warm_start: th.Tensor, n_envs: int) -> bool:
         """Whether a warm start matches the batch and the horizon (``load(path, plan_horizon=...)`` may change it)."""
@@ -611,8 +755,9 @@ class PETSPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         assert isinstance(observation, th.Tensor)
-        actions, self.plan_warm_start = self.plan(observation, self.plan_warm_start)
-        return actions
+        result = self.plan(observation, self.plan_warm_start, self.plan_warm_elites)
+        self.plan_warm_start, self.plan_warm_elites = result.warm_start, result.warm_elites
+        return result.actions
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
@@ -633,6 +778,21 @@ class PETSPolicy(BasePolicy):
         fresh = self.make_trajectory_optimizer().initial_solution(len(mask))
         return th.where(th.as_tensor(mask, device=self.device)[:, None, None], fresh, warm_start.to(self.device))
 
+    def reset_warm_elites(self, warm_elites: th.Tensor, env_mask: np.ndarray) -> th.Tensor:
+        """
+        Carried sequences (iCEM's shifted elites) with those of the environments in ``env_mask`` replaced by the
+        middle of the action bounds, the initial mean of a new episode (a duplicate of it is a harmless candidate).
+
+        :param warm_elites: ``[n_envs, n_kept, horizon, action_dim]``.
+        :param env_mask: ``[n_envs]`` booleans.
+        :return: The new carried sequences.
+        """
+        mask = np.asarray(env_mask, dtype=bool).reshape(-1)
+        if warm_elites.dim() != 4 or warm_elites.shape[0] != len(mask) or warm_elites.shape[1] == 0 or not mask.any():
+            return warm_elites
+        fresh = self.make_trajectory_optimizer().initial_solution(len(mask)).unsqueeze(1)
+        return th.where(th.as_tensor(mask, device=self.device)[:, None, None, None], fresh, warm_elites.to(self.device))
+
     def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
@@ -647,6 +807,7 @@ class PETSPolicy(BasePolicy):
         """
         if episode_start is not None:
             self.plan_warm_start = self.reset_warm_start(self.plan_warm_start, episode_start)
+            self.plan_warm_elites = self.reset_warm_elites(self.plan_warm_elites, episode_start)
         return super().predict(observation, state, episode_start, deterministic)
 
 
