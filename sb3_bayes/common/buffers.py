@@ -1,13 +1,16 @@
 """Replay storage: a growable transition store for model-based agents, and lazy replay buffers for off-policy ones."""
 
 import copy
-from typing import Any, NamedTuple
+import io
+import pathlib
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import MaybeCallback, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
 
@@ -127,6 +130,63 @@ class TransitionStore:
             self._next_observations[order],
             self._terminations[order],
         )
+
+
+class PickledReplayMixin:
+    """
+    ``save_replay_buffer`` / ``load_replay_buffer`` (as SB3's off-policy algorithms have them, and as rl-zoo3's
+    ``--save-replay-buffer`` / ``--trained-agent`` call them) for an algorithm whose replay is not an SB3 buffer: the
+    replay, with whatever state derived from it a continued run needs, is one pickled object.
+
+    The algorithm names the pickled type (``saved_replay_type``), says what to pickle (:meth:`_replay_to_save`) and
+    how to take it back (:meth:`_restore_replay`).
+    """
+
+    #: Type of the object :meth:`_replay_to_save` returns; a file holding anything else is refused.
+    saved_replay_type: ClassVar[type]
+    verbose: int
+
+    def _replay_to_save(self) -> Any:
+        """
+        :return: The object to pickle, or None when there is no replay yet.
+        """
+        raise NotImplementedError
+
+    def _restore_replay(self, replay: Any, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Take back an object written by :meth:`save_replay_buffer` (its type is checked).
+
+        :param replay: The unpickled object.
+        :param path: Where it came from, for error messages.
+        """
+        raise NotImplementedError
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Save the replay to a pickle file.
+
+        :param path: Path of the file.
+        """
+        replay = self._replay_to_save()
+        if replay is None:
+            raise ValueError(f"{type(self).__name__} has no replay buffer to save yet: call learn() first.")
+        save_to_pkl(path, replay, self.verbose)
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """
+        Load a replay saved by :meth:`save_replay_buffer`.
+
+        :param path: Path of the file.
+        :param truncate_last_traj: Unused (kept for rl-zoo3's call signature): the algorithm decides what happens to an
+            episode in progress when training continues.
+        """
+        replay = load_from_pkl(path, self.verbose)
+        if not isinstance(replay, self.saved_replay_type):
+            raise ValueError(
+                f"{path} does not hold a {type(self).__name__} replay buffer "
+                f"(a {self.saved_replay_type.__name__}, got {type(replay).__name__})."
+            )
+        self._restore_replay(replay, path)
 
 
 class PlaceholderReplayBufferMixin(OffPolicyAlgorithm):

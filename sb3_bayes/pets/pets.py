@@ -1,6 +1,7 @@
 """PETS: probabilistic ensembles with trajectory sampling (Chua, Calandra, McAllister and Levine, NeurIPS 2018)."""
 
-import os
+import io
+import pathlib
 import time
 from typing import Any, ClassVar, TypeVar
 
@@ -9,10 +10,9 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq, TrainFrequencyUnit
 
-from sb3_bayes.common.buffers import TransitionStore
+from sb3_bayes.common.buffers import PickledReplayMixin, TransitionStore
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
 from sb3_bayes.common.trajectory_optimizers import Solution
@@ -24,7 +24,7 @@ from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy, check_planner_setting
 SelfPETS = TypeVar("SelfPETS", bound="PETS")
 
 
-class PETS(ExactResumeMixin, BaseAlgorithm):
+class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
     """
     Probabilistic Ensembles with Trajectory Sampling (PETS).
 
@@ -85,6 +85,8 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
     policy: PETSPolicy
+    # save_replay_buffer / load_replay_buffer (PickledReplayMixin) pickle the TransitionStore itself.
+    saved_replay_type = TransitionStore
 
     def __init__(
         self,
@@ -208,12 +210,7 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
         self.train_freq = self._checked_train_freq(check)
         check.optional(check.choice, "reward_fn", self.reward_fn, ("auto", *KNOWN_MODEL_SPECS))
         check_planner_settings(check, **self._planner_settings())
-        check.integer("stats_window_size", self._stats_window_size)
-        folder = self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike))
-        check.of_type("tensorboard_log", self.tensorboard_log, folder, "a folder path or None")
-        check.integer("verbose", self.verbose, minimum=0)
-        check.optional(check.integer, "seed", self.seed, 0, 2**32 - 1)  # NumPy's seeds are 32-bit
-        check.of_type("policy_kwargs", self.policy_kwargs, isinstance(self.policy_kwargs, dict), "a dict")
+        check.base_algorithm_arguments(self)
         # The reward model and the planner settings are PETS arguments only: an entry in policy_kwargs would be a
         # second, silently competing home.
         own_settings = {"reward_fn": self.reward_fn, **self._planner_settings()}
@@ -444,23 +441,9 @@ class PETS(ExactResumeMixin, BaseAlgorithm):
             "_rollout_warm_elites",
         ]
 
-    def save_replay_buffer(self, path: str) -> None:
-        """
-        Save the transitions (rl-zoo3's ``--save-replay-buffer`` calls this).
+    def _replay_to_save(self) -> TransitionStore | None:
+        return self.replay_buffer
 
-        :param path: Path of the pickle file.
-        """
-        assert self.replay_buffer is not None, "The replay buffer is not defined"
-        save_to_pkl(path, self.replay_buffer, self.verbose)
-
-    def load_replay_buffer(self, path: str, truncate_last_traj: bool = True) -> None:
-        """
-        Load transitions saved by ``save_replay_buffer``.
-
-        :param path: Path of the pickle file.
-        :param truncate_last_traj: Unused (transitions are stored one by one), kept for rl-zoo3's call signature.
-        """
-        replay_buffer = load_from_pkl(path, self.verbose)
-        if not isinstance(replay_buffer, TransitionStore):
-            raise ValueError(f"{path} does not hold a PETS replay buffer (got {type(replay_buffer).__name__}).")
-        self.replay_buffer = replay_buffer
+    def _restore_replay(self, replay: TransitionStore, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        # Transitions are stored one by one: nothing derived from them needs rebuilding.
+        self.replay_buffer = replay
