@@ -19,7 +19,7 @@ from sb3_bayes.common.trajectory_optimizers import Solution
 from sb3_bayes.common.utils import check_finite, check_flat_box, checked_step, get_env_id, get_env_kwargs
 from sb3_bayes.common.validation import HyperparameterValueError, ParameterValidator
 from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, get_known_spec
-from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy, check_planner_settings
+from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy, check_planner_settings, planner_settings
 
 SelfPETS = TypeVar("SelfPETS", bound="PETS")
 
@@ -178,23 +178,7 @@ class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
 
     def _planner_settings(self) -> dict[str, Any]:
         """The planner settings, by name: arguments of PETS (their only home), handed to the policy that plans."""
-        return dict(
-            planner=self.planner,
-            plan_horizon=self.plan_horizon,
-            popsize=self.popsize,
-            num_elites=self.num_elites,
-            cem_iters=self.cem_iters,
-            cem_alpha=self.cem_alpha,
-            cem_epsilon=self.cem_epsilon,
-            n_particles=self.n_particles,
-            propagation=self.propagation,
-            planning_dtype=self.planning_dtype,
-            icem_noise_beta=self.icem_noise_beta,
-            icem_population_decay=self.icem_population_decay,
-            icem_keep_elites_frac=self.icem_keep_elites_frac,
-            icem_execute=self.icem_execute,
-            planning_threads=self.planning_threads,
-        )
+        return planner_settings(self)
 
     def _check_hyperparameters(self) -> None:
         """

@@ -38,6 +38,36 @@ from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, KnownModelSpec, get_
 
 MODEL_TYPES = ("D", "P", "DE", "PE")
 PLANNERS = ("cem", "icem", "random")
+#: The planner settings: PETS arguments (their one home), handed to the policy by name.
+PLANNER_SETTINGS = (
+    "planner",
+    "plan_horizon",
+    "popsize",
+    "num_elites",
+    "cem_iters",
+    "cem_alpha",
+    "cem_epsilon",
+    "n_particles",
+    "propagation",
+    "planning_dtype",
+    "icem_noise_beta",
+    "icem_population_decay",
+    "icem_keep_elites_frac",
+    "icem_execute",
+    "planning_threads",
+)
+
+
+def planner_settings(owner: Any) -> dict[str, Any]:
+    """
+    The planner settings of a PETS model or policy, by name.
+
+    :param owner: A ``PETS`` or a ``PETSPolicy``.
+    :return: ``{setting: value}`` for every name in :data:`PLANNER_SETTINGS`.
+    """
+    return {name: getattr(owner, name) for name in PLANNER_SETTINGS}
+
+
 # Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
 INVALID_RETURN = -1e6
 
@@ -509,30 +539,21 @@ class PETSPolicy(BasePolicy):
         """The planner, with bounds on the policy's device."""
         if self.planner == "random":
             return RandomShootingOptimizer(self.action_low, self.action_high, self.plan_horizon, self.popsize)
+        cem_settings: dict[str, Any] = dict(
+            popsize=self.popsize, num_elites=self.num_elites, max_iters=self.cem_iters, alpha=self.cem_alpha
+        )
         if self.planner == "icem":
             return ICEMOptimizer(
                 self.action_low,
                 self.action_high,
                 self.plan_horizon,
-                popsize=self.popsize,
-                num_elites=self.num_elites,
-                max_iters=self.cem_iters,
-                alpha=self.cem_alpha,
+                **cem_settings,
                 noise_beta=self.icem_noise_beta,
                 population_decay=self.icem_population_decay,
                 keep_elites_frac=self.icem_keep_elites_frac,
                 execute=self.icem_execute,
             )
-        return CEMOptimizer(
-            self.action_low,
-            self.action_high,
-            self.plan_horizon,
-            popsize=self.popsize,
-            num_elites=self.num_elites,
-            max_iters=self.cem_iters,
-            alpha=self.cem_alpha,
-            epsilon=self.cem_epsilon,
-        )
+        return CEMOptimizer(self.action_low, self.action_high, self.plan_horizon, **cem_settings, epsilon=self.cem_epsilon)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -548,21 +569,7 @@ class PETSPolicy(BasePolicy):
             absolute_target_dims=self.absolute_target_dims,
             lr_schedule=self._dummy_schedule,
             reward_fn=self.reward_fn,
-            planner=self.planner,
-            plan_horizon=self.plan_horizon,
-            popsize=self.popsize,
-            num_elites=self.num_elites,
-            cem_iters=self.cem_iters,
-            cem_alpha=self.cem_alpha,
-            cem_epsilon=self.cem_epsilon,
-            n_particles=self.n_particles,
-            propagation=self.propagation,
-            planning_dtype=self.planning_dtype,
-            icem_noise_beta=self.icem_noise_beta,
-            icem_population_decay=self.icem_population_decay,
-            icem_keep_elites_frac=self.icem_keep_elites_frac,
-            icem_execute=self.icem_execute,
-            planning_threads=self.planning_threads,
+            **planner_settings(self),
         )
         return data
 
