@@ -18,9 +18,11 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from torch.distributions import Normal
 
 import sb3_bayes.envs  # noqa: F401  (registers MountainHike-v0)
+from sb3_bayes.common.utils import checked_step
 from sb3_bayes.common.validation import HyperparameterError, HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.dvrl import DVRL, CnnPolicy, DVRLPolicy
 from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
+from sb3_bayes.dvrl.dvrl import checked_split_step, effective_sample_size
 from sb3_bayes.dvrl.policies import MIN_VARIANCE, Belief, FilterNoise, bernoulli_log_density
 
 SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
@@ -300,6 +302,9 @@ BAD_VALUES = [
     (dict(elbo_coef=float("inf")), V, "elbo_coef"),
     (dict(max_grad_norm=-1.0), V, "max_grad_norm"),
     (dict(max_grad_norm=0.0), V, "max_grad_norm"),
+    (dict(model_max_grad_norm=0.0), V, "model_max_grad_norm"),
+    (dict(model_max_grad_norm=float("nan")), V, "model_max_grad_norm"),
+    (dict(model_max_grad_norm="0.5"), T, "model_max_grad_norm"),
     (dict(multiplier_backprop_length=0), V, "multiplier_backprop_length"),
     (dict(multiplier_backprop_length=True), T, "multiplier_backprop_length"),
     (dict(sliding_window="yes"), T, "sliding_window"),
@@ -480,6 +485,7 @@ def test_non_finite_loss_keeps_the_last_finite_weights(bad: str, batch_norm: boo
         ("MountainHike-v0", dict(multiplier_backprop_length=4)),
         ("CartPole-v1", dict(multiplier_backprop_length=3, sliding_window=True, optimizer="adam")),
         ("CartPole-v1", dict(use_particle_filter=False, normalize_advantage=True)),
+        ("MountainHike-v0", dict(model_max_grad_norm=1.0)),
     ],
 )
 def test_exact_resume(env_id: str, kwargs: dict, tmp_path) -> None:
@@ -537,6 +543,51 @@ def test_rnn_baseline_and_no_resampling() -> None:
         out = policy.filter_step(belief, th.zeros(1, 4), th.zeros(1), policy.sample_noise(1))
         # Without resampling the three particles keep distinct histories (with resampling particle 0 would be copied).
         assert len({tuple(row.tolist()) for row in out.belief.h[0]}) == 3
+
+
+def test_split_clip_bounds_each_gradient_by_its_own_norm() -> None:
+    # Two linear losses on one weight vector: gradients a = (3, 4) (norm 5) and b = (600, 800) (norm 1000), as the A2C
+    # terms and the ELBO at the start of a Mountain Hike run. SGD with lr 1 makes the step the clipped gradient.
+    weight = th.nn.Parameter(th.zeros(2))
+    a, b = th.tensor([3.0, 4.0]), th.tensor([600.0, 800.0])
+    optimizer = th.optim.SGD([weight], lr=1.0)
+    norms = checked_split_step(optimizer, [(a @ weight, 0.5), ((b @ weight), 2.0)], "the test loss")
+    assert [float(n) for n in norms] == pytest.approx([5.0, 1000.0])
+    # Each part at its own bound: 0.5 * a / 5 + 2 * b / 1000 = (0.3, 0.4) + (1.2, 1.6), whatever the other's size.
+    assert weight.detach().tolist() == pytest.approx([-1.5, -2.0], abs=1e-5)
+    # With one global clip of 0.5 the A2C part would be scaled by 0.5 / ||a + b|| = 0.5 / 1005: the ELBO owns it.
+    weight.data.zero_()
+    checked_step(optimizer, a @ weight + b @ weight, "the test loss", 0.5)
+    assert weight.detach().tolist() == pytest.approx((-(a + b) * 0.5 / 1005.0).tolist(), abs=1e-5)
+    # A part under its bound is left alone; a constant part (no graph) counts as a zero gradient.
+    weight.data.zero_()
+    norms = checked_split_step(optimizer, [(a @ weight, 10.0), (th.tensor(1.0), 1.0)], "the test loss")
+    assert float(norms[1]) == 0.0 and weight.detach().tolist() == pytest.approx([-3.0, -4.0])
+    with pytest.raises(ValueError, match="The gradient of the test loss is NaN"):
+        checked_split_step(optimizer, [(th.sqrt(0.0 * weight.sum()), 1.0)], "the test loss")
+
+
+def test_split_clip_in_training_logs_both_norms_and_the_ess(tmp_path) -> None:
+    model = tiny_dvrl(make_vec_env("MountainHike-v0", n_envs=2, seed=0), model_max_grad_norm=1.0, elbo_coef=1.0)
+    model.learn(8)
+    values = model.logger.name_to_value
+    assert values["train/grad_norm_model"] > 0 and values["train/grad_norm_a2c"] > 0
+    assert 1.0 <= values["train/ess"] <= 3.0  # K = 3 particles
+    model.save(tmp_path / "model")
+    assert DVRL.load(tmp_path / "model").model_max_grad_norm == 1.0
+    default = tiny_dvrl(make_vec_env("MountainHike-v0", n_envs=2, seed=0))
+    default.learn(8)
+    assert default.model_max_grad_norm is None and "train/grad_norm" in default.logger.name_to_value
+    # The RNN baseline has no model term: only the A2C bound acts, and no model norm or ESS is logged.
+    rnn = tiny_dvrl(make_vec_env("MountainHike-v0", n_envs=2, seed=0), use_particle_filter=False, model_max_grad_norm=1.0)
+    rnn.learn(8)
+    assert "train/grad_norm_a2c" in rnn.logger.name_to_value
+    assert "train/grad_norm_model" not in rnn.logger.name_to_value and "train/ess" not in rnn.logger.name_to_value
+
+
+def test_effective_sample_size() -> None:
+    log_weights = th.log(th.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]]) + 1e-30) + 7.0
+    assert effective_sample_size(log_weights).tolist() == pytest.approx([4.0, 1.0, 1.0 / (0.75**2 + 0.25**2)], rel=1e-5)
 
 
 def test_optimizers() -> None:

@@ -120,7 +120,9 @@ def test_registered_ids_horizon_truncation_and_seeding():
         "MountainHikeNoise0-v0",
         "MountainHikeNoise0p1-v0",
         "MountainHikeNoise0p2-v0",
+        "MountainHikeNoise0p3-v0",
         "MountainHikeNoise0p5-v0",
+        "MountainHikeNoise1-v0",
     ]
     for std in MOUNTAIN_HIKE_NOISE_LEVELS:
         env = gym.make(mountain_hike_env_id(std))

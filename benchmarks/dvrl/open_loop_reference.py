@@ -1,4 +1,6 @@
-"""Reference returns on Mountain Hike that need no observation at all (so they hold for every noise level).
+"""Reference returns on Mountain Hike that need no observation at all (so they hold for every noise level), on the
+env's own action cost (the results before issue #14; ``references.py`` computes these and the observation-based
+references on the settings of ``hyperparams/dvrl.yml``, with the same code).
 
 * random: uniform actions in the action box;
 * best open loop: walk in a fixed direction at full speed for k steps, then stand still (cost 0), with the direction
@@ -16,47 +18,23 @@ import numpy as np
 
 import sb3_bayes.envs  # noqa: F401
 from benchmarks.common import Timer, result_record, write_result
-
-
-def episode_return(env: gym.Env, seed: int, policy) -> float:
-    env.reset(seed=seed)
-    total, t, done = 0.0, 0, False
-    while not done:
-        _, reward, terminated, truncated, _ = env.step(policy(t))
-        total += float(reward)
-        t += 1
-        done = terminated or truncated
-    return total
+from benchmarks.dvrl.references import best_of, fixed_walk, fixed_walk_grid, returns
 
 
 def references(episodes: int) -> dict:
     """The mean and std return of random actions and of the best fixed walk (episodes seeded 0 ... episodes - 1)."""
-    env = gym.make("MountainHikeNoise0-v0")
-    seeds = range(episodes)
+    env = gym.make("MountainHikeNoise0-v0")  # the env's own action cost (0.1 per unit of the raw action)
     rng = np.random.default_rng(0)
-    random_returns = [episode_return(env, s, lambda t: rng.uniform(-0.05, 0.05, 2)) for s in seeds]
-    best = (-np.inf, None, None)
-    for angle_deg in range(20, 71, 5):
-        angle = np.deg2rad(angle_deg)
-        move = 0.05 * np.array([np.cos(angle), np.sin(angle)])
-        for k in range(20, 56, 2):
-            ret = float(
-                np.mean(
-                    [episode_return(env, s, lambda t, move=move, k=k: move if t < k else np.zeros(2)) for s in seeds[:100]]
-                )
-            )
-            if ret > best[0]:
-                best = (ret, angle_deg, k)
-    angle = np.deg2rad(best[1])
-    move = 0.05 * np.array([np.cos(angle), np.sin(angle)])
-    open_loop = [episode_return(env, 10_000 + s, lambda t: move if t < best[2] else np.zeros(2)) for s in seeds]
+    random_returns = returns(env, lambda t, obs, info: rng.uniform(-0.05, 0.05, 2), range(episodes))
+    # Chosen on seeds 0-99, reported on seeds 10000 ... (references.best_of)
+    best = best_of(env, fixed_walk, fixed_walk_grid(), 100, episodes)
     return dict(
         random_mean=float(np.mean(random_returns)),
         random_std=float(np.std(random_returns)),
-        best_open_loop_angle_deg=best[1],
-        best_open_loop_steps=best[2],
-        best_open_loop_mean=float(np.mean(open_loop)),
-        best_open_loop_std=float(np.std(open_loop)),
+        best_open_loop_angle_deg=best["params"][0],
+        best_open_loop_steps=best["params"][1],
+        best_open_loop_mean=best["mean"],
+        best_open_loop_std=best["std"],
     )
 
 

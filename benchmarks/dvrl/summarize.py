@@ -7,6 +7,11 @@ and step budget (and marked when their actions were rescaled to [-1, 1] by an en
 
     python -m benchmarks.dvrl.summarize                                   # results/
     python -m benchmarks.dvrl.summarize --results benchmarks/dvrl/results/unscaled_actions
+    python -m benchmarks.dvrl.summarize --results benchmarks/dvrl/results/belief   # the belief grid (issue #14)
+
+Runs with evaluation episodes (``run_zoo.py --eval-episodes``) get a table of their final evaluation return next to the
+references of ``<results>/references.json`` (``references.py``), and runs with a training log (``--train-log``) a
+table of the ELBO, explained variance and effective sample size at the end of training.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import read_results
+from benchmarks.common import read_result, read_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -27,12 +32,29 @@ WINDOW = 5000
 METHODS = ["dvrl", "rnn", "ppo_lstm"]
 NAMES = {"dvrl": "DVRL", "rnn": "RNN (DVRL, use_particle_filter=False)", "ppo_lstm": "RecurrentPPO (ppo_lstm)"}
 ENV_ORDER = [
+    "MountainHikeNoise0-v0",
     "MountainHikeNoise0p1-v0",
     "MountainHikeNoise0p2-v0",
+    "MountainHikeNoise0p3-v0",
     "MountainHikeNoise0p5-v0",
+    "MountainHikeNoise1-v0",
     "CartPoleNoVel-v1",
     "PendulumNoVel-v1",
+    "NoisyPositionCartPoleNoise0-v0",
+    "NoisyPositionCartPoleNoise0p05-v0",
+    "NoisyPositionCartPoleNoise0p1-v0",
+    "NoisyPositionCartPoleNoise0p2-v0",
 ]
+#: The references of references.py, in the order of the tables and plots.
+REFERENCES = {
+    "oracle": "oracle (true state)",
+    "two_frames": "two frames",
+    "memoryless": "best memoryless",
+    "blind": "blind walk",
+    "random": "random",
+}
+#: The training diagnostics of the tables and plots (keys of run_zoo.py's train_log).
+DIAGNOSTICS = {"elbo": "ELBO", "explained_variance": "explained variance", "ess": "effective sample size"}
 
 
 def load_runs(results: str = RESULTS) -> list[dict[str, Any]]:
@@ -67,6 +89,66 @@ def group_order(name: str) -> tuple[int, int, str]:
 def label(name: str) -> str:
     """``"<env> (<budget>k, actions rescaled ...)"`` -> ``"<env>"`` plus a short mark of the variant."""
     return name.split(" (")[0] + (" (actions in [-1, 1])" if "rescaled" in name else "")
+
+
+def load_references(results: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The references of ``<results>/references.json`` by env id ({} without the file)."""
+    path = os.path.join(results, "references.json")
+    return read_result(path)["results"]["references"] if os.path.exists(path) else {}
+
+
+def last_diagnostics(run: dict[str, Any]) -> dict[str, float]:
+    """The last record of a run's training log ({} without one)."""
+    log = run["results"].get("train_log") or []
+    return log[-1] if log else {}
+
+
+def final_tables(by_env: dict[str, dict[str, list[dict[str, Any]]]], envs: list[str], references: dict) -> list[str]:
+    """
+    The evaluation returns with the references, and the training diagnostics at the budget (markdown lines; none
+    without evaluated runs or training logs).
+    """
+    lines: list[str] = []
+    evaluated = [env for env in envs if any("eval_returns" in r["results"] for m in by_env[env].values() for r in m)]
+    if evaluated:
+        n_eval = max(len(r["results"]["eval_returns"]) for env in evaluated for m in by_env[env].values() for r in m)
+        lines += [
+            f"\n#### Final return: {n_eval} fixed-seed evaluation episodes (deterministic actions), mean ± std over "
+            "seeds, with the references of references.json\n",
+            "| environment | budget | "
+            + " | ".join(NAMES[m].split(" (")[0] for m in METHODS)
+            + " | "
+            + " | ".join(REFERENCES.values())
+            + " |",
+            "|---|---|" + "---|" * (len(METHODS) + len(REFERENCES)),
+        ]
+        for env in evaluated:
+            cells = []
+            for method in METHODS:
+                finals = [float(np.mean(r["results"]["eval_returns"])) for r in by_env[env].get(method, [])]
+                finals = [f for f in finals if np.isfinite(f)]
+                cells.append(f"{np.mean(finals):.1f} ± {np.std(finals):.1f} ({len(finals)})" if finals else "not run")
+            refs = references.get(env.split(" (")[0], {})
+            cells += [f"{refs[name]['mean']:.1f}" if name in refs else "" for name in REFERENCES]
+            budget = min(r["steps"] for m in by_env[env].values() for r in m)
+            lines.append(f"| {label(env)} | {budget // 1000}k | " + " | ".join(cells) + " |")
+    logged = [env for env in envs if any(last_diagnostics(r) for m in by_env[env].values() for r in m)]
+    if logged:
+        lines += [
+            "\n#### Training diagnostics at the budget (last record of the training log, mean over seeds)\n",
+            "| environment | method | " + " | ".join(DIAGNOSTICS.values()) + " |",
+            "|---|---|" + "---|" * len(DIAGNOSTICS),
+        ]
+        for env in logged:
+            for method in METHODS:
+                records = [last_diagnostics(r) for r in by_env[env].get(method, [])]
+                records = [r for r in records if r]
+                if records:
+                    cells = [
+                        f"{np.mean([r[k] for r in records]):.3g}" if all(k in r for r in records) else "" for k in DIAGNOSTICS
+                    ]
+                    lines.append(f"| {label(env)} | {NAMES[method].split(' (')[0]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def window_return(run: dict[str, Any], t: int, window: int = WINDOW) -> float:
@@ -113,6 +195,7 @@ def main() -> None:
             cells.append(f"{np.mean([r['steps'] / r['cpu_seconds'] for r in mine]):.0f}" if mine else "not run")
         budget = min(r["steps"] for m in by_env[env].values() for r in m)
         lines.append(f"| {label(env)} | {budget // 1000}k | " + " | ".join(cells) + " |")
+    lines += final_tables(by_env, envs, load_references(args.results))
     for env in envs:
         budgets = [r["steps"] for m in by_env[env].values() for r in m]
         budget = min(budgets)  # compare at equal environment steps

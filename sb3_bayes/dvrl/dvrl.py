@@ -17,7 +17,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_bayes.common.random_state import ExactResumeMixin
-from sb3_bayes.common.utils import check_finite_data, checked_step
+from sb3_bayes.common.utils import check_finite, check_finite_data, checked_step
 from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
 from sb3_bayes.dvrl.policies import Belief, CnnPolicy, DVRLPolicy, FilterNoise, MlpPolicy, check_spaces
@@ -46,7 +46,10 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
 
     with every term averaged over the steps and environments of the newest rollout (plain n-step returns
     bootstrapped with the value of the last belief, advantages detached in the policy term), a global grad-norm
-    clip and RMSprop (or Adam).
+    clip and RMSprop (or Adam). With ``model_max_grad_norm`` set, the gradient of the model term (the ELBO) and that of
+    the A2C terms are clipped each to its own bound before they are added (see :func:`checked_split_step`): with one
+    global clip the ELBO's gradient, hundreds of times the policy's at the start of training, sets the clip factor of
+    the whole update.
 
     Gradients flow through the belief over up to ``multiplier_backprop_length`` (``M``) rollouts, as in the original,
     where the belief is detached every ``M`` updates: the rollouts of the current window (observations, actions,
@@ -103,7 +106,14 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
     :param elbo_coef: Weight of the negative ELBO (the original's ``encoding_loss_coef``). With 0 the model is not
         trained by its ELBO and resampling is switched off (as in the original; the weights stay those of the last
         step).
-    :param max_grad_norm: Global gradient-norm clip (> 0).
+    :param max_grad_norm: Gradient-norm clip (> 0): of the whole loss (the original's global clip), or, with
+        ``model_max_grad_norm`` set, of the A2C terms' gradient alone.
+    :param model_max_grad_norm: None (the original): one global clip ``max_grad_norm`` of the summed gradient. A
+        number (> 0): the gradient of the model term ``-elbo_coef * ELBO`` is clipped to this norm and the gradient of
+        the A2C terms (policy, value, entropy) to ``max_grad_norm``, separately, before they are added; both reach the
+        shared encoders and the VRNN, so the split is by loss, not by parameter. It costs a second backward pass
+        through the replayed window. Without an ELBO term (``use_particle_filter=False``) only the A2C bound acts, as
+        with the global clip.
     :param multiplier_backprop_length: Number ``M`` of rollouts the gradient flows back through at most (up to
         ``n_steps * M`` steps of the belief chain).
     :param sliding_window: False (the original's schedule): the belief is detached every ``M`` updates, so the
@@ -144,6 +154,7 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
         policy_coef: float = 1.0,
         elbo_coef: float = 0.1,
         max_grad_norm: float = 0.5,
+        model_max_grad_norm: float | None = None,
         multiplier_backprop_length: int = 5,
         sliding_window: bool = False,
         optimizer: str = "rmsprop",
@@ -188,6 +199,7 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
         # The hyperparameters are checked by _check_hyperparameters(), at the start of _setup_model().
         self.policy_coef = policy_coef
         self.elbo_coef = elbo_coef
+        self.model_max_grad_norm = model_max_grad_norm
         self.multiplier_backprop_length = multiplier_backprop_length
         self.sliding_window = sliding_window
         self.optimizer = optimizer
@@ -227,6 +239,7 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
         self.elbo_coef = check.non_negative("elbo_coef", self.elbo_coef)
         # A negative clip norm would flip the sign of every gradient (clip_grad_norm_ scales by max_norm / norm).
         self.max_grad_norm = check.positive("max_grad_norm", self.max_grad_norm)
+        self.model_max_grad_norm = check.optional(check.positive, "model_max_grad_norm", self.model_max_grad_norm)
         self.multiplier_backprop_length = check.integer("multiplier_backprop_length", self.multiplier_backprop_length)
         self.sliding_window = check.boolean("sliding_window", self.sliding_window)
         self.optimizer = check.choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -475,7 +488,10 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
     def train(self) -> None:
         """
         One update: replay the filter over the window, then an A2C step on the newest rollout with the ELBO term
-        (plain n-step returns, advantage detached in the policy term), global grad-norm clip, RMSprop/Adam step.
+        (plain n-step returns, advantage detached in the policy term), global grad-norm clip (or separate clips of the
+        A2C and the model gradients, ``model_max_grad_norm``), RMSprop/Adam step. Logs the loss terms, the explained
+        variance, the gradient norm(s) before clipping and, with the particle filter, the particles' effective sample
+        size.
         """
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
@@ -505,12 +521,19 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
         value_loss = (returns - values).pow(2).mean()
         entropy_loss = -entropy.mean()
         elbo = th.stack(elbos).mean()
-        loss = (
-            self.policy_coef * policy_loss + self.vf_coef * value_loss + self.ent_coef * entropy_loss - self.elbo_coef * elbo
-        )
+        rl_loss = self.policy_coef * policy_loss + self.vf_coef * value_loss + self.ent_coef * entropy_loss
+        model_loss = -self.elbo_coef * elbo
         what = loss_name({"A2C policy": policy_loss, "A2C value": value_loss, "A2C entropy": entropy_loss, "ELBO": elbo})
         try:
-            checked_step(self.policy.optimizer, loss, what, self.max_grad_norm)
+            if self.model_max_grad_norm is None:
+                grad_norms = {"grad_norm": checked_step(self.policy.optimizer, rl_loss + model_loss, what, self.max_grad_norm)}
+            else:
+                rl_norm, model_norm = checked_split_step(
+                    self.policy.optimizer,
+                    [(rl_loss, self.max_grad_norm), (model_loss, self.model_max_grad_norm)],
+                    what,
+                )
+                grad_norms = {"grad_norm_a2c": rl_norm, "grad_norm_model": model_norm}
         except ValueError:
             # The replay ran in training mode, so BatchNorm's running statistics already moved: put them back too, so
             # that the model (and its save) is that of the last finite update.
@@ -527,6 +550,13 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
         self.logger.record("train/policy_loss", policy_loss.item())
         self.logger.record("train/value_loss", value_loss.item())
         self.logger.record("train/elbo", elbo.item())
+        for name, norm in grad_norms.items():  # before clipping (the RNN baseline has no model term)
+            if self.use_particle_filter or name != "grad_norm_model":
+                self.logger.record(f"train/{name}", norm.item())
+        if self.use_particle_filter:
+            # Effective sample size 1 / sum_k w_k^2 of the normalised weights (Doucet and Johansen's degeneracy
+            # measure; K when all particles count equally, 1 when one carries the whole belief), mean over the steps.
+            self.logger.record("train/ess", effective_sample_size(log_weights.detach()).mean().item())
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
@@ -607,6 +637,63 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         # Saved as the training state instead (on the CPU, see save()).
         return [*super()._excluded_save_params(), "_belief", "_pending_noise"]
+
+
+def effective_sample_size(log_weights: th.Tensor) -> th.Tensor:
+    """
+    Effective sample size ``1 / sum_k w_k^2`` of the normalised importance weights ``w_k``.
+
+    :param log_weights: Unnormalised log weights ``[..., K]``.
+    :return: The effective sample size ``[...]``, in ``[1, K]``.
+    """
+    return th.exp(-th.logsumexp(2.0 * th.log_softmax(log_weights, dim=-1), dim=-1))
+
+
+def checked_split_step(optimizer: th.optim.Optimizer, parts: list[tuple[th.Tensor, float]], what: str) -> list[th.Tensor]:
+    """
+    One optimiser update on a sum of losses whose gradients are clipped separately: for each ``(loss, bound)`` the
+    gradient ``g_i`` over all the optimiser's parameters is scaled by ``min(1, bound / (||g_i|| + 1e-6))`` (what
+    ``clip_grad_norm_`` does to one gradient), then the scaled gradients are added and one step is taken. As
+    :func:`~sb3_bayes.common.utils.checked_step`, a non-finite loss or gradient raises a ``ValueError`` before the
+    step, so the weights stay those of the last finite update.
+
+    :param optimizer: The optimiser of all the parameters.
+    :param parts: ``(loss, max_grad_norm)`` pairs (scalar losses sharing one autograd graph).
+    :param what: Which loss, for the message.
+    :return: The gradients' norms before clipping, one per part.
+    """
+    optimizer.zero_grad()
+    total = th.stack([loss.detach() for loss, _ in parts]).sum()
+    check_finite(
+        total, what[:1].upper() + what[1:], "lower the learning rate (the weights are those of the last finite update)"
+    )
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    summed: list[th.Tensor | None] = [None] * len(params)
+    norms = []
+    for i, (loss, bound) in enumerate(parts):
+        if not loss.requires_grad:  # e.g. the ELBO of the RNN baseline, a constant
+            norms.append(th.zeros((), device=total.device))
+            continue
+        # The graph of the replayed window is shared by the parts: keep it until the last backward pass.
+        grads = th.autograd.grad(loss, params, retain_graph=i < len(parts) - 1, allow_unused=True)
+        present = [g for g in grads if g is not None]
+        norm = th.linalg.vector_norm(th.stack([th.linalg.vector_norm(g) for g in present])) if present else total.new_zeros(())
+        if not bool(th.isfinite(norm)):
+            optimizer.zero_grad()
+            raise ValueError(
+                f"The gradient of {what} is NaN or inf: lower the learning rate or clip the gradients "
+                "(the weights are those of the last finite update)."
+            )
+        scale = th.clamp(bound / (norm + 1e-6), max=1.0)
+        for j, grad in enumerate(grads):
+            if grad is not None:
+                previous = summed[j]
+                summed[j] = grad * scale if previous is None else previous + grad * scale
+        norms.append(norm)
+    for param, total_grad in zip(params, summed, strict=True):
+        param.grad = total_grad
+    optimizer.step()
+    return norms
 
 
 def loss_name(terms: dict[str, th.Tensor]) -> str:

@@ -50,7 +50,9 @@ MOUNTAIN_HIKE_ENTRY_POINT = "sb3_bayes.envs.mountain_hike:MountainHikeEnv"
 #: Episode length of the paper (``max_episode_steps`` of ``mountainHike.yaml``).
 MOUNTAIN_HIKE_MAX_EPISODE_STEPS = 75
 #: Observation noise levels (std in position units) that get a fixed-noise id ``MountainHikeNoise<level>-v0``.
-MOUNTAIN_HIKE_NOISE_LEVELS = (0.0, 0.1, 0.2, 0.5)
+#: 0.3, 0.5 and 1.0 are where a filter can matter (the gap between the best memoryless policy and the oracle grows
+#: with the noise: ``benchmarks/dvrl/references.py``, ``docs/dvrl.md``); 0.1 and 0.2 are kept for the earlier results.
+MOUNTAIN_HIKE_NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 # The landscape (``DeathValleyEnv.get_reward``): (mean, (std_x, std_y), factor) of the three hills. The original passes
 # the diagonal of its "covariance" arrays to matplotlib's ``bivariate_normal`` as *standard deviations*.
@@ -223,7 +225,8 @@ def mountain_hike_env_id(observation_noise_std: float) -> str:
     Gymnasium id of the fixed-noise variant, e.g. ``MountainHikeNoise0p2-v0`` for 0.2 (no dot in the name, so that
     file names derived from the id keep their extension).
 
-    :param observation_noise_std: One of :data:`MOUNTAIN_HIKE_NOISE_LEVELS`.
+    :param observation_noise_std: A noise level, e.g. one of :data:`MOUNTAIN_HIKE_NOISE_LEVELS` (1.0 gives
+        ``MountainHikeNoise1-v0``).
     :return: The id.
     """
     text = f"{float(observation_noise_std):g}".replace(".", "p")
@@ -234,7 +237,7 @@ def register_mountain_hike_envs() -> None:
     """
     Register ``MountainHike-v0`` (``observation_noise_std`` is a ``gym.make`` keyword, default 0) and
     ``MountainHikeNoise<level>-v0`` for every level of :data:`MOUNTAIN_HIKE_NOISE_LEVELS` (``MountainHikeNoise0-v0``,
-    ``MountainHikeNoise0p1-v0``, ``MountainHikeNoise0p2-v0``, ``MountainHikeNoise0p5-v0``), all with the paper's
+    ``MountainHikeNoise0p1-v0``, ``...0p2-v0``, ``...0p3-v0``, ``...0p5-v0``, ``MountainHikeNoise1-v0``), all with the paper's
     75-step horizon. Ids already in the registry are left alone, so calling this again neither warns nor raises.
     """
     env_kwargs: dict[str, dict[str, Any]] = {"MountainHike-v0": {}}

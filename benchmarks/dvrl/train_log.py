@@ -1,0 +1,64 @@
+"""Training diagnostics of a run through rl-zoo3: the ``train/`` values of the algorithm's logger over training.
+
+rl-zoo3 builds callbacks from the ``callback`` hyperparameter, so ``run_zoo.py`` adds this one with ``-params``
+(nothing in the YAMLs changes). At the start of every rollout the logger still holds the values that the previous
+update recorded (SB3 dumps them after the rollout, before the next update), so one record per ``every`` environment
+steps is copied from there: for DVRL the ELBO, the explained variance, the particles' effective sample size and the
+gradient norms before clipping; for RecurrentPPO the explained variance and the losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+#: The logger keys that are kept (those an algorithm does not record are left out of its records).
+KEYS = (
+    "train/elbo",
+    "train/explained_variance",
+    "train/ess",
+    "train/grad_norm",
+    "train/grad_norm_a2c",
+    "train/grad_norm_model",
+    "train/value_loss",
+    "train/policy_loss",
+    "train/entropy_loss",
+    "train/std",
+)
+
+
+class TrainLogCallback(BaseCallback):
+    """
+    Copy the last update's ``train/`` values every ``every`` environment steps; write them as JSON at the end.
+
+    :param path: The JSON file (a list of ``{"step": ..., "elbo": ..., ...}``).
+    :param every: Environment steps (all environments together) between two records.
+    """
+
+    def __init__(self, path: str, every: int = 2000) -> None:
+        super().__init__()
+        self.path = path
+        self.every = every
+        self.records: list[dict[str, float]] = []
+        self._next = every
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps < self._next:
+            return
+        self._next = self.num_timesteps + self.every
+        values = self.model.logger.name_to_value
+        record = {key.removeprefix("train/"): float(values[key]) for key in KEYS if key in values}
+        if getattr(self.model, "use_particle_filter", True) is False:
+            record.pop("elbo", None)  # DVRL's RNN baseline logs a constant 0: it has no model
+        if record:
+            self.records.append({"step": float(self.num_timesteps), **record})
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with open(self.path, "w") as file:
+            json.dump(self.records, file)
