@@ -221,7 +221,7 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
         Check every argument (types, ranges, choices, relations) and normalise NumPy scalars from YAML files or
         samplers to Python numbers. Called at the start of :meth:`_setup_model`, so at construction and at ``load``
         (whose keyword arguments replace the saved values). The policy checks its own arguments when it is built; the
-        spaces are checked by :func:`~sb3_bayes.dvrl.policies.check_spaces`, ``device`` and ``tensorboard_log`` by SB3.
+        spaces are checked by :func:`~sb3_bayes.dvrl.policies.check_spaces`, ``device`` by SB3.
         """
         check = ParameterValidator("DVRL")
         check.of_type(
@@ -256,10 +256,7 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
             not self.normalize_advantage or n_envs is None or self.n_steps * n_envs >= 2,
             "False with one step per rollout (n_steps * n_envs = 1): the standard deviation of one advantage is NaN",
         )
-        self._stats_window_size = check.integer("stats_window_size", self._stats_window_size)
-        self.verbose = check.integer("verbose", self.verbose, minimum=0)
-        self.seed = check.optional(check.integer, "seed", self.seed, minimum=0, maximum=2**32 - 1)
-        check.keyword_arguments("policy_kwargs", self.policy_kwargs)
+        check.base_algorithm_arguments(self)
         for name, (value, source) in self._policy_arguments().items():
             if name in self.policy_kwargs:
                 given = self.policy_kwargs[name]
