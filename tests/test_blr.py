@@ -366,3 +366,25 @@ def test_samples_follow_the_documented_formulas_bitwise() -> None:
         expected = per_action.mean + th.linalg.solve_triangular(per_action.precision_cholesky.mT, eps, upper=True)[..., 0]
         drawn = per_action.sample(n_samples, th.Generator().manual_seed(8))
         assert th.equal(drawn, expected[0] if n_samples is None else expected)
+
+
+def test_fit_on_distinct_rows_with_counts_equals_the_fit_on_every_row() -> None:
+    """``c`` identical rows have ``c`` times one row's statistics: the distinct rows with counts give the same posterior."""
+    gen = th.Generator().manual_seed(3)
+    distinct_x, distinct_y = th.randn(12, 6, generator=gen), th.randn(12, 2, generator=gen)
+    counts = th.tensor([1, 3, 0, 2, 7, 1, 1, 4, 2, 1, 5, 1])
+    full = BayesianLinearRegression(6, 2, ridge=2.0, noise_precision=3.0)
+    full.fit([(distinct_x.repeat_interleave(counts, 0), distinct_y.repeat_interleave(counts, 0))])
+    weighted = BayesianLinearRegression(6, 2, ridge=2.0, noise_precision=3.0)
+    weighted.fit([(distinct_x[:5], distinct_y[:5], counts[:5]), (distinct_x[5:], distinct_y[5:], counts[5:])])
+    th.testing.assert_close(weighted.mean, full.mean, rtol=1e-12, atol=1e-12)
+    th.testing.assert_close(weighted.precision_cholesky, full.precision_cholesky, rtol=1e-12, atol=1e-12)
+    assert int(weighted.n_observations) == int(counts.sum())
+    # With a known block of the last columns, too.
+    fixed = distinct_x[:, 4:].double().T @ (distinct_x[:, 4:].double() * counts[:, None])
+    weighted.fit([(distinct_x, distinct_y, counts)], fixed_gram=fixed)
+    th.testing.assert_close(weighted.precision_cholesky, full.precision_cholesky, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="counts"):
+        weighted.fit([(distinct_x, distinct_y, -counts)])
+    with pytest.raises(ValueError, match="counts"):
+        weighted.fit([(distinct_x, distinct_y, counts[:3])])

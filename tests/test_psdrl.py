@@ -24,9 +24,10 @@ import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
 import sb3_bayes.psdrl.psdrl as psdrl_module
 from sb3_bayes import PSDRL
 from sb3_bayes.common.blr import BayesianLinearRegression
+from sb3_bayes.common.episode_buffer import Episode
 from sb3_bayes.common.utils import checked_step
 from sb3_bayes.common.validation import HyperparameterError
-from sb3_bayes.psdrl.psdrl import StartStates
+from sb3_bayes.psdrl.psdrl import StartStates, history_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -88,6 +89,8 @@ BAD_ARGUMENTS: list[tuple[str, Any, type[Exception]]] = [
     ("value_max_states", 0, ValueError),
     ("value_max_states", 1.5, TypeError),
     ("state_weighting", "novelty", ValueError),
+    ("distinct_histories", 1, TypeError),
+    ("distinct_histories", "yes", TypeError),
     ("target_update_interval", 0, ValueError),
     ("warmup_steps", -1, ValueError),
     ("warmup_freq", 0, ValueError),
@@ -658,7 +661,7 @@ def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(
     assert model.n_training_rounds == 1 and before
 
 
-def exact_resume_model(schedule: str, n_envs: int, prior: bool, seed: int = 0) -> PSDRL:
+def exact_resume_model(schedule: str, n_envs: int, prior: bool, seed: int = 0, distinct_histories: bool = False) -> PSDRL:
     """
     A round every 8 steps on DeepSea 5: with the "episode" schedule only every second episode end has a round, and the
     others refit the value network on the last round's start states; a 20-transition replay evicts episodes.
@@ -681,23 +684,30 @@ def exact_resume_model(schedule: str, n_envs: int, prior: bool, seed: int = 0) -
         value_iterations=2,
         buffer_size=20,
         resample_schedule=schedule,
+        distinct_histories=distinct_histories,
         policy_kwargs=policy_kwargs,
         **settings,
     )
 
 
 @pytest.mark.parametrize(
-    "schedule, n_envs, prior, n_steps",
-    [("round", 1, False, 23), ("episode", 1, True, 23), ("episode", 2, True, 22)],
-    ids=["round", "episode-prior", "episode-prior-2-envs"],
+    "schedule, n_envs, prior, n_steps, distinct",
+    [
+        ("round", 1, False, 23, False),
+        ("episode", 1, True, 23, False),
+        ("episode", 2, True, 22, False),
+        ("episode", 1, True, 23, True),
+        ("round", 2, False, 22, True),
+    ],
+    ids=["round", "episode-prior", "episode-prior-2-envs", "episode-prior-distinct-histories", "round-2-envs-distinct"],
 )
-def test_exact_resume(tmp_path: Path, schedule: str, n_envs: int, prior: bool, n_steps: int) -> None:
+def test_exact_resume(tmp_path: Path, schedule: str, n_envs: int, prior: bool, n_steps: int, distinct: bool) -> None:
     """
     Saved mid-episode (running episodes, a pending sample, the steps since the last round), resumed with the saved
     replay: the same tensors as an uninterrupted run, bit for bit. With the "episode" schedule the value fit after the
     resume reuses the start states of the round before the save, and the prior's Gram block carries on its running sum.
     """
-    check_exact_resume(lambda: exact_resume_model(schedule, n_envs, prior), n_steps, tmp_path)
+    check_exact_resume(lambda: exact_resume_model(schedule, n_envs, prior, distinct_histories=distinct), n_steps, tmp_path)
 
 
 def test_replay_round_trip(tmp_path: Path) -> None:
@@ -752,3 +762,78 @@ def test_a_new_run_does_not_join_its_steps_to_the_last_episode() -> None:
     assert [len(e) for e in model.replay_buffer.episodes] == [5, 2]
     assert model.replay_buffer.episodes[0].terminated and not model.replay_buffer.episodes[1].terminated
     assert len(model.replay_buffer.running[0].actions) == 3
+
+
+def _episode(cells: list[int], actions: list[int], rewards: list[float]) -> Episode:
+    observations = np.eye(6, dtype=np.float32)[cells]
+    return Episode(observations, np.asarray(actions, dtype=np.int64), np.asarray(rewards, dtype=np.float32), True)
+
+
+def test_history_tree_groups_transitions_by_their_whole_history() -> None:
+    """Two copies of a path, one that branches after its first step, one from another start, one with another reward."""
+    episodes = [
+        _episode([0, 1, 2], [1, 0], [0.0, 1.0]),
+        _episode([0, 1, 2], [1, 0], [0.0, 1.0]),
+        _episode([0, 1, 3], [1, 1], [0.0, 0.0]),
+        _episode([4, 1, 2], [1, 0], [0.0, 1.0]),  # the same moves from another start: other histories
+        _episode([0, 1, 2], [1, 0], [0.0, 0.5]),  # the same moves, another last reward: its own last node
+    ]
+    tree = history_tree(episodes)
+    assert tree.counts.tolist() == [4, 2, 1, 1, 1, 1]  # (0,1) x4, then (1,0)->2 x2, (1,1)->3, start 4 x2, reward 0.5
+    assert tree.parent.tolist() == [-1, 0, 0, -1, 3, 0]
+    assert tree.depth.tolist() == [0, 1, 1, 0, 1, 1]
+    assert tree.action.tolist() == [1, 0, 1, 1, 0, 0]
+    assert tree.reward.tolist() == [0.0, 1.0, 0.0, 0.0, 1.0, 0.5]
+    cells = tree.observations.argmax(axis=1)
+    assert cells.tolist() == [0, 1, 2, 3, 4]  # distinct observations in order of appearance
+    assert cells[tree.observation].tolist() == [0, 1, 1, 4, 1, 1]
+    assert cells[tree.next_observation].tolist() == [1, 2, 3, 1, 2, 2]
+    assert int(tree.counts.sum()) == sum(len(e) for e in episodes)
+    assert len(history_tree([]).counts) == 0
+
+
+@pytest.mark.parametrize("state_weighting", ["visits", "distinct"])
+def test_distinct_histories_refit_equals_the_full_refit(state_weighting: str) -> None:
+    """
+    DeepSea's episodes repeat one another: the refit over distinct histories with their counts gives the posterior of
+    the refit over every transition (the same networks), and its start states stand for the same transitions.
+    """
+    model = exact_resume_model("round", 1, prior=True, distinct_histories=False)
+    model.buffer_size, model.state_weighting, model.value_max_states = 10_000, state_weighting, None
+    model.learn(150)
+    posterior = model.policy.posterior
+    with th.no_grad():
+        every = model._fit_posterior()
+        full = {name: value.clone() for name, value in posterior.state_dict().items()}
+        model.distinct_histories = True
+        grouped = model._fit_posterior()
+    assert grouped.counts is not None and every.counts is None
+    assert len(grouped.counts) < len(every.counts if every.counts is not None else every.states) // 2
+    assert int(grouped.counts.sum()) == len(every.states) == int(full["n_observations"])
+    assert int(posterior.n_observations) == int(full["n_observations"])
+    th.testing.assert_close(posterior.mean, full["mean"], rtol=1e-6, atol=1e-7)
+    th.testing.assert_close(posterior.precision_cholesky, full["precision_cholesky"], rtol=1e-6, atol=1e-6)
+    # The counted start states sum to the transitions' (states, prior projections), key by key.
+    counts = grouped.counts.float()[:, None]
+    th.testing.assert_close((grouped.states * counts).sum(0), every.states.sum(0), rtol=1e-5, atol=1e-4)
+    assert every.projections is not None and grouped.projections is not None
+    th.testing.assert_close((grouped.projections * counts).sum(0), every.projections.sum(0), rtol=1e-5, atol=1e-3)
+    # The value fit's weights: a state's total weight is the same over its transitions and over its histories.
+    fit_all, weight_all = model._value_fit_states(every)
+    fit_grouped, weight_grouped = model._value_fit_states(grouped)
+    assert weight_grouped is not None and len(fit_grouped.states) == len(grouped.states)
+
+    def per_key(keys: th.Tensor, weights: th.Tensor | None) -> dict[int, float]:
+        weights = th.ones(len(keys)) if weights is None else weights
+        totals: dict[int, float] = {}
+        for key, weight in zip(keys.tolist(), (weights / weights.sum()).tolist()):
+            totals[key] = totals.get(key, 0.0) + weight
+        return totals
+
+    expected, got = per_key(every.observation_keys, weight_all), per_key(grouped.observation_keys, weight_grouped)
+    assert expected.keys() == got.keys()
+    assert all(abs(expected[key] - got[key]) < 1e-6 for key in expected)
+    # A bounded subset is drawn with the weights, without replacement.
+    model.value_max_states = 10
+    subset, weights = model._value_fit_states(grouped)
+    assert len(subset.states) == 10 and weights is None

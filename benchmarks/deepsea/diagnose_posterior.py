@@ -33,12 +33,17 @@ def main() -> None:
     policy, buffer = model.policy, model.replay_buffer
     assert buffer is not None
     episodes = list(buffer.all_episodes())
-    # The observation is the one-hot cell, so its argmax names the cell; the replay order matches _replay_features'.
-    cells = [episode.observations[:-1].reshape(len(episode), -1).argmax(axis=1) for episode in episodes]
+    # The observation is the one-hot cell, so its argmax names the cell; a start state names its observation by its
+    # content key (one start state per transition, or per distinct history with distinct_histories).
+    cell_of_key = {
+        int(key): int(cell)
+        for episode in episodes
+        for key, cell in zip(episode.observation_keys()[:-1], episode.observations[:-1].reshape(len(episode), -1).argmax(1))
+    }
     tried = tried_pairs(episodes)
-    ordered_cells = np.concatenate([cs for _, cs in sorted(zip([len(e) for e in episodes], cells), key=lambda x: x[0])])
     with torch.no_grad():
         parts = list(model._replay_features())
+        ordered_cells = [cell_of_key[int(key)] for *_, start in parts for key in start.observation_keys]
         starts = torch.cat([start.states for *_, start in parts])
         projections = torch.cat([start.projections for *_, start in parts]) if policy.prior_kernel is not None else None
         latent, hidden = starts[:, : policy.transition.latent_dim], starts[:, policy.transition.latent_dim :]

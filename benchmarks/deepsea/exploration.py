@@ -49,13 +49,15 @@ def summarize_episodes(returns: list[float]) -> dict[str, Any]:
 
 class DeepSeaRecorder(EpisodeRecorder):
     """
-    The episodes of a DeepSea run and the cells it visited; stops the run at ``budget`` episodes (0: never) or
-    ``after_success`` episodes after the goal was first reached (0: never), and reports every 50 episodes.
+    The episodes of a DeepSea run and the cells it visited; stops the run at ``budget`` episodes (0: never),
+    ``after_success`` episodes after the goal was first reached (0: never) or after ``max_seconds`` of wall time (0:
+    never; ``timed_out`` then tells), and reports every 50 episodes.
     """
 
-    def __init__(self, size: int, budget: int = 0, after_success: int = 0) -> None:
+    def __init__(self, size: int, budget: int = 0, after_success: int = 0, max_seconds: float = 0.0) -> None:
         super().__init__()
-        self.size, self.budget, self.after_success = size, budget, after_success
+        self.size, self.budget, self.after_success, self.max_seconds = size, budget, after_success, max_seconds
+        self.timed_out = False
         self.cells: set[tuple[int, int]] = set()
         self.first: int | None = None
         self.t0 = time.perf_counter()
@@ -80,16 +82,21 @@ class DeepSeaRecorder(EpisodeRecorder):
                 flush=True,
             )
 
+    def out_of_time(self) -> bool:
+        """Whether the wall-time limit has passed (then the run stops, ``timed_out``)."""
+        self.timed_out = self.timed_out or bool(self.max_seconds and time.perf_counter() - self.t0 > self.max_seconds)
+        return self.timed_out
+
     def keep_going(self) -> bool:
         n = len(self.episodes)
-        if self.budget and n >= self.budget:
+        if (self.budget and n >= self.budget) or self.out_of_time():
             return False
         return not (self.after_success > 0 and self.first is not None and n >= self.first + self.after_success)
 
     def summary(self) -> dict[str, Any]:
         """:func:`summarize_episodes` and :func:`coverage`, and the goal rate after the first goal."""
         returns = self.returns
-        summary = {**summarize_episodes(returns), **coverage(self.cells, self.size)}
+        summary = {**summarize_episodes(returns), **coverage(self.cells, self.size), "timed_out": self.timed_out}
         if self.first is not None:
             after = [r > 0.5 for r in returns[self.first :]]
             summary["success_rate_after_first"] = round(sum(after) / max(len(after), 1), 3)

@@ -2,10 +2,14 @@
 What the posterior refit of one PSDRL round costs on DeepSea with a random-feature prior of ``K`` features: a replay of
 random-play episodes, then the refit with the prior's Gram block kept per stored episode (as in training: the block is
 built once, then only the episodes that enter or leave the replay change it) against the refit that sums the whole
-Gram matrix over every transition, and the value fit on the new sample.
+Gram matrix over every transition, the refit over the replay's distinct histories with their counts
+(``distinct_histories=True``: the same posterior, see ``docs/psdrl.md``), and the value fit on the new sample.
+Random play is the least repetitive replay there is, so the saving of the distinct histories here is a lower bound.
 
 python -m benchmarks.deepsea.round_cost --size 20 --episodes 1000 --features 512 2048 \
     --out benchmarks/deepsea/results/round_cost_N20.json
+python -m benchmarks.deepsea.round_cost --size 25 --episodes 1000 --features 1024 \
+    --out benchmarks/deepsea/results/round_cost_N25.json
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from benchmarks.common import Timer, result_record, write_result
 from benchmarks.deepsea.run_psdrl import build_model, load_settings
 from sb3_bayes import PSDRL
 from sb3_bayes.common.rollout import final_observations
+from sb3_bayes.psdrl.psdrl import history_tree
 
 
 def fill_with_random_play(model: PSDRL, episodes: int, seed: int) -> int:
@@ -44,30 +49,48 @@ def refit_summing_everything(model: PSDRL) -> None:
     model.policy.posterior.fit((features, targets) for features, targets, _ in model._replay_features())
 
 
-def seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def seconds(fn: Callable[[], object]) -> tuple[float, float]:
+    """The wall time and the process CPU time of ``fn()`` (one torch thread: the CPU time is the work, however many
+    other processes share the cores)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def measure(size: int, episodes: int, n_features: int) -> dict:
-    """The times of one prior size: the refits, building the prior's block, the new sample and value fit (seed 0)."""
+    """
+    The times of one prior size (wall ``*_s`` and CPU ``*_cpu_s``): the refits, building the prior's block, the new
+    sample and value fit (seed 0), first over every transition, then over the distinct histories.
+    """
     model = build_model(size, 0, load_settings(size, [f"policy_kwargs.prior_features={n_features}"]))
+    model.distinct_histories = False  # the original refit first, whatever the YAML says
     transitions = fill_with_random_play(model, episodes, seed=0)
+    times: dict[str, tuple[float, float]] = {}
     with torch.no_grad():
-        building = seconds(model._fit_posterior)  # builds the prior's block over the whole replay
-        kept = seconds(model._fit_posterior)  # the block is up to date: what a round pays
-        full = seconds(functools.partial(refit_summing_everything, model))
+        times["refit_building_the_block"] = seconds(model._fit_posterior)  # builds the prior's block over the replay
+        times["refit_with_kept_prior_block"] = seconds(model._fit_posterior)  # the block is up to date: a round's cost
+        times["refit_summing_everything"] = seconds(functools.partial(refit_summing_everything, model))
     model._start_states = model._fit_posterior()
-    value = seconds(model._resample_and_fit_value)
-    return dict(
+    times["resample_and_value_fit"] = seconds(model._resample_and_fit_value)
+    mean = model.policy.posterior.mean.clone()
+    assert model.replay_buffer is not None
+    episodes_now = list(model.replay_buffer.all_episodes())
+    model.distinct_histories = True
+    with torch.no_grad():
+        times["of_which_building_the_history_tree"] = seconds(functools.partial(history_tree, episodes_now))
+        times["refit_distinct_histories"] = seconds(model._fit_posterior)  # the prior's block is kept, as above
+        difference = float((model.policy.posterior.mean - mean).abs().max())
+    model._start_states = model._fit_posterior()
+    times["resample_and_value_fit_distinct_histories"] = seconds(model._resample_and_fit_value)
+    row: dict = dict(
         prior_features=n_features,
         transitions=transitions,
-        refit_with_kept_prior_block_s=round(kept, 2),
-        refit_building_the_block_s=round(building, 2),
-        refit_summing_everything_s=round(full, 2),
-        resample_and_value_fit_s=round(value, 2),
+        distinct_histories=len(history_tree(episodes_now).counts),
+        posterior_mean_max_abs_difference=difference,
     )
+    for name, (wall, cpu) in times.items():
+        row[f"{name}_s"], row[f"{name}_cpu_s"] = round(wall, 3), round(cpu, 3)
+    return row
 
 
 def main() -> None:

@@ -9,9 +9,14 @@
 #   probe       PSDRL with 1024 prior features, N = 20, seed 0 (results/probe_prior_features_1024/)
 #   diagnose    the posterior's reward std of tried and untried pairs, N = 10, with and without the prior
 #   prior_rank  the closed-form prior-rank check (results/prior_rank_*.json)
-#   round_cost  the cost of one round's refit at N = 20 (results/round_cost_N20.json)
+#   round_cost  the cost of one round's refit at N = 20 and 25, with and without distinct_histories
+#               (results/round_cost_N20.json, results/round_cost_N25.json)
+#   suite       bsuite's protocol (suite.py): episodes to solve per algorithm, size and seed, SUITE_ALGOS at SUITE_SIZES,
+#               seeds 0-2, episode cap SUITE_CAP, 100 episodes after the solving one, at most SUITE_MAX_WALL seconds a
+#               run; then results/suite/summary.md and scaling.png
 #   all         every part above
-# Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30").
+# Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30"), SUITE_ALGOS ("dqn bayes_dqn-blr bayes_dqn-bbb";
+# also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
@@ -19,7 +24,7 @@ SEEDS=${SEEDS:-0 1 2}
 SIZES=${SIZES:-5 10 15 20 25 30}
 R=benchmarks/deepsea/results
 PARTS=${*:-dqn psdrl summary}
-[ "$PARTS" = all ] && PARTS="dqn psdrl summary ablation probe diagnose prior_rank round_cost"
+[ "$PARTS" = all ] && PARTS="dqn psdrl summary ablation probe diagnose prior_rank round_cost suite"
 
 psdrl_budget() { case "$1" in 5) echo 200 ;; 10) echo 300 ;; 15) echo 500 ;; 30) echo 300 ;; *) echo 1000 ;; esac; }
 psdrl() {  # size seed out [--set ...]
@@ -61,8 +66,20 @@ for part in $PARTS; do
       rank --size 25 --features 512 1024 --tried 600 --scale 20 --out "$R/prior_rank_scale20_N25.json"
       rank --size 30 --features 1024 2048 --tried 880 --scale 20 --out "$R/prior_rank_scale20_N30.json" ;;
     round_cost)
-      "$PY" -m benchmarks.deepsea.round_cost --size 20 --episodes 1000 --features 512 2048 --out "$R/round_cost_N20.json" ;;
+      "$PY" -m benchmarks.deepsea.round_cost --size 20 --episodes 1000 --features 512 2048 --out "$R/round_cost_N20.json"
+      "$PY" -m benchmarks.deepsea.round_cost --size 25 --episodes 1000 --features 1024 --out "$R/round_cost_N25.json" ;;
+    suite)
+      # shellcheck disable=SC2086  # the sizes are words
+      for algo in ${SUITE_ALGOS:-dqn bayes_dqn-blr bayes_dqn-bbb}; do
+        args=(--algo "$algo")
+        case "$algo" in  # BayesianDQN's bbb and blr heads with bsuite's DQN settings (bayes_dqn_bsuite_dqn.yml)
+          bayes_dqn-*) args=(--algo bayes_dqn --label "$algo" --yaml benchmarks/deepsea/bayes_dqn_bsuite_dqn.yml
+                             --set "head='${algo#bayes_dqn-}'") ;;
+        esac
+        "$PY" -m benchmarks.deepsea.suite "${args[@]}" --sizes ${SUITE_SIZES:-10 20} --seeds 3 --cap "${SUITE_CAP:-2000}" \
+          --margin 100 --max-wall-seconds "${SUITE_MAX_WALL:-330}" --out-dir "$R/suite"
+      done ;;
     *)
-      echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost all)" >&2; exit 2 ;;
+      echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost suite all)" >&2; exit 2 ;;
   esac
 done

@@ -19,6 +19,7 @@ import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
 from benchmarks.common import Timer, hyperparams_path, load_zoo_section, make_env, result_record, write_result
 from benchmarks.deepsea.exploration import DeepSeaRecorder
 from sb3_bayes import PSDRL
+from sb3_bayes.psdrl.psdrl import history_tree
 
 
 def load_settings(size: int, overrides: list[str]) -> dict[str, Any]:
@@ -53,11 +54,12 @@ def main() -> None:
     p = run_arguments()
     p.add_argument("--after-success", type=int, default=50)
     p.add_argument("--out", required=True)
+    p.add_argument("--max-wall-seconds", type=float, default=0.0, help="stop (and write the JSON) after this long")
     args = p.parse_args()
 
     settings = load_settings(args.size, args.set)
     model = build_model(args.size, args.seed, settings)
-    rec = DeepSeaRecorder(args.size, args.episodes, args.after_success)
+    rec = DeepSeaRecorder(args.size, args.episodes, args.after_success, args.max_wall_seconds)
     with Timer() as timer:
         model.learn(total_timesteps=args.size * args.episodes, callback=rec)
     summary = rec.summary()
@@ -70,10 +72,15 @@ def main() -> None:
         size=args.size,
         episode_budget=args.episodes,
         after_success=args.after_success,
+        max_wall_seconds=args.max_wall_seconds,
         overrides=args.set,
         settings={k: str(v) for k, v in settings.items()},
     )
-    results = dict(summary=summary, returns=rec.returns, n_training_rounds=model.n_training_rounds)
+    assert model.replay_buffer is not None
+    episodes = list(model.replay_buffer.all_episodes())
+    # How repetitive the replay is: what a refit with distinct_histories=True runs over, against every transition.
+    replay = dict(transitions=model.replay_buffer.n_transitions(), distinct_histories=len(history_tree(episodes).counts))
+    results = dict(summary=summary, returns=rec.returns, n_training_rounds=model.n_training_rounds, replay=replay)
     write_result(
         args.out,
         result_record(

@@ -276,11 +276,19 @@ class BayesianLinearRegression(nn.Module):
     def device(self) -> th.device:
         return self.mean.device
 
-    def fit(self, chunks: Iterable[tuple[th.Tensor, th.Tensor]], fixed_gram: th.Tensor | None = None) -> None:
+    def fit(
+        self,
+        chunks: Iterable[tuple[th.Tensor, th.Tensor] | tuple[th.Tensor, th.Tensor, th.Tensor]],
+        fixed_gram: th.Tensor | None = None,
+    ) -> None:
         """
         Recompute the posterior from the prior and all data (the features change whenever the network below retrains).
 
-        :param chunks: An iterable of ``(features [n_i, d], targets [n_i, k])`` pairs.
+        :param chunks: An iterable of ``(features [n_i, d], targets [n_i, k])`` pairs, or of ``(features, targets,
+            counts [n_i])`` triples where row ``j`` stands for ``counts[j]`` identical rows (each with those features
+            and targets). The sufficient statistics of ``c`` identical rows are ``c`` times one row's (``X^T X =
+            sum_j c_j x_j x_j^T``, ``X^T Y = sum_j c_j x_j y_j^T``), so a fit on the distinct rows with their counts is
+            the fit on all of them, up to the order of float64 summation (e.g. PSDRL's ``distinct_histories``).
         :param fixed_gram: ``X_f^T X_f`` (``[f, f]``) of the last ``f`` feature columns over all the rows of ``chunks``,
             when the caller already knows it (columns that never change for a stored row, such as a fixed
             random-feature prior: :class:`FixedFeatureGram` keeps it up to date). The chunks then only contribute the
@@ -295,11 +303,19 @@ class BayesianLinearRegression(nn.Module):
         gram = th.zeros(d, d, dtype=th.float64, device=self.device)
         cross = th.zeros(d, self.n_outputs, dtype=th.float64, device=self.device)
         n = 0
-        for features, targets in chunks:
-            x = features.to(self.device, th.float64)
-            gram[:learned] += x[:, :learned].T @ x
-            cross += x.T @ targets.to(self.device, th.float64)
-            n += x.shape[0]
+        for chunk in chunks:
+            x = chunk[0].to(self.device, th.float64)
+            weighted_t = x.T  # X^T, or X^T diag(counts) for rows with counts
+            if len(chunk) == 3:
+                counts = chunk[2].to(self.device, th.float64).reshape(-1)
+                if counts.shape[0] != x.shape[0] or bool((counts < 0).any()):
+                    raise ValueError(f"counts must be [{x.shape[0]}] and non-negative, got shape {tuple(counts.shape)}.")
+                weighted_t = x.T * counts
+                n += int(round(float(counts.sum())))
+            else:
+                n += x.shape[0]
+            gram[:learned] += weighted_t[:learned] @ x
+            cross += weighted_t @ chunk[1].to(self.device, th.float64)
         if fixed_gram is not None:
             gram[learned:, :learned] = gram[:learned, learned:].T
             gram[learned:, learned:] = fixed_gram.to(self.device, th.float64)

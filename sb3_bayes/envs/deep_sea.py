@@ -26,18 +26,31 @@ Differences from bsuite (interface only, the dynamics and rewards are the same):
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["DEEP_SEA_ENTRY_POINT", "DEEP_SEA_SIZES", "DeepSeaEnv", "register_deep_sea_envs"]
+__all__ = [
+    "BSUITE_SOLVED_THRESHOLD",
+    "DEEP_SEA_ENTRY_POINT",
+    "DEEP_SEA_SIZES",
+    "DeepSeaEnv",
+    "bsuite_solved_at",
+    "bsuite_solved_episode",
+    "fit_scaling_exponent",
+    "register_deep_sea_envs",
+]
 
 DEEP_SEA_ENTRY_POINT = "sb3_bayes.envs.deep_sea:DeepSeaEnv"
 # sizes that get a convenience id ``DeepSea{N}-v0`` (so that rl-zoo3 hyperparameter files can be keyed per size)
 DEEP_SEA_SIZES = (5, 10, 15, 20, 25, 30)
+# bsuite's deep_sea analysis: a size counts as solved once fewer than 90 % of the episodes so far were "bad"
+BSUITE_SOLVED_THRESHOLD = 0.9
 
 
 class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
@@ -282,3 +295,72 @@ def register_deep_sea_envs() -> None:
     for env_id, kwargs in env_kwargs.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=DEEP_SEA_ENTRY_POINT, kwargs=kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bsuite's DeepSea protocol (bsuite/experiments/deep_sea/analysis.py): episodes to solve, and how they scale with N
+
+
+def bsuite_solved_episode(
+    bad_flags: Sequence[bool], threshold: float = BSUITE_SOLVED_THRESHOLD, min_episodes: int = 1
+) -> int | None:
+    """
+    The episode (1-based) at which a DeepSea run counts as solved under bsuite's criterion: the first episode ``e``
+    where the running fraction of bad episodes, ``(bad episodes among the first e) / e``, is below ``threshold``.
+
+    Every episode that misses the treasure of the deterministic DeepSea leaves the diagonal by a "left" move, so it is
+    bad (``info["bad_episode"]``); the criterion is met once the agent has found the treasure often enough to bring
+    the running fraction of failures under 90 %. A dithering agent needs of the order of ``2^N`` episodes for that.
+
+    :param bad_flags: ``info["bad_episode"]`` of every episode, in order.
+    :param threshold: The fraction of bad episodes below which the run counts as solved (bsuite: 0.9).
+    :param min_episodes: Episodes before which the run cannot count as solved (1: from the first episode on; a larger
+        value guards the stochastic variant, where a failed right move ends an episode without a bad move, against
+        solves by luck).
+    :return: The episode, or None if the criterion is never met.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
+    if isinstance(min_episodes, bool) or not isinstance(min_episodes, (int, np.integer)) or min_episodes < 1:
+        raise ValueError(f"min_episodes must be an integer >= 1, got {min_episodes!r}")
+    n_bad = 0
+    for episode, bad in enumerate(bad_flags, start=1):
+        n_bad += bool(bad)
+        if bsuite_solved_at(n_bad, episode, threshold, min_episodes):
+            return episode
+    return None
+
+
+def bsuite_solved_at(n_bad: int, episodes: int, threshold: float = BSUITE_SOLVED_THRESHOLD, min_episodes: int = 1) -> bool:
+    """
+    Whether bsuite's criterion holds after ``episodes`` episodes of which ``n_bad`` were bad (the test of
+    :func:`bsuite_solved_episode` at one episode, for a run that checks it as it goes).
+
+    :param n_bad: Bad episodes so far.
+    :param episodes: Episodes so far.
+    :param threshold: See :func:`bsuite_solved_episode`.
+    :param min_episodes: See :func:`bsuite_solved_episode`.
+    """
+    # bsuite: total_bad_episodes / episode < thresh (a strict inequality).
+    return episodes >= min_episodes and n_bad < threshold * episodes
+
+
+def fit_scaling_exponent(sizes: Sequence[float], episodes: Sequence[float]) -> tuple[float, float]:
+    """
+    Fit ``episodes = prefactor * N^exponent`` by least squares on log-log axes (bsuite's scaling plot: posterior
+    sampling and randomized value functions scale polynomially in ``N``, dithering exploration as ``2^N``).
+
+    :param sizes: The sizes ``N`` of the solved runs (at least two distinct values, all positive).
+    :param episodes: Their episodes to solve (positive), one per size entry.
+    :return: ``(exponent, prefactor)``.
+    """
+    x = np.asarray(sizes, dtype=np.float64)
+    y = np.asarray(episodes, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"sizes and episodes must be two sequences of one length, got shapes {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
+        raise ValueError("sizes and episodes must be finite and positive (a log-log fit)")
+    if len(np.unique(x)) < 2:
+        raise ValueError(f"an exponent needs runs at two sizes at least, got sizes {sorted(set(x.tolist()))}")
+    exponent, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    return float(exponent), float(math.exp(intercept))

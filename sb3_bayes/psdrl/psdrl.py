@@ -37,21 +37,106 @@ class StartStates(NamedTuple):
     states: th.Tensor  # [n, latent + gru]: [z_t, h_t] before the transition (h follows the data)
     projections: th.Tensor | None  # [n, K]: the random-feature prior's projection of o_t (None without a prior)
     observation_keys: th.Tensor  # [n] int64: a content key of o_t (equal observations, equal keys)
+    # [n] int64: how many of the replay's transitions each entry stands for (distinct_histories); None: one each
+    counts: th.Tensor | None = None
 
     def select(self, index: th.Tensor) -> "StartStates":
         """The start states at ``index``."""
         projections = None if self.projections is None else self.projections[index]
-        return StartStates(self.states[index], projections, self.observation_keys[index])
+        counts = None if self.counts is None else self.counts[index]
+        return StartStates(self.states[index], projections, self.observation_keys[index], counts)
 
     @staticmethod
     def concatenate(parts: list["StartStates"]) -> "StartStates":
         """The start states of ``parts``, one after the other."""
         projections = [part.projections for part in parts if part.projections is not None]
+        counts = [part.counts for part in parts if part.counts is not None]
         return StartStates(
             th.cat([part.states for part in parts]),
             th.cat(projections) if projections else None,
             th.cat([part.observation_keys for part in parts]),
+            th.cat(counts) if counts else None,
         )
+
+
+class HistoryTree(NamedTuple):
+    """
+    The replay's transitions grouped by their whole history (:func:`history_tree`): one node per distinct
+    ``(o_0, a_0, ..., o_t, a_t, o_{t+1}, r_t)``, i.e. per distinct transition together with everything before it in its
+    episode. A recurrent model's input at a node (``z_t``, ``a_t`` and ``h_t``, which follows the history) and its
+    regression target (``z_{t+1}``, ``r_t``) are the same for every transition of the node.
+    """
+
+    parent: np.ndarray  # [n] int64: the node of the transition before (-1 at an episode's first step)
+    depth: np.ndarray  # [n] int64: t
+    observation: np.ndarray  # [n] int64: index of o_t among the distinct observations
+    action: np.ndarray  # [n] int64: a_t
+    next_observation: np.ndarray  # [n] int64: index of o_{t+1} among the distinct observations
+    reward: np.ndarray  # [n] float32: r_t
+    counts: np.ndarray  # [n] int64: the replay's transitions with this history
+    observations: np.ndarray  # [u, *obs_shape]: the distinct observations (by content key), in order of appearance
+    keys: np.ndarray  # [u] int64: their content keys
+
+
+def history_tree(episodes: list[Episode]) -> HistoryTree:
+    """
+    Group the transitions of ``episodes`` by their whole history (:class:`HistoryTree`), nodes in order of first
+    appearance (episodes in the given order, steps in order), so that a node's parent comes before it.
+
+    The rewards are compared bit for bit (a stochastic reward makes its own node); observations by content key
+    (:func:`~sb3_bayes.common.episode_buffer.observation_keys`).
+
+    :param episodes: The replay's episodes.
+    """
+    nodes: dict[tuple[int, int, int, int], int] = {}
+    key_index: dict[int, int] = {}
+    first_seen: list[np.ndarray] = []
+    parent: list[int] = []
+    depth: list[int] = []
+    observation: list[int] = []
+    action: list[int] = []
+    next_observation: list[int] = []
+    reward: list[float] = []
+    count: list[int] = []
+    for episode in episodes:
+        keys = episode.observation_keys().tolist()
+        for t, key in enumerate(keys):
+            if key not in key_index:
+                key_index[key] = len(key_index)
+                first_seen.append(episode.observations[t])
+        reward_bits = episode.rewards.view(np.int32).tolist()
+        actions = episode.actions.tolist()
+        # The first step's parent names o_0 (a negative id), so that histories of different start observations differ.
+        node = -1 - key_index[keys[0]]
+        for t in range(len(episode)):
+            history = (node, actions[t], key_index[keys[t + 1]], reward_bits[t])
+            child = nodes.get(history)
+            if child is None:
+                child = nodes[history] = len(nodes)
+                parent.append(max(node, -1))
+                depth.append(t)
+                observation.append(key_index[keys[t]])
+                action.append(actions[t])
+                next_observation.append(key_index[keys[t + 1]])
+                reward.append(episode.rewards[t])
+                count.append(0)
+            count[child] += 1
+            node = child
+    obs_shape = episodes[0].observations.shape[1:] if episodes else ()
+    parent_a, depth_a, observation_a, action_a, next_a, count_a = (
+        np.asarray(values, dtype=np.int64) for values in (parent, depth, observation, action, next_observation, count)
+    )
+    return HistoryTree(
+        parent_a,
+        depth_a,
+        observation_a,
+        action_a,
+        next_a,
+        np.asarray(reward, dtype=np.float32),
+        count_a,
+        np.stack(first_seen) if first_seen else np.zeros((0, *obs_shape), dtype=np.float32),
+        np.asarray(list(key_index), dtype=np.int64),
+    )
 
 
 @dataclass
@@ -136,6 +221,17 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         rarely visited; weighing by visits starves the rarely visited states at the frontier of exploration, through
         which the sampled model's optimism (or a newly found reward) must travel back to the start, and the
         autoencoder maps them almost onto each other.
+    :param distinct_histories: Run the posterior refit (and collect the value fit's start states) over the replay's
+        distinct histories instead of its transitions: every distinct ``(o_0, a_0, ..., o_t, a_t, o_{t+1}, r_t)`` once,
+        with the number of stored transitions that share it (:func:`history_tree`). Transitions with the same history
+        have the same input to the Bayesian last layer (the recurrent state follows the history) and the same target,
+        and the regression's sufficient statistics of ``c`` identical rows are ``c`` times one row's, so the posterior
+        is the one of the full refit, up to the order of float64 summation; every distinct observation is encoded and
+        projected by the prior once. On tasks whose episodes repeat one another (DeepSea: one start state,
+        deterministic moves, and an agent that walks the same paths again) the refit then costs per distinct history,
+        not per stored transition. The value fit's start states carry the counts: ``state_weighting="visits"`` weighs
+        them by their counts (a subset of ``value_max_states`` is drawn with these weights without replacement, so
+        that a history is in it at most once), ``"distinct"`` as before. False (the original): every transition.
     :param target_update_interval: Value updates between hard copies to the target network (4).
     :param warmup_steps: Steps during which rounds run every ``warmup_freq`` steps (100k).
     :param warmup_freq: Round interval during the warm-up (250).
@@ -174,6 +270,7 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         value_batch_size: int = 1024,
         value_max_states: int | None = None,
         state_weighting: str = "visits",
+        distinct_histories: bool = False,
         target_update_interval: int = 4,
         warmup_steps: int = 100_000,
         warmup_freq: int = 250,
@@ -215,6 +312,7 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         self.value_batch_size = value_batch_size
         self.value_max_states = value_max_states
         self.state_weighting = state_weighting
+        self.distinct_histories = distinct_histories
         self.target_update_interval = target_update_interval
         self.warmup_steps = warmup_steps
         self.warmup_freq = warmup_freq
@@ -272,6 +370,7 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         self.value_batch_size = check.integer("value_batch_size", self.value_batch_size)
         self.value_max_states = check.optional(check.integer, "value_max_states", self.value_max_states)
         check.choice("state_weighting", self.state_weighting, STATE_WEIGHTINGS)
+        self.distinct_histories = check.boolean("distinct_histories", self.distinct_histories)
         self.target_update_interval = check.integer("target_update_interval", self.target_update_interval)
         self.warmup_steps = check.integer("warmup_steps", self.warmup_steps, minimum=0)
         self.warmup_freq = check.integer("warmup_freq", self.warmup_freq)
@@ -414,6 +513,9 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         policy = self.policy
         if episodes is None:
             episodes = list(self.replay_buffer.all_episodes())
+        if self.distinct_histories:
+            yield from self._history_chunks(history_tree(episodes), chunk_transitions)
+            return
         episodes = sorted(episodes, key=len)  # similar lengths together: little padding
         first = 0
         while first < len(episodes):
@@ -461,6 +563,58 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
                 one_hot[valid],
                 th.as_tensor(rewards, device=self.device)[valid],
                 StartStates(starts, start_projection, th.as_tensor(keys, device=self.device)[valid]),
+            )
+
+    def _history_chunks(self, tree: HistoryTree, chunk_transitions: int = 8192) -> Iterator[ReplayChunk]:
+        """
+        :meth:`_replay_chunks` over the distinct histories of ``tree`` (``distinct_histories``): one entry per node, with
+        its count in the start states. Every distinct observation is encoded (and projected by the prior) once; the
+        recurrent model runs depth by depth, a node's ``h_t`` being its parent's ``h_{t+1}``.
+
+        :param tree: :func:`history_tree` of the episodes.
+        :param chunk_transitions: Nodes per chunk.
+        """
+        policy, device = self.policy, self.device
+        n_nodes = len(tree.parent)
+        if n_nodes == 0:
+            return
+        # The distinct observations, encoded and projected in chunks (frames of a large replay need not fit at once).
+        latent_parts, projection_parts = [], []
+        for first in range(0, len(tree.observations), chunk_transitions):
+            processed = policy.preprocess(th.as_tensor(tree.observations[first : first + chunk_transitions], device=device))
+            latent_parts.append(policy.autoencoder.encode(processed))  # type: ignore[operator]
+            projection_parts.append(policy.prior_projection(processed))
+        latents = th.cat(latent_parts)
+        projections = None if projection_parts[0] is None else th.cat(projection_parts)  # type: ignore[arg-type]
+        parent = th.as_tensor(tree.parent, device=device)
+        depth = th.as_tensor(tree.depth, device=device)
+        observation = th.as_tensor(tree.observation, device=device)
+        one_hot = policy.one_hot(th.as_tensor(tree.action, device=device))
+        hidden = policy.initial_hidden(n_nodes)  # h_t before each node's transition
+        next_hidden = th.zeros_like(hidden)  # h_{t+1} after it
+        for t in range(int(depth.max()) + 1):
+            nodes = (depth == t).nonzero().squeeze(1)
+            if t > 0:  # the first step of an episode starts from h_0 = 0
+                hidden[nodes] = next_hidden[parent[nodes]]
+            next_hidden[nodes] = policy.transition.recur(latents[observation[nodes]], one_hot[nodes], hidden[nodes])
+        rewards = th.as_tensor(tree.reward, device=device)
+        counts = th.as_tensor(tree.counts, device=device)
+        next_observation = th.as_tensor(tree.next_observation, device=device)
+        keys = th.as_tensor(tree.keys, device=device)
+        for first in range(0, n_nodes, chunk_transitions):
+            index = th.arange(first, min(first + chunk_transitions, n_nodes), device=device)
+            obs = observation[index]
+            yield ReplayChunk(
+                next_hidden[index],
+                latents[next_observation[index]],
+                one_hot[index],
+                rewards[index],
+                StartStates(
+                    th.cat([latents[obs], hidden[index]], dim=-1),
+                    None if projections is None else projections[obs],
+                    keys[obs],
+                    counts[index],
+                ),
             )
 
     def _replay_features(
@@ -529,10 +683,11 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         """
         starts: list[StartStates] = []
 
-        def chunks() -> Iterator[tuple[th.Tensor, th.Tensor]]:
+        def chunks() -> Iterator[tuple[th.Tensor, th.Tensor] | tuple[th.Tensor, th.Tensor, th.Tensor]]:
             for features, targets, start_states in self._replay_features(episodes=episodes):
                 starts.append(start_states)
-                yield features, targets
+                # A distinct history stands for `count` identical rows (distinct_histories).
+                yield (features, targets) if start_states.counts is None else (features, targets, start_states.counts)
 
         with th.no_grad():
             if refit:
@@ -549,7 +704,13 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         """
         n_states, max_states = start.states.shape[0], self.value_max_states
         weights = None
-        if self.state_weighting == "distinct":
+        if start.counts is not None:  # distinct histories, each standing for `counts` transitions
+            weights = start.counts.double()
+            if self.state_weighting == "distinct":  # a history weighs its share of its observation's transitions
+                _, inverse = th.unique(start.observation_keys, return_inverse=True)
+                per_key = th.zeros(int(inverse.max()) + 1, dtype=th.float64, device=weights.device)
+                weights = weights / per_key.index_add(0, inverse, weights)[inverse]
+        elif self.state_weighting == "distinct":
             _, inverse, counts = th.unique(start.observation_keys, return_inverse=True, return_counts=True)
             weights = 1.0 / counts[inverse].double()  # every distinct observation weighs 1 in all
         if max_states is None or n_states <= max_states:
