@@ -1,7 +1,6 @@
 """PSDRL: posterior sampling for deep reinforcement learning (Sasso, Conserva and Rauber, ICML 2023)."""
 
 import io
-import os
 import pathlib
 from collections import deque
 from collections.abc import Iterator
@@ -14,10 +13,10 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_bayes.common.blr import FixedFeatureGram
+from sb3_bayes.common.buffers import PickledReplayMixin
 from sb3_bayes.common.episode_buffer import Episode, EpisodeReplayBuffer
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
@@ -186,7 +185,7 @@ def distinct(ids: th.Tensor, weights: th.Tensor) -> tuple[th.Tensor, th.Tensor, 
     return first, inverse, summed
 
 
-class PSDRL(ExactResumeMixin, BaseAlgorithm):
+class PSDRL(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
     """
     Posterior Sampling for Deep Reinforcement Learning (PSDRL).
 
@@ -254,6 +253,8 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
     policy: PSDRLPolicy
+    # save_replay_buffer / load_replay_buffer (PickledReplayMixin) pickle a PSDRLReplay.
+    saved_replay_type = PSDRLReplay
 
     def __init__(
         self,
@@ -378,12 +379,7 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         check.choice("resample_schedule", self.resample_schedule, RESAMPLE_SCHEDULES)
         check.choice("reward_transform", self.reward_transform, REWARD_TRANSFORMS)
         self.lookahead_cache_bytes = check.integer("lookahead_cache_bytes", self.lookahead_cache_bytes, minimum=0)
-        check.integer("stats_window_size", self._stats_window_size)
-        folder = self.tensorboard_log is None or isinstance(self.tensorboard_log, (str, os.PathLike))
-        check.of_type("tensorboard_log", self.tensorboard_log, folder, "a folder path or None")
-        check.integer("verbose", self.verbose, minimum=0)
-        # NumPy's global seeding (SB3's set_random_seed) takes 32-bit unsigned seeds only.
-        check.optional(check.integer, "seed", self.seed, minimum=0, maximum=2**32 - 1)
+        check.base_algorithm_arguments(self)
 
     def _setup_model(self) -> None:
         self._check_hyperparameters()
@@ -908,37 +904,23 @@ class PSDRL(ExactResumeMixin, BaseAlgorithm):
         replay_state = ["_start_states", "_value_fit_episodes", "_prior_gram", "_prior_gram_kernel"]
         return [*super()._excluded_save_params(), *replay_state]
 
-    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        """
-        Save the episode replay (rl-zoo3's ``--save-replay-buffer`` calls this), running episodes included, with the
-        state derived from it that :meth:`load_replay_buffer` needs for a run that continues exactly: the episodes
-        whose start states the value fits reuse until the next round, and the random-feature prior's Gram block.
-
-        :param path: Path of the pickle file.
-        """
-        assert self.replay_buffer is not None, "The replay buffer is not defined"
+    def _replay_to_save(self) -> PSDRLReplay | None:
+        # The episode replay, running episodes included, with the state derived from it that a run continuing exactly
+        # needs: the episodes whose start states the value fits reuse until the next round, and the random-feature
+        # prior's Gram block (a running sum, which a fresh sum would not reproduce to the last bit).
+        if self.replay_buffer is None:
+            return None
         prior_gram = None
         if self._prior_gram is not None and self._prior_gram.gram is not None:
             prior_gram = (self._prior_gram.gram.cpu(), list(self._prior_gram.included))
         kernel = None if self._prior_gram_kernel is None else tuple(part.cpu() for part in self._prior_gram_kernel)
-        save_to_pkl(path, PSDRLReplay(self.replay_buffer, self._value_fit_episodes, prior_gram, kernel), self.verbose)
+        return PSDRLReplay(self.replay_buffer, self._value_fit_episodes, prior_gram, kernel)
 
-    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
-        """
-        Load an episode replay saved by :meth:`save_replay_buffer`.
-
-        Its running episodes are continued by the next ``learn`` when that continues the saved run on its own
-        environments (``load(..., env=<the same env>, force_reset=False)`` and ``learn(..., reset_num_timesteps=False)``,
-        which then draws what the uninterrupted run would have), and closed as truncated when the environments are
-        reset (rl-zoo3's ``--trained-agent``).
-
-        :param path: Path of the pickle file.
-        :param truncate_last_traj: Unused, kept for rl-zoo3's call signature: whether the running episodes go on is
-            decided by the next ``learn``, as above.
-        """
-        replay = load_from_pkl(path, self.verbose)
-        if not isinstance(replay, PSDRLReplay):
-            raise ValueError(f"{path} does not hold a PSDRL replay buffer (got {type(replay).__name__}).")
+    def _restore_replay(self, replay: PSDRLReplay, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        # Its running episodes are continued by the next ``learn`` when that continues the saved run on its own
+        # environments (``load(..., env=<the same env>, force_reset=False)`` and ``learn(..., reset_num_timesteps=False)``,
+        # which then draws what the uninterrupted run would have), and closed as truncated when the environments are
+        # reset (rl-zoo3's ``--trained-agent``).
         assert isinstance(self.observation_space, spaces.Box)
         if replay.buffer.obs_shape != self.observation_space.shape:
             shapes = f"{replay.buffer.obs_shape}, the model's are {self.observation_space.shape}"
