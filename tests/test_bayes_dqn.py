@@ -9,6 +9,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -20,6 +21,10 @@ from sb3_bayes.common.bayesian_layers import BayesianLinear, kl_divergence
 from sb3_bayes.common.validation import HyperparameterError
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16, 16]), buffer_size=2000, batch_size=16)
+
+
+class PrioritizedLikeBuffer(ReplayBuffer):
+    """A replay buffer class of the user's own (the ensemble head's bootstrap masks need SB3's)."""
 
 
 def cartpole(n_envs: int = 1, seed: int = 0):
@@ -245,7 +250,7 @@ def test_errors() -> None:
         BayesianDQN("MlpPolicy", BoxActionEnv())
     with pytest.raises(ValueError, match="does not support Dict observation spaces"):
         BayesianDQN("MlpPolicy", DictObsEnv())
-    with pytest.raises(ValueError, match="head must be one of 'bbb', 'blr', got 'bdqn'"):
+    with pytest.raises(ValueError, match="head must be one of 'bbb', 'blr', 'ensemble', got 'bdqn'"):
         BayesianDQN("MlpPolicy", "CartPole-v1", head="bdqn")
     with pytest.raises(ValueError, match="consolidation must be .*head='bbb'.*got 'vcl'"):
         BayesianDQN("MlpPolicy", "CartPole-v1", head="blr", consolidation="vcl")
@@ -285,8 +290,12 @@ BAD_ARGUMENTS = [
     ({"blr_noise_var": 1.0, "policy_kwargs": dict(blr_noise_var=2.0)}, ValueError, "blr_noise_var"),
     ({"posterior_update_freq": 0}, ValueError, "posterior_update_freq"),
     ({"posterior_window": 0}, ValueError, "posterior_window"),
+    ({"bootstrap_prob": 0.0}, ValueError, "bootstrap_prob"),
+    ({"bootstrap_prob": 1.5}, ValueError, "bootstrap_prob"),
+    ({"bootstrap_prob": "half"}, TypeError, "bootstrap_prob"),
     ({"consolidation": "si"}, ValueError, "consolidation"),
     ({"head": "blr", "consolidation": "vcl"}, ValueError, "consolidation"),
+    ({"head": "ensemble", "consolidation": "vcl"}, ValueError, "consolidation"),
     ({"ewc_lambda": -1.0}, ValueError, "ewc_lambda"),
     ({"ewc_online": "no"}, TypeError, "ewc_online"),
     ({"ewc_decay": -0.1}, ValueError, "ewc_decay"),
@@ -312,6 +321,7 @@ BAD_ARGUMENTS = [
     ({"train_freq": (4, "epoch")}, ValueError, "train_freq"),
     ({"gradient_steps": 0}, ValueError, "gradient_steps"),
     ({"replay_buffer_class": "ReplayBuffer"}, TypeError, "replay_buffer_class"),
+    ({"head": "ensemble", "replay_buffer_class": PrioritizedLikeBuffer}, ValueError, "replay_buffer_class"),  # no masks
     ({"replay_buffer_kwargs": ["x"]}, TypeError, "replay_buffer_kwargs"),
     ({"optimize_memory_usage": "no"}, TypeError, "optimize_memory_usage"),
     ({"optimize_memory_usage": True}, ValueError, "optimize_memory_usage"),
@@ -342,6 +352,14 @@ BAD_POLICY_KWARGS = [
     ({"bayesian_layer_kwargs": dict(prior_std=0.0)}, ValueError, "prior_std"),
     ({"bayesian_layer_kwargs": dict(posterior_init_log_var=float("nan"))}, ValueError, "posterior_init_log_var"),
     ({"bayesian_layer_kwargs": dict(posterior_init_mean_std=0.0)}, ValueError, "posterior_init_mean_std"),
+    ({"n_heads": 0}, ValueError, "n_heads"),
+    ({"n_heads": 2.5}, TypeError, "n_heads"),
+    ({"prior_scale": -1.0}, ValueError, "prior_scale"),
+    ({"prior_scale": float("inf")}, ValueError, "prior_scale"),
+    ({"prior_features": -1}, ValueError, "prior_features"),
+    ({"prior_features": 8.0}, TypeError, "prior_features"),
+    ({"prior_lengthscale": 0.0}, ValueError, "prior_lengthscale"),
+    ({"prior_feature_scale": -2.0}, ValueError, "prior_feature_scale"),
 ]
 #: Arguments of BayesianDQN that it passes on to its policy (checked in the constructor table).
 POLICY_ARGUMENTS_OF_THE_ALGORITHM = {"head", "blr_prior_var", "blr_noise_var"}
@@ -423,15 +441,25 @@ def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(head: str,
 
 # ---------------------------------------------------------------------------------------------------------- exact resume
 @pytest.mark.parametrize(
-    "head, consolidation", [("bbb", "none"), ("blr", "none"), ("bbb", "ewc"), ("blr", "ewc"), ("bbb", "vcl")]
+    "head, consolidation, prior",
+    [
+        ("bbb", "none", {}),
+        ("blr", "none", {}),
+        ("bbb", "ewc", {}),
+        ("blr", "ewc", {}),
+        ("bbb", "vcl", {}),
+        ("blr", "none", dict(prior_features=16, prior_lengthscale=0.5, prior_feature_scale=3.0)),  # random-feature prior
+        ("ensemble", "none", dict(n_heads=4, prior_scale=2.0)),
+        ("ensemble", "ewc", dict(n_heads=3)),
+    ],
 )
-def test_exact_resume(head: str, consolidation: str, tmp_path) -> None:
+def test_exact_resume(head: str, consolidation: str, prior: dict, tmp_path) -> None:
     def make() -> BayesianDQN:
         model = BayesianDQN("MlpPolicy", cartpole(n_envs=2), head=head, consolidation=consolidation, ewc_online=True,
                             ewc_decay=0.5, learning_starts=10, batch_size=8, buffer_size=300, train_freq=1,
-                            target_update_interval=6, posterior_update_freq=7, resample_every=None if head == "bbb" else 5,
+                            target_update_interval=6, posterior_update_freq=7, resample_every=None if head != "blr" else 5,
                             exploration_initial_eps=0.2, exploration_final_eps=0.2, seed=0,
-                            policy_kwargs=dict(net_arch=[8]))  # fmt: skip
+                            policy_kwargs=dict(net_arch=[8], **prior))  # fmt: skip
         if consolidation != "none":  # a task already consolidated: the penalty / new prior acts in both halves
             model.learn(16)
             model.consolidate(n_samples=16)

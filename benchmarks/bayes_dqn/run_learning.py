@@ -1,10 +1,11 @@
-"""BayesianDQN (both heads) vs SB3 DQN at equal environment steps: one run, one JSON with the evaluation curve and timings.
+"""BayesianDQN (any head) vs SB3 DQN at equal environment steps: one run, one JSON with the evaluation curve and timings.
 
 Every algorithm gets the same settings (network, learning rate, replay, batch, target updates, training frequency):
 the ``hyperparams/bayes_dqn.yml`` section of the environment. DQN adds its epsilon-greedy schedule (rl-zoo3's
 CartPole schedule; bsuite's DQN epsilon 0.05 for DeepSea); BayesianDQN explores by Thompson sampling (epsilon 0.001).
 
 Usage: python -m benchmarks.bayes_dqn.run_learning --algo bbb --env CartPole-v1 --seed 0 --steps 15000 --out DIR
+    [--set "dict(bootstrap_prob=1.0)" --name ensemble_p1]
 """
 
 import argparse
@@ -33,6 +34,8 @@ DQN_EXPLORATION = {
     "CartPole-v1": dict(exploration_fraction=0.16, exploration_final_eps=0.04),  # rl-zoo3 dqn.yml
     "DeepSea": dict(exploration_fraction=0.0, exploration_initial_eps=0.05, exploration_final_eps=0.05),  # bsuite DQN
 }
+#: The ensemble head's network settings (``policy_kwargs``), which DQN has not.
+ENSEMBLE_POLICY_KWARGS = ("n_heads", "prior_scale")
 BAYES_ONLY = (
     "head",
     "kl_weight",
@@ -41,6 +44,7 @@ BAYES_ONLY = (
     "blr_noise_var",
     "posterior_update_freq",
     "posterior_window",
+    "bootstrap_prob",
 )
 
 
@@ -75,21 +79,26 @@ def settings_for(env_id: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--algo", choices=["bbb", "blr", "dqn"], required=True)
+    parser.add_argument("--algo", choices=["bbb", "blr", "ensemble", "dqn"], required=True)
     parser.add_argument("--env", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--eval-freq", type=int, default=1000)
     parser.add_argument("--n-eval-episodes", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/bayes_dqn/results/learning")
+    parser.add_argument("--set", default="{}", help="overrides of the YAML settings, a Python dict")
+    parser.add_argument("--name", help="the run's name in the results (default: --algo)")
     args = parser.parse_args()
+    name = args.name or args.algo
     th.set_num_threads(1)
-    kwargs = settings_for(args.env)
+    kwargs = {**settings_for(args.env), **eval(args.set)}
     env = make_env(args.env, args.seed)
     eval_env = make_eval_env(args.env, args.seed)
     if args.algo == "dqn":
         for key in BAYES_ONLY:
             kwargs.pop(key, None)
+        for key in ENSEMBLE_POLICY_KWARGS:
+            kwargs["policy_kwargs"].pop(key, None)
         kwargs.update(DQN_EXPLORATION["DeepSea" if args.env.startswith("DeepSea") else args.env])
         model: DQN = DQN("MlpPolicy", env, seed=args.seed, **kwargs)
     else:
@@ -105,7 +114,7 @@ def main() -> None:
         n_eval_episodes=args.n_eval_episodes,
         callback=successes,
         point_extras=lambda: dict(train_episodes=successes.episodes, train_successes=successes.successes),
-        label=f"{args.algo} {args.env} {args.seed}",
+        label=f"{name} {args.env} {args.seed}",
     )
     config = dict(
         steps=args.steps,
@@ -122,7 +131,7 @@ def main() -> None:
     record = result_record(
         benchmark="bayes_dqn",
         experiment="learning",
-        algorithm=args.algo,
+        algorithm=name,
         env=args.env,
         seed=args.seed,
         config=config,
@@ -130,7 +139,7 @@ def main() -> None:
         cpu_seconds=training.cpu_seconds,
         wall_seconds=training.wall_seconds,
     )
-    write_result(os.path.join(args.out, f"{args.algo}_{args.env}_s{args.seed}.json"), record)
+    write_result(os.path.join(args.out, f"{name}_{args.env}_s{args.seed}.json"), record)
     print(json.dumps({k: v for k, v in results.items() if k != "curve"}), flush=True)
 
 

@@ -1,8 +1,10 @@
 """Collect the JSON results of run_learning.py into CSV tables and a plot of the learning curves.
 
 Usage: python -m benchmarks.bayes_dqn.summarize [--results benchmarks/bayes_dqn/results/learning]
+    [--deepsea benchmarks/bayes_dqn/results/deepsea]
 Writes: results/learning_curves.csv (every evaluation), results/learning_summary.csv (one row per run),
-results/learning_table.csv (per algorithm and task: mean +- std over seeds) and learning_curves.png.
+results/learning_table.csv (per algorithm and task: mean +- std over seeds), learning_curves.png, and from the runs of
+benchmarks.bayes_dqn.deepsea results/deepsea_table.csv (episodes to the first goal and to bsuite's solve, per seed).
 """
 
 import argparse
@@ -14,7 +16,7 @@ import numpy as np
 
 from benchmarks.common import read_results
 
-NAMES = {"bbb": "BayesianDQN (bbb)", "blr": "BayesianDQN (blr)", "dqn": "DQN"}
+NAMES = {"bbb": "BayesianDQN (bbb)", "blr": "BayesianDQN (blr)", "ensemble": "BayesianDQN (ensemble)", "dqn": "DQN"}
 
 
 def fmt(value: float, decimals: int = 1) -> str:
@@ -22,10 +24,46 @@ def fmt(value: float, decimals: int = 1) -> str:
     return f"{value:.{decimals}f}" if abs(value) >= 1 else f"{value:.4f}"
 
 
+def summarize_deepsea(folder: Path) -> None:
+    """
+    ``deepsea_table.csv`` next to ``folder`` (the runs of ``benchmarks.bayes_dqn.deepsea``): per setting and size, the
+    episodes to the first goal and to bsuite's solve (running bad fraction below 0.9) of every seed (None: not within the
+    budget) and the CPU and wall seconds.
+    """
+    runs = read_results(str(folder / "*.json"))
+    by_setting: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for run in runs:
+        by_setting[(run["algorithm"], run["config"]["size"])].append(run)
+    with open(folder.parent / "deepsea_table.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            ["algorithm", "size", "seeds", "episode_budget", "first_goal", "solved", "episodes_run", "cpu_s", "wall_s"]
+        )
+        for (algorithm, size), group in sorted(by_setting.items()):
+            group.sort(key=lambda run: run["seed"])
+            summaries = [run["results"]["summary"] for run in group]
+            row = [
+                algorithm,
+                size,
+                " ".join(str(run["seed"]) for run in group),
+                " ".join(str(run["config"]["episode_budget"]) for run in group),
+                " ".join(str(summary["first_success_episode"]) for summary in summaries),
+                " ".join(str(summary["solved_episode"]) for summary in summaries),
+                " ".join(str(summary["episodes"]) for summary in summaries),
+                " ".join(f"{run['cpu_seconds']:.0f}" for run in group),
+                " ".join(f"{run['wall_seconds']:.0f}" for run in group),
+            ]
+            writer.writerow(row)
+            print(*row, sep=" | ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", default="benchmarks/bayes_dqn/results/learning")
+    parser.add_argument("--deepsea", default="benchmarks/bayes_dqn/results/deepsea")
     args = parser.parse_args()
+    if Path(args.deepsea).is_dir():
+        summarize_deepsea(Path(args.deepsea))
     folder = Path(args.results)
     runs = read_results(str(folder / "*.json"))
     for run in runs:  # the fields of the tables
@@ -135,7 +173,7 @@ def main() -> None:
     envs = sorted({run["env"] for run in runs})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        for algo in ("bbb", "blr", "dqn"):
+        for algo in NAMES:
             curves = [run["curve"] for run in runs if run["env"] == env and run["algo"] == algo]
             if not curves:
                 continue

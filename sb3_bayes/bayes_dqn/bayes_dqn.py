@@ -1,6 +1,10 @@
-"""BayesianDQN: DQN with a posterior over the Q-network and Thompson-sampling exploration (BBQN and BDQN heads)."""
+"""
+BayesianDQN: DQN with a posterior over the Q-network and Thompson-sampling exploration (BBQN, BDQN and bootstrapped
+ensemble with randomized prior functions).
+"""
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -9,7 +13,7 @@ import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -17,6 +21,7 @@ from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.dqn import DQN
 from torch.func import functional_call
 
+from sb3_bayes.bayes_dqn.buffers import BOOTSTRAP_BUFFERS, BootstrapMaskMixin, bootstrap_masks
 from sb3_bayes.bayes_dqn.policies import (
     HEADS,
     BayesianDQNPolicy,
@@ -53,7 +58,7 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
     (one set of weights drawn per episode, or every ``resample_every`` steps, and followed greedily), with
     Double-DQN targets computed from the posterior means of the online and target networks.
 
-    Two heads (``head``):
+    Three heads (``head``):
 
     - ``"bbb"``: BBQN (Lipton et al., 2018, https://arxiv.org/abs/1608.05081): all fully-connected layers are
       Bayes-by-backprop layers (Blundell et al., 2015) trained with the local reparameterisation trick on
@@ -63,6 +68,14 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
       features ``phi(s)``; every action has a closed-form Bayesian linear regression on them (prior variance
       ``blr_prior_var``, noise variance ``blr_noise_var``), refitted every ``posterior_update_freq`` steps on the most
       recent ``posterior_window`` transitions; the features are trained on the TD loss through the posterior mean.
+      ``policy_kwargs=dict(prior_features=K)`` appends ``K`` scaled random Fourier features of the observation to the
+      regression's inputs (a random-feature prior, as PSDRL's): uncertainty that only data near a state remove.
+    - ``"ensemble"``: Bootstrapped DQN with randomized prior functions (Osband, Aslanides and Cassirer, NeurIPS 2018,
+      https://arxiv.org/abs/1806.03335): ``n_heads`` members ``Q_k = f_k + beta p_k`` (eq. 2; ``p_k`` a fixed random
+      network, ``beta = prior_scale``; both in ``policy_kwargs``), member ``k`` trained on its own Double-DQN targets
+      (its own online and target networks) on the transitions its bootstrap mask keeps (``Bernoulli(bootstrap_prob)``
+      per transition and member, Algorithm 1); one member drawn per episode and environment, the members' mean for
+      deterministic actions.
 
     Continual learning (:class:`~sb3_bayes.common.consolidation.ConsolidationMixin`, shared with BayesianDDPG, with the
     same meaning of every argument): ``consolidation="ewc"`` (Kirkpatrick et al., 2017, eq. 3; ``ewc_online`` for
@@ -77,15 +90,19 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
 
     :param policy: ``"MlpPolicy"`` or ``"CnnPolicy"`` (or a policy class).
     :param env: The environment to learn from (if registered in Gym, can be str).
-    :param head: ``"bbb"`` (Bayes-by-backprop Q-network) or ``"blr"`` (Bayesian linear regression on the last layer).
+    :param head: ``"bbb"`` (Bayes-by-backprop Q-network), ``"blr"`` (Bayesian linear regression on the last layer) or
+        ``"ensemble"`` (bootstrapped members with randomized prior functions).
     :param kl_weight: Weight of the per-transition KL term (``"bbb"``).
     :param resample_every: Thompson schedule of the training environments: 0 draws new weights for an environment at
         each of its episode starts; ``k > 0`` redraws all every ``k`` steps (BDQN's ``T_sample``); None picks the
-        head's default (``"bbb"``: 0, ``"blr"``: 1000). ``predict`` always redraws where ``episode_start`` is true.
+        head's default (``"bbb"`` and ``"ensemble"``: 0, ``"blr"``: 1000). ``predict`` always redraws where
+        ``episode_start`` is true.
     :param blr_prior_var: Prior variance of the ``"blr"`` weights (BDQN: 0.001).
     :param blr_noise_var: Noise variance of the ``"blr"`` regression (BDQN: 1).
     :param posterior_update_freq: Steps between refits of the ``"blr"`` posterior (BDQN: 1000).
     :param posterior_window: Most recent transitions the ``"blr"`` posterior is fitted on (BDQN: 10k).
+    :param bootstrap_prob: Probability ``p`` in ``(0, 1]`` that a member of the ``"ensemble"`` head trains on a
+        transition (its bootstrap mask; 1: every member on all data, the randomized priors alone diversify them).
     :param consolidation: ``"none"``, ``"ewc"`` or ``"vcl"``: what :meth:`consolidate` does at a task switch.
     :param ewc_lambda: Weight of the EWC penalty (>= 0).
     :param ewc_online: Online EWC (decaying old Fisher terms, Schwarz et al., 2018) instead of their sum.
@@ -135,6 +152,7 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         blr_noise_var: float = 1.0,
         posterior_update_freq: int = 1000,
         posterior_window: int = 10_000,
+        bootstrap_prob: float = 0.5,
         consolidation: str = "none",
         ewc_lambda: float = 1e4,
         ewc_online: bool = False,
@@ -203,6 +221,9 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         self.blr_noise_var = blr_noise_var
         self.posterior_update_freq = posterior_update_freq
         self.posterior_window = posterior_window
+        self.bootstrap_prob = bootstrap_prob
+        # Seed of the "ensemble" head's bootstrap masks (drawn at the first setup, then saved with the model).
+        self.bootstrap_seed: int | None = None
         self._set_consolidation_arguments(consolidation, ewc_lambda, ewc_online, ewc_decay, ewc_modules)
         # Step of the last posterior refit ("blr"; None: refit at the first training call) and its count.
         self._last_posterior_update: int | None = None
@@ -228,7 +249,7 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         """Steps between Thompson resamples of all training environments (0: at each environment's episode start)."""
         if self.resample_every is not None:
             return self.resample_every
-        return 0 if self.head == "bbb" else 1000
+        return 1000 if self.head == "blr" else 0
 
     def _check_hyperparameters(self) -> None:
         """
@@ -242,7 +263,8 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         self._check_consolidation_hyperparameters(
             check,
             vcl_allowed=self.head == "bbb",
-            vcl_needs="'none' or 'ewc' with head='blr' (VCL replaces the prior of Bayes-by-backprop layers: head='bbb')",
+            vcl_needs=f"'none' or 'ewc' with head='{self.head}' (VCL replaces the prior of Bayes-by-backprop layers: "
+            "head='bbb')",
         )
         self.kl_weight = check.non_negative("kl_weight", self.kl_weight)
         self.resample_every = check.optional(check.integer, "resample_every", self.resample_every, minimum=0)
@@ -250,6 +272,16 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         self.blr_noise_var = check.positive("blr_noise_var", self.blr_noise_var)
         self.posterior_update_freq = check.integer("posterior_update_freq", self.posterior_update_freq)
         self.posterior_window = check.integer("posterior_window", self.posterior_window)
+        self.bootstrap_prob = check.fraction("bootstrap_prob", self.bootstrap_prob)
+        if self.head == "ensemble" and self.replay_buffer_class is not None:
+            # The bootstrap masks need the rows of each minibatch: SB3's buffers, with the transition count added.
+            supported = (*BOOTSTRAP_BUFFERS, *BOOTSTRAP_BUFFERS.values())
+            check.relation(
+                "replay_buffer_class",
+                self.replay_buffer_class,
+                self.replay_buffer_class in supported,
+                "None, ReplayBuffer or NStepReplayBuffer with head='ensemble' (its bootstrap masks)",
+            )
         self.target_update_interval = check.integer("target_update_interval", self.target_update_interval)
         self.exploration_fraction = check.fraction("exploration_fraction", self.exploration_fraction, zero=True)
         self.exploration_initial_eps = check.fraction("exploration_initial_eps", self.exploration_initial_eps, zero=True)
@@ -265,8 +297,27 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         self._check_spaces(self.observation_space, self.action_space)
         # A copy: never mutate the caller's dict.
         self.policy_kwargs = {**self.policy_kwargs, **{key: getattr(self, key) for key in POLICY_ARGUMENTS}}
-        super()._setup_model()  # without an env, a one-row placeholder replay buffer (PlaceholderReplayBufferMixin)
+        with warnings.catch_warnings():
+            if self.head == "ensemble":
+                self._use_bootstrap_buffer()
+                # SB3 warns that a buffer class given with n_steps > 1 ignores n_steps: ours is set up for them.
+                warnings.filterwarnings("ignore", message="`n_steps=.*` is ignored because a custom `replay_buffer_class`")
+            super()._setup_model()  # without an env, a one-row placeholder replay buffer (PlaceholderReplayBufferMixin)
+        if self.head == "ensemble" and self.bootstrap_seed is None:
+            # Drawn after SB3 seeded the generators, so `seed` fixes the masks; a loaded model keeps its saved seed.
+            self.bootstrap_seed = int(np.random.randint(2**62, dtype=np.int64))
         self._setup_consolidation()
+
+    def _use_bootstrap_buffer(self) -> None:
+        """
+        Replace the replay buffer class by its :class:`~sb3_bayes.bayes_dqn.buffers.BootstrapMaskMixin` version, SB3's
+        buffer that also tells which transitions a minibatch holds (the ``"ensemble"`` head's bootstrap masks), set up
+        for n-step returns as SB3 would (``n_steps > 1`` and no buffer class given).
+        """
+        if self.replay_buffer_class is None and self.n_steps > 1:
+            self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "n_steps": self.n_steps, "gamma": self.gamma}
+        base = self.replay_buffer_class or (NStepReplayBuffer if self.n_steps > 1 else ReplayBuffer)
+        self.replay_buffer_class = BOOTSTRAP_BUFFERS.get(base, base)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Acting: Thompson sampling
@@ -337,16 +388,23 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
     # ----------------------------------------------------------------------------------------------------------------
     # Training
     # ----------------------------------------------------------------------------------------------------------------
-    def _td_targets(self, rewards: th.Tensor, next_observations: th.Tensor, dones: th.Tensor, discounts: Any) -> th.Tensor:
+    def _td_targets(
+        self, rewards: th.Tensor, next_observations: th.Tensor, dones: th.Tensor, discounts: Any, per_member: bool = False
+    ) -> th.Tensor:
         """
         Double-DQN targets (van Hasselt et al., 2016) with posterior means: the online network's mean weights pick the
-        next action, the target network's mean weights evaluate it.
+        next action, the target network's mean weights evaluate it. With ``per_member`` (``"ensemble"`` head), every
+        member's own targets: its online network picks, its target network evaluates (Osband et al., 2018, Alg. 1).
 
-        :return: ``[n, 1]`` targets.
+        :return: ``[n, 1]`` targets (``[K, n, 1]`` per member).
         """
         with th.no_grad(), q_mode(self.q_net, "mean"), q_mode(self.q_net_target, "mean"):
-            next_actions = self.q_net(next_observations).argmax(dim=1, keepdim=True)
-            next_q = self.q_net_target(next_observations).gather(1, next_actions)
+            if per_member:
+                online = self.q_net.member_q_values(next_observations)
+                target = self.q_net_target.member_q_values(next_observations)
+            else:
+                online, target = self.q_net(next_observations), self.q_net_target(next_observations)
+            next_q = target.gather(-1, online.argmax(dim=-1, keepdim=True))
             return rewards + (1 - dones) * discounts * next_q
 
     def _recent_transitions(self, n_transitions: int) -> Iterator[RecentTransitions]:
@@ -358,10 +416,15 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
             assert isinstance(data.observations, th.Tensor)  # no Dict observations (see _check_spaces)
             yield RecentTransitions(data.observations, data.actions.long().reshape(-1), self._replay_targets(data).reshape(-1))
 
-    def _replay_targets(self, data: ReplaySamples) -> th.Tensor:
-        """:return: The ``[n, 1]`` Double-DQN targets of replayed transitions (n-step discounts where the buffer has them)."""
+    def _replay_targets(self, data: ReplaySamples, per_member: bool = False) -> th.Tensor:
+        """
+        :return: The ``[n, 1]`` Double-DQN targets of replayed transitions (n-step discounts where the buffer has them);
+            ``[K, n, 1]``, every member's own, with ``per_member``.
+        """
         discounts = data.discounts if data.discounts is not None else self.gamma
-        return self._td_targets(data.rewards, data.next_observations, data.dones, discounts)  # type: ignore[arg-type]
+        return self._td_targets(
+            data.rewards, data.next_observations, data.dones, discounts, per_member  # type: ignore[arg-type]
+        )
 
     def refresh_posterior(self) -> None:
         """
@@ -399,11 +462,14 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         losses, td_losses, kls, penalties = [], [], [], []
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            target_q_values = self._replay_targets(replay_data)
-            # Local reparameterisation: fresh weight noise per transition ("bbb"); the posterior mean ("blr").
-            with q_mode(self.q_net, "sample"):
-                current_q_values = self.q_net(replay_data.observations).gather(1, replay_data.actions.long())
-            td_loss = F.smooth_l1_loss(current_q_values, target_q_values)
+            if self.head == "ensemble":
+                td_loss = self._ensemble_td_loss(replay_data)
+            else:
+                target_q_values = self._replay_targets(replay_data)
+                # Local reparameterisation: fresh weight noise per transition ("bbb"); the posterior mean ("blr").
+                with q_mode(self.q_net, "sample"):
+                    current_q_values = self.q_net(replay_data.observations).gather(1, replay_data.actions.long())
+                td_loss = F.smooth_l1_loss(current_q_values, target_q_values)
             loss = td_loss
             if self.head == "bbb":
                 kl = kl_divergence(self.q_net)
@@ -431,6 +497,27 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
             self.logger.record("train/kl", np.mean(kls))
         if penalties:
             self.logger.record("train/ewc_penalty", np.mean(penalties))
+
+    def _ensemble_td_loss(self, replay_data: ReplaySamples) -> th.Tensor:
+        """
+        The ``"ensemble"`` head's loss (Osband et al., 2018, Algorithm 1): every member's Huber TD error on its own
+        Double-DQN targets, weighted by its bootstrap mask of each transition, averaged over members and transitions.
+        With ``MlpPolicy`` the members share no trained weight, so each one's gradient is that of its own bootstrapped
+        loss (up to the factor ``1 / K``, which Adam's scale invariance removes); with ``CnnPolicy`` the shared
+        convolutions get the sum, as in Bootstrapped DQN (Osband et al., 2016).
+
+        :param replay_data: The minibatch just sampled from the replay buffer.
+        :return: The loss.
+        """
+        buffer = self.replay_buffer
+        assert isinstance(buffer, BootstrapMaskMixin) and self.bootstrap_seed is not None
+        n_heads = self.policy.n_heads
+        masks = bootstrap_masks(buffer.last_transition_numbers(), n_heads, self.bootstrap_prob, self.bootstrap_seed)
+        targets = self._replay_targets(replay_data, per_member=True)  # [K, n, 1]
+        actions = replay_data.actions.long().unsqueeze(0).expand(n_heads, -1, -1)  # [K, n, 1]
+        current = self.q_net.member_q_values(replay_data.observations).gather(-1, actions)
+        errors = F.smooth_l1_loss(current, targets, reduction="none").squeeze(-1)  # [K, n]
+        return (th.as_tensor(masks, device=self.device) * errors).mean()
 
     # ----------------------------------------------------------------------------------------------------------------
     # Continual learning

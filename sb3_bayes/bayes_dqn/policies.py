@@ -1,7 +1,7 @@
 """
 Policies of BayesianDQN: Q-networks with a posterior over their weights and held Thompson samples.
 
-Two heads share one network layout ``features extractor -> hidden layers -> head``:
+Three heads; the first two share one network layout ``features extractor -> hidden layers -> head``:
 
 - ``"bbb"`` (BBQN, Lipton et al., 2018, "BBQ-Networks", section 3): every fully-connected layer is a Bayes-by-backprop
   layer (mean-field Gaussian weights, Blundell et al., 2015) from :mod:`sb3_bayes.common.bayesian_layers`; the
@@ -9,14 +9,26 @@ Two heads share one network layout ``features extractor -> hidden layers -> head
 - ``"blr"`` (BDQN, Azizzadenesheli et al., 2018, section 3): the hidden layers are ordinary ``nn.Linear`` layers and the
   last layer is a closed-form Bayesian linear regression per action on the penultimate features
   (:class:`sb3_bayes.common.blr.PerActionBayesianLinearRegression`, held by the policy); the Q-networks only carry the
-  posterior mean and the held samples.
+  posterior mean and the held samples. With ``prior_features=K > 0`` the regression's inputs are
+  ``[phi(s), c psi(s)]`` with ``psi`` ``K`` fixed random Fourier features of the observation
+  (:class:`sb3_bayes.common.random_features.RandomFourierFeatures`, PSDRL's random-feature prior): learned features
+  put untried inputs in the span of tried ones, so their posterior variance shrinks with the data of other states; the
+  random features keep it where no data are near.
+- ``"ensemble"`` (Bootstrapped DQN with randomized prior functions, Osband, Aslanides and Cassirer, NeurIPS 2018):
+  ``n_heads`` MLPs (``net_arch`` each) after the features extractor, evaluated as one batched product per layer
+  (:class:`sb3_bayes.common.ensemble.EnsembleLinear`), each plus a fixed random prior network of the same layout:
+  ``Q_k(s, a) = f_k(s, a) + beta p_k(s, a)`` (their eq. 2, ``beta = prior_scale``). The priors are buffers, never
+  trained; their features extractor is a frozen copy of the network's own. A held "sample" is a member's index.
 
 Every Q-network has a *mode*: ``"fixed"`` (act with the held Thompson samples, one per environment), ``"mean"`` (the
 posterior mean: deterministic actions and targets) and ``"sample"`` (training: fresh local-reparameterisation noise
-per row for ``"bbb"``; the posterior mean for ``"blr"``, whose features are trained against the mean, BDQN eq. 3).
+per row for ``"bbb"``; the posterior mean for ``"blr"``, whose features are trained against the mean, BDQN eq. 3;
+the mean of the members for ``"ensemble"``, whose members BayesianDQN trains one by one on their own targets).
 """
 
 import contextlib
+import copy
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +36,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
@@ -42,10 +55,12 @@ from sb3_bayes.common.bayesian_layers import (
     using_held_samples,
 )
 from sb3_bayes.common.blr import PerActionBayesianLinearRegression
+from sb3_bayes.common.ensemble import EnsembleLinear
+from sb3_bayes.common.random_features import RandomFourierFeatures
 from sb3_bayes.common.utils import check_image_observations
 from sb3_bayes.common.validation import ParameterValidator
 
-HEADS = ("bbb", "blr")
+HEADS = ("bbb", "blr", "ensemble")
 Q_MODES = ("sample", "fixed", "mean")
 
 
@@ -100,21 +115,142 @@ class ThompsonLinearHead(nn.Module):
         return th.einsum("sd,skd->sk", features, self.weight_sample)
 
 
+def frozen(module: nn.Module) -> nn.Module:
+    """
+    Turn every parameter of ``module`` into a buffer of the same name (in place): it then gets no gradient, no optimiser
+    sees it, Polyak updates skip it, and it still saves, loads and is copied into the target network with the
+    ``state_dict``. Randomized prior functions are never trained (Osband et al., 2018, section 4).
+
+    :param module: The module.
+    :return: ``module``.
+    """
+    for submodule in module.modules():
+        for name, parameter in list(submodule._parameters.items()):
+            del submodule._parameters[name]
+            submodule.register_buffer(name, None if parameter is None else parameter.detach())
+    return module
+
+
+def ensemble_mlp(
+    n_members: int, in_features: int, net_arch: list[int], out_features: int, activation_fn: type[nn.Module]
+) -> nn.Sequential:
+    """
+    ``n_members`` MLPs as one stack of :class:`~sb3_bayes.common.ensemble.EnsembleLinear` layers (inputs and outputs
+    ``[n_members, batch, width]``), initialised like Sonnet's and Haiku's ``Linear`` (bsuite's Bootstrapped DQN): weights
+    from a normal truncated at two standard deviations with standard deviation ``1 / sqrt(fan_in)``, zero biases. That
+    initialisation keeps the scale of a random prior network's outputs near that of its inputs through the layers, so
+    ``prior_scale`` means the same at any width.
+
+    :param n_members: Number of members.
+    :param in_features: Input width.
+    :param net_arch: Hidden widths.
+    :param out_features: Output width.
+    :param activation_fn: Activation between layers.
+    :return: The stack.
+    """
+    widths = [in_features, *net_arch, out_features]
+    layers: list[nn.Module] = []
+    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layer = EnsembleLinear(n_members, width_in, width_out)
+        std = 1.0 / math.sqrt(width_in)
+        nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+        layers.append(layer)
+        if index < len(widths) - 2:
+            layers.append(activation_fn())
+    return nn.Sequential(*layers)
+
+
+class EnsembleQHead(nn.Module):
+    """
+    Head of the ``"ensemble"`` Q-network: ``K`` trained MLPs ``f_k`` and ``K`` fixed random prior MLPs ``p_k`` of the same
+    layout, ``Q_k(s, a) = f_k(s, a) + beta p_k(s, a)`` (Osband et al., 2018, eq. 2), all members in one batched product
+    per layer. The held Thompson samples are member indices (``head_sample``, ``[S]``: member ``head_sample[s]`` acts for
+    row ``s``, or for every row when ``S == 1``).
+
+    :param n_heads: ``K``.
+    :param in_features: Width of the features the members act on.
+    :param prior_in_features: Width of the prior networks' input.
+    :param net_arch: Hidden widths of every member.
+    :param n_actions: Number of actions.
+    :param activation_fn: Activation function.
+    :param prior_scale: ``beta`` (0: no prior, plain bootstrapped DQN).
+    """
+
+    head_sample: th.Tensor
+
+    def __init__(
+        self,
+        n_heads: int,
+        in_features: int,
+        prior_in_features: int,
+        net_arch: list[int],
+        n_actions: int,
+        activation_fn: type[nn.Module],
+        prior_scale: float,
+    ) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.prior_scale = prior_scale
+        self.mode = "fixed"
+        self.members = ensemble_mlp(n_heads, in_features, net_arch, n_actions, activation_fn)
+        self.prior = frozen(ensemble_mlp(n_heads, prior_in_features, net_arch, n_actions, activation_fn))
+        self.register_buffer("head_sample", th.zeros(1, dtype=th.long))
+
+    def all_members(self, features: th.Tensor, prior_features: th.Tensor | None) -> th.Tensor:
+        """
+        :param features: ``[batch, in_features]``.
+        :param prior_features: ``[batch, prior_in_features]`` (None when ``prior_scale`` is 0).
+        :return: ``Q_k(s, .)`` of every member, ``[K, batch, n_actions]``.
+        """
+        q_values = self.members(features.unsqueeze(0).expand(self.n_heads, -1, -1))
+        if prior_features is None or self.prior_scale == 0.0:
+            return q_values
+        with th.no_grad():
+            prior = self.prior(prior_features.unsqueeze(0).expand(self.n_heads, -1, -1))
+        return q_values + self.prior_scale * prior
+
+    def forward(self, member_q_values: th.Tensor) -> th.Tensor:
+        """
+        :param member_q_values: From :meth:`all_members`.
+        :return: ``[batch, n_actions]``: the held members' Q-values (``"fixed"``) or the members' mean (``"mean"``, and
+            ``"sample"``: training uses :meth:`all_members`).
+        """
+        if self.mode != "fixed":
+            return member_q_values.mean(dim=0)
+        if self.head_sample.shape[0] == 1:
+            return member_q_values[self.head_sample[0]]
+        n_rows = member_q_values.shape[1]
+        if n_rows != self.head_sample.shape[0]:
+            raise ValueError(f"{self.head_sample.shape[0]} held ensemble members need a batch of as many rows, got {n_rows}.")
+        return member_q_values[self.head_sample, th.arange(n_rows, device=member_q_values.device)]
+
+    def sample_members(self, count: int) -> th.Tensor:
+        """``count`` member indices drawn uniformly (Thompson sampling over the ensemble, Osband et al., 2018, Alg. 1)."""
+        return th.randint(self.n_heads, (count,), device=self.head_sample.device)
+
+
 class BayesianQNetwork(BasePolicy):
     """
     Q-network with a posterior over its weights: features extractor, hidden layers (``net_arch``) and a ``"bbb"`` or
-    ``"blr"`` head.
+    ``"blr"`` head; or features extractor and ``n_heads`` members of ``net_arch`` with randomized priors
+    (``"ensemble"``).
 
     :param observation_space: Observation space.
     :param action_space: Discrete action space.
     :param features_extractor: The features extractor.
     :param features_dim: Its output size.
-    :param net_arch: Hidden widths after the features extractor.
+    :param net_arch: Hidden widths after the features extractor (of every member for ``"ensemble"``).
     :param activation_fn: Activation function.
     :param normalize_images: Whether to divide images by 255.
-    :param head: ``"bbb"`` or ``"blr"``.
+    :param head: ``"bbb"``, ``"blr"`` or ``"ensemble"``.
     :param bayesian_layer_kwargs: Keyword arguments of every ``BayesianLinear`` (``"bbb"`` only): ``prior_std``,
         ``posterior_init_log_var``, ``posterior_init_mean_std``.
+    :param n_heads: Number of members ``K`` (``"ensemble"``).
+    :param prior_scale: ``beta`` of the members' prior networks (``"ensemble"``).
+    :param prior_features: Number of random Fourier features of the observation appended to the regression's inputs
+        (``"blr"``; 0: none).
+    :param prior_lengthscale: Their kernel's lengthscale, in units of the preprocessed observation.
+    :param prior_feature_scale: Their multiplier ``c``.
     """
 
     action_space: spaces.Discrete
@@ -130,6 +266,11 @@ class BayesianQNetwork(BasePolicy):
         normalize_images: bool = True,
         head: str = "bbb",
         bayesian_layer_kwargs: dict[str, Any] | None = None,
+        n_heads: int = 10,
+        prior_scale: float = 5.0,
+        prior_features: int = 0,
+        prior_lengthscale: float = 1.0,
+        prior_feature_scale: float = 1.0,
     ) -> None:
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
@@ -139,20 +280,44 @@ class BayesianQNetwork(BasePolicy):
         self.features_dim = features_dim
         self.head_type = check_head(head, type(self).__name__)
         self.bayesian_layer_kwargs = dict(bayesian_layer_kwargs or {})
+        self.n_heads = n_heads
+        self.prior_scale = prior_scale
+        self.prior_features = prior_features
+        self.prior_lengthscale = prior_lengthscale
+        self.prior_feature_scale = prior_feature_scale
         n_actions = int(self.action_space.n)
+        # Layers that carry a mode (filled on first use by `q_mode`; not submodules of their own).
+        self.mode_layers: list[nn.Module] | None = None
+        # Random-feature prior of the "blr" head (None: off).
+        self.prior_kernel: RandomFourierFeatures | None = None
+        # The frozen features extractor of the "ensemble" head's prior networks (None: no prior).
+        self.prior_features_extractor: nn.Module | None = None
+        self.head: nn.Module
+        if self.head_type == "ensemble":
+            # The members' hidden layers are their own (batched inside the head); the features extractor is shared.
+            self.hidden = nn.Sequential()
+            self.feature_dim = features_dim
+            if prior_scale > 0:
+                self.prior_features_extractor = frozen(copy.deepcopy(features_extractor))
+            self.head = EnsembleQHead(
+                n_heads, features_dim, features_dim, self.net_arch, n_actions, activation_fn, prior_scale
+            )
+            return
         layers: list[nn.Module] = []
         last = features_dim
         for width in self.net_arch:
             layers += [self._linear(last, width), activation_fn()]
             last = width
         self.hidden = nn.Sequential(*layers)
-        self.feature_dim = last
-        # Layers that carry a mode (filled on first use by `q_mode`; not submodules of their own).
-        self.mode_layers: list[nn.Module] | None = None
-        self.head: nn.Module = (
+        if self.head_type == "blr" and prior_features > 0:
+            self.prior_kernel = RandomFourierFeatures(
+                get_flattened_obs_dim(observation_space), prior_features, prior_lengthscale
+            )
+        self.feature_dim = last + (prior_features if self.prior_kernel is not None else 0)
+        self.head = (
             BayesianLinear(last, n_actions, **self.bayesian_layer_kwargs)
             if self.head_type == "bbb"
-            else ThompsonLinearHead(last, n_actions)
+            else ThompsonLinearHead(self.feature_dim, n_actions)
         )
 
     def _linear(self, in_features: int, out_features: int) -> nn.Module:
@@ -161,8 +326,30 @@ class BayesianQNetwork(BasePolicy):
         return nn.Linear(in_features, out_features)
 
     def penultimate(self, obs: PyTorchObs) -> th.Tensor:
-        """The features the head acts on (BDQN's ``phi(x)``; the last hidden layer's output)."""
-        return self.hidden(self.extract_features(obs, self.features_extractor))
+        """
+        The features the head acts on: BDQN's ``phi(x)`` (the last hidden layer's output), followed by the scaled random
+        Fourier features ``c psi(x)`` of the observation where the ``"blr"`` head has a random-feature prior (as PSDRL's
+        Bayesian last layer); the features extractor's output for ``"ensemble"``.
+        """
+        features = self.hidden(self.extract_features(obs, self.features_extractor))
+        if self.prior_kernel is None:
+            return features
+        flat = th.flatten(preprocess_obs(obs, self.observation_space, self.normalize_images), start_dim=1)  # type: ignore[arg-type]
+        return th.cat([features, self.prior_feature_scale * self.prior_kernel(flat.float())], dim=1)
+
+    def member_q_values(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        Q-values of every member of the ``"ensemble"`` head, ``Q_k = f_k + beta p_k`` (Osband et al., 2018, eq. 2).
+
+        :param obs: Observation batch.
+        :return: ``[K, batch, n_actions]``.
+        """
+        assert isinstance(self.head, EnsembleQHead), "member_q_values needs head='ensemble'"
+        prior_input = None
+        if self.prior_features_extractor is not None:
+            with th.no_grad():
+                prior_input = self.extract_features(obs, self.prior_features_extractor)  # type: ignore[arg-type]
+        return self.head.all_members(self.penultimate(obs), prior_input)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """
@@ -171,6 +358,8 @@ class BayesianQNetwork(BasePolicy):
         :param obs: Observation batch.
         :return: ``[batch, n_actions]``.
         """
+        if isinstance(self.head, EnsembleQHead):
+            return self.head(self.member_q_values(obs))
         return self.head(self.penultimate(obs))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
@@ -187,6 +376,11 @@ class BayesianQNetwork(BasePolicy):
                 features_extractor=self.features_extractor,
                 head=self.head_type,
                 bayesian_layer_kwargs=self.bayesian_layer_kwargs,
+                n_heads=self.n_heads,
+                prior_scale=self.prior_scale,
+                prior_features=self.prior_features,
+                prior_lengthscale=self.prior_lengthscale,
+                prior_feature_scale=self.prior_feature_scale,
             )
         )
         return data
@@ -201,13 +395,17 @@ def check_head(head: str, owner: str) -> str:
     return ParameterValidator(owner).choice("head", head, HEADS)
 
 
+#: The layers that carry a mode.
+MODE_LAYERS = (BayesianLinear, ThompsonLinearHead, EnsembleQHead)
+
+
 def _mode_layers(module: nn.Module) -> list[nn.Module]:
     # Every layer with a mode; a Q-network caches its list (the modules never change after construction).
     if isinstance(module, BayesianQNetwork):
         if module.mode_layers is None:
-            module.mode_layers = [m for m in module.modules() if isinstance(m, (BayesianLinear, ThompsonLinearHead))]
+            module.mode_layers = [m for m in module.modules() if isinstance(m, MODE_LAYERS)]
         return module.mode_layers
-    return [m for m in module.modules() if isinstance(m, (BayesianLinear, ThompsonLinearHead))]
+    return [m for m in module.modules() if isinstance(m, MODE_LAYERS)]
 
 
 def set_q_mode(module: nn.Module, mode: str) -> None:
@@ -255,10 +453,21 @@ class BayesianDQNPolicy(DQNPolicy):
     :param normalize_images: Whether to divide images by 255.
     :param optimizer_class: Optimiser class (Adam).
     :param optimizer_kwargs: Its keyword arguments besides the learning rate.
-    :param head: ``"bbb"`` (Bayes-by-backprop layers) or ``"blr"`` (Bayesian linear regression per action).
+    :param head: ``"bbb"`` (Bayes-by-backprop layers), ``"blr"`` (Bayesian linear regression per action) or
+        ``"ensemble"`` (bootstrapped members with randomized prior functions).
     :param bayesian_layer_kwargs: Keyword arguments of every ``BayesianLinear`` (``"bbb"`` only).
     :param blr_prior_var: Prior variance of the ``"blr"`` weights (BDQN: 0.001).
     :param blr_noise_var: Noise variance of the ``"blr"`` regression (BDQN: 1).
+    :param n_heads: Number of members ``K`` of the ``"ensemble"`` head (Osband et al., 2018: 10 to 20), >= 1.
+    :param prior_scale: Scale ``beta`` of the members' random prior networks (``"ensemble"``; eq. 2 of Osband et al.,
+        2018; 0: none, plain bootstrapped DQN), >= 0.
+    :param prior_features: Number ``K`` of random Fourier features of the observation appended to the ``"blr"``
+        regression's inputs (0: none, BDQN), >= 0: a squared-exponential-kernel prior whose uncertainty only data near
+        an observation remove (as PSDRL's ``prior_features``).
+    :param prior_lengthscale: Lengthscale of that kernel, in units of the preprocessed observation (> 0; two one-hot
+        observations are ``sqrt(2)`` apart).
+    :param prior_feature_scale: Multiplier ``c`` of the random features (> 0): their part of a Q-value has prior variance
+        about ``c^2 blr_prior_var``.
     """
 
     q_net: BayesianQNetwork  # type: ignore[assignment]
@@ -280,6 +489,11 @@ class BayesianDQNPolicy(DQNPolicy):
         bayesian_layer_kwargs: dict[str, Any] | None = None,
         blr_prior_var: float = 1e-3,
         blr_noise_var: float = 1.0,
+        n_heads: int = 10,
+        prior_scale: float = 5.0,
+        prior_features: int = 0,
+        prior_lengthscale: float = 1.0,
+        prior_feature_scale: float = 1.0,
     ) -> None:
         check = ParameterValidator(type(self).__name__)
         net_arch = check.optional(check.sizes, "net_arch", net_arch)
@@ -294,12 +508,17 @@ class BayesianDQNPolicy(DQNPolicy):
         )
         check_image_observations(observation_space, features_extractor_class, features_extractor_kwargs, type(self).__name__)
         # Read by `make_q_net`, which the parent's constructor calls. The "blr" head ignores the Bayesian layer settings
-        # (checked all the same) and the "bbb" head the regression's variances.
+        # (checked all the same) and the "bbb" head the regression's variances; every head checks the settings of the others.
         self.head_type = check.choice("head", head, HEADS)
         check.keyword_arguments("bayesian_layer_kwargs", bayesian_layer_kwargs)
         self.bayesian_layer_kwargs = check_bayesian_layer_settings(check, dict(bayesian_layer_kwargs or {}))
         self.blr_prior_var = check.positive("blr_prior_var", blr_prior_var)
         self.blr_noise_var = check.positive("blr_noise_var", blr_noise_var)
+        self.n_heads = check.integer("n_heads", n_heads)
+        self.prior_scale = check.non_negative("prior_scale", prior_scale)
+        self.prior_features = check.integer("prior_features", prior_features, minimum=0)  # 0: no random-feature prior
+        self.prior_lengthscale = check.positive("prior_lengthscale", prior_lengthscale)
+        self.prior_feature_scale = check.positive("prior_feature_scale", prior_feature_scale)
         super().__init__(
             observation_space,
             action_space,
@@ -335,16 +554,24 @@ class BayesianDQNPolicy(DQNPolicy):
         # Separate features extractors for the online and the target network, as in SB3's DQN.
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return BayesianQNetwork(
-            **net_args, head=self.head_type, bayesian_layer_kwargs=self.bayesian_layer_kwargs  # type: ignore[arg-type]
+            **net_args,  # type: ignore[arg-type]
+            head=self.head_type,
+            bayesian_layer_kwargs=self.bayesian_layer_kwargs,
+            n_heads=self.n_heads,
+            prior_scale=self.prior_scale,
+            prior_features=self.prior_features,
+            prior_lengthscale=self.prior_lengthscale,
+            prior_feature_scale=self.prior_feature_scale,
         ).to(self.device)
 
     # ------------------------------------------------------------------------------------------------ Thompson samples
     @property
     def n_held_samples(self) -> int:
         """Number of held Thompson samples (one per environment)."""
-        weight_sample = self.q_net.head.weight_sample
-        assert isinstance(weight_sample, th.Tensor)
-        return int(weight_sample.shape[0])
+        head = self.q_net.head
+        held = head.head_sample if isinstance(head, EnsembleQHead) else head.weight_sample
+        assert isinstance(held, th.Tensor)
+        return int(held.shape[0])
 
     def resample(self, n_samples: int | None = None, indices: th.Tensor | np.ndarray | None = None) -> None:
         """
@@ -359,6 +586,15 @@ class BayesianDQNPolicy(DQNPolicy):
                 return
         if self.head_type == "bbb":
             resample_weights(self.q_net, n_samples=n_samples, indices=indices)
+            return
+        if isinstance(self.q_net.head, EnsembleQHead):
+            ensemble = self.q_net.head
+            if indices is None:
+                ensemble.head_sample = ensemble.sample_members(
+                    ensemble.head_sample.shape[0] if n_samples is None else n_samples
+                )
+            else:
+                ensemble.head_sample[indices] = ensemble.sample_members(int(indices.numel()))
             return
         assert self.blr_posterior is not None
         head = self.q_net.head
@@ -444,6 +680,11 @@ class BayesianDQNPolicy(DQNPolicy):
                 bayesian_layer_kwargs=self.bayesian_layer_kwargs,
                 blr_prior_var=self.blr_prior_var,
                 blr_noise_var=self.blr_noise_var,
+                n_heads=self.n_heads,
+                prior_scale=self.prior_scale,
+                prior_features=self.prior_features,
+                prior_lengthscale=self.prior_lengthscale,
+                prior_feature_scale=self.prior_feature_scale,
             )
         )
         return data
@@ -461,7 +702,9 @@ class CnnPolicy(BayesianDQNPolicy):
     """
     BayesianDQN policy for images: the Nature-DQN network. With the ``"bbb"`` head the convolutions feed two
     Bayes-by-backprop layers (``net_arch=[512]``, then the Q-values; BBQN); with the ``"blr"`` head the deterministic
-    Nature CNN (convolutions and its 512-unit layer) gives the 512-d features of the per-action regression (BDQN).
+    Nature CNN (convolutions and its 512-unit layer) gives the 512-d features of the per-action regression (BDQN); with
+    the ``"ensemble"`` head the convolutions are shared and every member has its own ``[512]`` layer (Bootstrapped DQN),
+    its prior a frozen copy of the convolutions and members of the same layout.
 
     Same parameters as :class:`BayesianDQNPolicy`; ``features_extractor_class`` and ``net_arch`` default by head.
     """
@@ -482,10 +725,17 @@ class CnnPolicy(BayesianDQNPolicy):
         bayesian_layer_kwargs: dict[str, Any] | None = None,
         blr_prior_var: float = 1e-3,
         blr_noise_var: float = 1.0,
+        n_heads: int = 10,
+        prior_scale: float = 5.0,
+        prior_features: int = 0,
+        prior_lengthscale: float = 1.0,
+        prior_feature_scale: float = 1.0,
     ) -> None:
-        bbb = check_head(head, type(self).__name__) == "bbb"
+        # "bbb" and "ensemble" (Bootstrapped DQN's shared convolutional torso and a 512-unit layer per member, Osband et
+        # al., 2016) act on the convolutions' output; "blr" on the Nature CNN's 512 features.
+        on_convolutions = check_head(head, type(self).__name__) in ("bbb", "ensemble")
         if features_extractor_class is None:
-            features_extractor_class = NatureCNNTrunk if bbb else NatureCNN
+            features_extractor_class = NatureCNNTrunk if on_convolutions else NatureCNN
         if net_arch is None:
             net_arch = [512] if features_extractor_class is NatureCNNTrunk else []
         super().__init__(
@@ -503,4 +753,9 @@ class CnnPolicy(BayesianDQNPolicy):
             bayesian_layer_kwargs,
             blr_prior_var,
             blr_noise_var,
+            n_heads,
+            prior_scale,
+            prior_features,
+            prior_lengthscale,
+            prior_feature_scale,
         )

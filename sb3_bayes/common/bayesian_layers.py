@@ -508,8 +508,9 @@ def create_bayesian_mlp(
 
 # ---------------------------------------------------------------------------------------------------- held sample sets
 #: Buffers that make up a held Thompson sample: the samples and the standard-normal draws behind them. The names are
-#: those of ``BayesianLinear`` (BayesianDQN's regression head holds a ``weight_sample`` too).
-HELD_SAMPLE_BUFFERS = ("weight_sample", "bias_sample", "weight_noise", "bias_noise")
+#: those of ``BayesianLinear`` (BayesianDQN's regression head holds a ``weight_sample`` too, its ensemble head the index
+#: of the member each environment follows, ``head_sample``).
+HELD_SAMPLE_BUFFERS = ("weight_sample", "bias_sample", "weight_noise", "bias_noise", "head_sample")
 
 #: Where one held-sample buffer lives: ``(name in the network, owning module, buffer name)``.
 HeldSampleSlot = tuple[str, nn.Module, str]
