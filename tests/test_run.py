@@ -274,7 +274,7 @@ def test_bayes_ddpg_gymnasium_env_instance_and_set_env() -> None:
 BAYES_DQN_TINY = dict(learning_starts=30, batch_size=16, buffer_size=500, train_freq=4, target_update_interval=20)
 
 
-@pytest.mark.parametrize("head", ["bbb", "blr"])
+@pytest.mark.parametrize("head", ["bbb", "blr", "ensemble"])
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_bayes_dqn_mlp_policy_heads_n_envs_progress_bar(head: str, n_envs: int, tmp_path) -> None:
     from sb3_bayes.bayes_dqn import BayesianDQN
@@ -283,7 +283,8 @@ def test_bayes_dqn_mlp_policy_heads_n_envs_progress_bar(head: str, n_envs: int, 
                         posterior_update_freq=20, policy_kwargs=dict(net_arch=[16]), **BAYES_DQN_TINY)  # fmt: skip
     model.learn(100, progress_bar=True)
     assert model.num_timesteps >= 100 and model._n_updates > 0
-    assert model.policy.rollout_samples.get()["head.weight_sample"].shape[0] == n_envs  # one Thompson sample per env
+    held = "head.head_sample" if head == "ensemble" else "head.weight_sample"  # the ensemble holds a member per env
+    assert model.policy.rollout_samples.get()[held].shape[0] == n_envs  # one Thompson sample per env
     if head == "blr":
         assert model.n_posterior_updates >= 2
     eval_callback = EvalCallback(
@@ -292,25 +293,32 @@ def test_bayes_dqn_mlp_policy_heads_n_envs_progress_bar(head: str, n_envs: int, 
     eval_callback.deterministic = False  # Thompson-sampled evaluation with its own held samples
     model.learn(60, callback=eval_callback, reset_num_timesteps=False)
     assert eval_callback.evaluations_results is not None and len(eval_callback.evaluations_results) >= 1
-    assert model.policy.rollout_samples.get()["head.weight_sample"].shape[0] == n_envs  # untouched by evaluation
+    assert model.policy.rollout_samples.get()[held].shape[0] == n_envs  # untouched by evaluation
     action, _ = model.predict(np.zeros(4, dtype=np.float32))
     assert action.shape == ()
 
 
-@pytest.mark.parametrize("head", ["bbb", "blr"])
+@pytest.mark.parametrize("head", ["bbb", "blr", "ensemble"])
 def test_bayes_dqn_cnn_policy_n_envs_and_progress_bar(head: str) -> None:
     from sb3_bayes.bayes_dqn import BayesianDQN
     from sb3_bayes.bayes_dqn.policies import NatureCNNTrunk
 
     env_kwargs = dict(screen_height=40, screen_width=40, n_channels=1, discrete=True)
     env = make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
-    model = BayesianDQN("CnnPolicy", env, head=head, seed=0, posterior_window=50, **BAYES_DQN_TINY)
+    policy_kwargs = dict(n_heads=3) if head == "ensemble" else {}
+    model = BayesianDQN("CnnPolicy", env, head=head, seed=0, posterior_window=50, policy_kwargs=policy_kwargs,
+                        **BAYES_DQN_TINY)  # fmt: skip
     model.learn(60, progress_bar=True)
     assert model.num_timesteps >= 60 and model._n_updates > 0  # rollouts of train_freq=4 steps x 2 envs
-    assert model.policy.rollout_samples.get()["head.weight_sample"].shape[0] == 2  # one Thompson sample per env
+    held = "head.head_sample" if head == "ensemble" else "head.weight_sample"
+    assert model.policy.rollout_samples.get()[held].shape[0] == 2  # one Thompson sample per env
     q_net = model.policy.q_net
     if head == "bbb":  # Nature CNN convolutions, then two Bayes-by-backprop layers (512, then the Q-values)
         assert isinstance(q_net.features_extractor, NatureCNNTrunk) and q_net.net_arch == [512]
+    elif head == "ensemble":  # shared convolutions, a [512] layer per member; the prior's convolutions frozen
+        assert isinstance(q_net.features_extractor, NatureCNNTrunk) and q_net.net_arch == [512]
+        assert isinstance(q_net.prior_features_extractor, NatureCNNTrunk)
+        assert not list(q_net.prior_features_extractor.parameters())
     else:  # the Nature CNN's 512 features feed BDQN's regression
         assert q_net.feature_dim == 512 and model.policy.blr_posterior.mean.shape == (6, 512)
     action, _ = model.predict(env.observation_space.sample(), deterministic=True)

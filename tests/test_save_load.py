@@ -326,7 +326,7 @@ def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
     np.testing.assert_array_equal(action, model.predict(obs, state=state)[0])
 
 
-@pytest.mark.parametrize("head, consolidation", [("bbb", "ewc"), ("bbb", "vcl"), ("blr", "ewc")])
+@pytest.mark.parametrize("head, consolidation", [("bbb", "ewc"), ("bbb", "vcl"), ("blr", "ewc"), ("ensemble", "ewc")])
 def test_bayes_dqn_save_load_exact(head: str, consolidation: str, tmp_path) -> None:
     from sb3_bayes.bayes_dqn import BayesianDQN
 
@@ -353,6 +353,9 @@ def test_bayes_dqn_save_load_exact(head: str, consolidation: str, tmp_path) -> N
         assert model.policy.blr_posterior.mean.abs().sum() > 0
         assert loaded.n_posterior_updates == model.n_posterior_updates >= 2
         assert loaded._last_posterior_update == model._last_posterior_update
+    elif head == "ensemble":  # the members' fixed random priors, the held members and the bootstrap masks' seed
+        assert any(key.startswith("q_net.head.prior.") for key in state) and "q_net.head.head_sample" in state
+        assert loaded.bootstrap_seed == model.bootstrap_seed
     else:
         assert any(key.endswith("prior_weight_mean") for key in state) and any(key.endswith("weight_noise") for key in state)
     if consolidation == "ewc":

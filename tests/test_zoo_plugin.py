@@ -531,6 +531,16 @@ def test_bayes_dqn_converter_sampler_registry_and_yaml() -> None:
                       "target_update_interval": 10, "blr_prior_var": 0.01,
                       "policy_kwargs": {"bayesian_layer_kwargs": {"prior_std": 0.2}, "net_arch": [256, 256]}}  # fmt: skip
     assert samplers.convert_bayes_dqn_params({"train_freq": 4.0}) == {"train_freq": 4}
+    # the ensemble head and the BLR head's random-feature prior: their settings go into policy_kwargs
+    raw = {"head": "ensemble", "n_heads": 20, "prior_scale": 5.0, "bootstrap_prob": 0.5, "prior_features": 128.0,
+           "prior_lengthscale": 0.5, "prior_feature_scale": 3.0}  # fmt: skip
+    ensemble_kwargs = {"prior_features": 128, "prior_lengthscale": 0.5, "prior_feature_scale": 3.0, "n_heads": 20,
+                       "prior_scale": 5.0}  # fmt: skip
+    assert samplers.convert_bayes_dqn_params(raw) == {
+        "head": "ensemble",
+        "bootstrap_prob": 0.5,
+        "policy_kwargs": ensemble_kwargs,
+    }
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
     sampled = samplers.sample_bayes_dqn_params(trial, 2, 1, {})
@@ -545,7 +555,16 @@ def test_bayes_dqn_converter_sampler_registry_and_yaml() -> None:
     path = registry.find_yaml("bayes_dqn")
     assert path is not None and path.name == "bayes_dqn.yml"
     sections = yaml.load(path.read_text(), Loader=yaml.UnsafeLoader)
-    for name in ("default", "atari", "CartPole-v1", "DeepSea5-v0", "DeepSea10-v0", "DeepSea20-v0", "DeepSea30-v0"):
+    for name in (
+        "default",
+        "atari",
+        "CartPole-v1",
+        "DeepSea-v0",
+        "DeepSea5-v0",
+        "DeepSea10-v0",
+        "DeepSea20-v0",
+        "DeepSea30-v0",
+    ):
         assert "n_timesteps" in sections[name] and "policy" in sections[name], name
     assert sections["atari"]["policy"] == "CnnPolicy" and sections["atari"]["frame_stack"] == 4
     # the sampled kwargs build a model

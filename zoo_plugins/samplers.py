@@ -476,9 +476,11 @@ def sample_bayes_ddpg_params(
 BAYES_DQN_NET_ARCHS: dict[str, list[int]] = {"small": [64, 64], "medium": [256, 256]}
 
 #: Search space of :func:`sample_bayes_dqn_params`, in the format of :data:`PETS_SEARCH_SPACE`. ``kl_weight`` and
-#: ``prior_std`` act on the ``"bbb"`` head, ``blr_prior_var`` on the ``"blr"`` head (the other head ignores them).
+#: ``prior_std`` act on the ``"bbb"`` head; ``blr_prior_var`` and the random-feature prior (``prior_features``,
+#: ``prior_lengthscale``, ``prior_feature_scale``) on the ``"blr"`` head; ``n_heads``, ``prior_scale`` and
+#: ``bootstrap_prob`` on the ``"ensemble"`` head (the other heads ignore them).
 BAYES_DQN_SEARCH_SPACE: dict[str, Any] = {
-    "head": ["bbb", "blr"],
+    "head": ["bbb", "blr", "ensemble"],
     "learning_rate": (1e-5, 3e-3),
     "batch_size": [32, 64, 128],
     "gamma": [0.95, 0.98, 0.99, 0.995],
@@ -489,18 +491,36 @@ BAYES_DQN_SEARCH_SPACE: dict[str, Any] = {
     "blr_prior_var": (1e-4, 1e-1),
     "resample_every": [0, 100, 1000],
     "net_arch": ["small", "medium"],
+    "prior_features": [0, 128, 512],
+    "prior_lengthscale": (0.1, 10.0),
+    "prior_feature_scale": (0.1, 30.0),
+    "n_heads": [5, 10, 20],
+    "prior_scale": [0.0, 1.0, 3.0, 5.0, 10.0],
+    "bootstrap_prob": [0.5, 0.75, 1.0],
 }
 
 #: BayesianDQN parameters sampled log-uniformly.
-BAYES_DQN_LOG_SCALE = frozenset({"learning_rate", "kl_weight", "prior_std", "blr_prior_var"})
+BAYES_DQN_LOG_SCALE = frozenset(
+    {"learning_rate", "kl_weight", "prior_std", "blr_prior_var", "prior_lengthscale", "prior_feature_scale"}
+)
 #: BayesianDQN parameters of every Bayes-by-backprop layer (``policy_kwargs["bayesian_layer_kwargs"]``).
 BAYES_DQN_LAYER_PARAMS = ("prior_std", "posterior_init_log_var")
+#: BayesianDQN parameters of the policy (``policy_kwargs``), with their types: the random-feature prior of the
+#: ``"blr"`` head and the members and prior networks of the ``"ensemble"`` head.
+BAYES_DQN_POLICY_PARAMS: dict[str, type] = {
+    "prior_features": int,
+    "prior_lengthscale": float,
+    "prior_feature_scale": float,
+    "n_heads": int,
+    "prior_scale": float,
+}
 
 
 def convert_bayes_dqn_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """Map raw Optuna parameters (``trial.params``) to BayesianDQN constructor kwargs: the prior of the Bayesian layers
-    goes to ``policy_kwargs["bayesian_layer_kwargs"]``, the named ``net_arch`` to ``policy_kwargs``; ``resample_every``
-    0 means a new Thompson sample at every episode start. Any subset of the parameters is accepted."""
+    goes to ``policy_kwargs["bayesian_layer_kwargs"]``; the named ``net_arch``, the random-feature prior and the
+    ensemble's size and prior scale to ``policy_kwargs``; ``resample_every`` 0 means a new Thompson sample at every
+    episode start. Any subset of the parameters is accepted."""
     hyperparams = dict(sampled_params)
     policy_kwargs: dict[str, Any] = {}
     layer_kwargs = {key: float(hyperparams.pop(key)) for key in BAYES_DQN_LAYER_PARAMS if key in hyperparams}
@@ -508,9 +528,14 @@ def convert_bayes_dqn_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         policy_kwargs["bayesian_layer_kwargs"] = layer_kwargs
     if "net_arch" in hyperparams:
         policy_kwargs["net_arch"] = list(BAYES_DQN_NET_ARCHS[hyperparams.pop("net_arch")])
+    for key, kind in BAYES_DQN_POLICY_PARAMS.items():
+        if key in hyperparams:
+            policy_kwargs[key] = kind(hyperparams.pop(key))
     for key in ("batch_size", "target_update_interval", "train_freq", "resample_every"):
         if key in hyperparams:
             hyperparams[key] = int(hyperparams[key])
+    if "bootstrap_prob" in hyperparams:
+        hyperparams["bootstrap_prob"] = float(hyperparams["bootstrap_prob"])
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
     return hyperparams
