@@ -43,42 +43,6 @@ BAYESIAN_LAYER_SETTINGS = ("prior_std", "posterior_init_log_var", "posterior_ini
 
 
 # ------------------------------------------------------------------------------------------- construction-time checks
-def check_type(check: ParameterValidator, name: str, value: Any, holds: bool, allowed: str) -> None:
-    """
-    Deprecated: ``check.of_type(name, value, holds, allowed)`` (kept while ``sb3_bayes.pets`` still imports it).
-
-    :param check: The owner's validator.
-    :param name: Parameter name.
-    :param value: The value given.
-    :param holds: Whether the type is right.
-    :param allowed: What is allowed, in words.
-    """
-    check.of_type(name, value, holds, allowed)
-
-
-def check_subclass(check: ParameterValidator, name: str, value: Any, base: type) -> None:
-    """
-    Deprecated: ``check.subclass(name, value, base)`` (kept while ``sb3_bayes.pets`` still imports it).
-
-    :param check: The owner's validator.
-    :param name: Parameter name.
-    :param value: The value given.
-    :param base: The required base class.
-    """
-    check.subclass(name, value, base)
-
-
-def check_optional_dict(check: ParameterValidator, name: str, value: Any) -> None:
-    """
-    Deprecated: ``check.keyword_arguments(name, value)`` (kept while ``sb3_bayes.pets`` still imports it).
-
-    :param check: The owner's validator.
-    :param name: Parameter name.
-    :param value: The value given.
-    """
-    check.keyword_arguments(name, value)
-
-
 def check_bayesian_layer_settings(
     check: ParameterValidator, settings: dict[str, Any], name: str = "bayesian_layer_kwargs"
 ) -> dict[str, Any]:
