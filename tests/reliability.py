@@ -4,7 +4,8 @@ Shared checks of the reliability contract (imported by the test modules, as ``fr
 - :func:`check_exact_resume`: ``learn(2n)`` equals ``learn(n)``, ``save`` (+ replay), ``load``, ``learn(n)`` exactly;
 - :func:`check_weights_survive`: a NaN raises a ``ValueError`` naming it, the weights are those before the bad update,
   and the model still saves and loads;
-- :class:`NonFiniteAt`: an environment wrapper that returns a NaN observation or reward at a chosen step.
+- :class:`NonFiniteAt`: an environment wrapper that returns a NaN observation or reward at a chosen step;
+- :func:`check_refused`: a bad hyperparameter is refused by name when the model is built.
 """
 
 import re
@@ -17,6 +18,8 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_bayes.common.validation import HyperparameterError
 
 
 def model_tensors(model: BaseAlgorithm) -> dict[str, th.Tensor]:
@@ -149,3 +152,20 @@ def names(parameter: str) -> str:
     :return: The pattern.
     """
     return rf"\b{re.escape(parameter)}\b"
+
+
+def check_refused(build: Callable[[], Any], error: type[Exception], parameter: str) -> HyperparameterError:
+    """
+    ``build`` raises ``error``, a :class:`~sb3_bayes.common.validation.HyperparameterError` whose one-line message and
+    ``.parameter`` name ``parameter``.
+
+    :param build: Builds the model (or policy) with the bad value.
+    :param error: The expected exception type.
+    :param parameter: The parameter the error must name.
+    :return: The error, for further checks.
+    """
+    with pytest.raises(error, match=names(parameter)) as info:
+        build()
+    assert isinstance(info.value, HyperparameterError) and info.value.parameter == parameter
+    assert "\n" not in str(info.value)
+    return info.value

@@ -10,7 +10,7 @@ import pytest
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from reliability import NonFiniteAt, check_exact_resume, check_weights_survive, model_tensors, names
+from reliability import NonFiniteAt, check_exact_resume, check_refused, check_weights_survive, model_tensors, names
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv
@@ -350,10 +350,7 @@ BAD_VALUES = [
 )
 def test_bad_hyperparameters_fail_at_construction(kwargs: dict, error: type[HyperparameterError], parameter: str) -> None:
     arguments = {"policy": "MlpPolicy", "policy_kwargs": SMALL, **kwargs}
-    with pytest.raises(error, match=names(parameter)) as excinfo:
-        DVRL(env="CartPole-v1", **arguments)
-    assert excinfo.value.parameter == parameter
-    assert "\n" not in str(excinfo.value)
+    check_refused(lambda: DVRL(env="CartPole-v1", **arguments), error, parameter)
 
 
 @pytest.mark.parametrize(
@@ -371,10 +368,12 @@ def test_bad_hyperparameters_fail_at_construction(kwargs: dict, error: type[Hype
 def test_policy_checks_its_arguments_when_built_alone(kwargs: dict, error: type[HyperparameterError], parameter: str) -> None:
     # The arguments DVRL passes by name, and CnnPolicy's own relations, checked by the policy built without DVRL.
     images = spaces.Box(0, 255, (1, 36, 36), np.uint8)
-    with pytest.raises(error, match=names(parameter)) as excinfo:
-        CnnPolicy(images, spaces.Discrete(2), lambda _: 1e-3, **{**SMALL, "cnn_channels": [4, 8, 4], **kwargs})
-    assert excinfo.value.parameter == parameter
-    assert str(excinfo.value).startswith("CnnPolicy: ")
+    refused = check_refused(
+        lambda: CnnPolicy(images, spaces.Discrete(2), lambda _: 1e-3, **{**SMALL, "cnn_channels": [4, 8, 4], **kwargs}),
+        error,
+        parameter,
+    )
+    assert str(refused).startswith("CnnPolicy: ")
 
 
 def test_other_argument_errors() -> None:
