@@ -357,21 +357,11 @@ class BayesianDDPG(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBuffer
                     n_weights = sum(layer.weight_log_var.numel() for layer in layers)
                     self.logger.record(f"train/{name}_posterior_std", std_sum / n_weights)
 
-    def _store_transition(
-        self,
-        replay_buffer: ReplayBuffer,
-        buffer_action: np.ndarray,
-        new_obs: np.ndarray | dict[str, np.ndarray],
-        reward: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # checked, then stored
+    def _episodes_ended(self, indices: np.ndarray) -> None:
         # Posterior sampling: a new actor sample for every environment whose episode just ended.
-        if np.any(dones):
-            with self.policy.rollout_thompson(self.n_envs):
-                if self.policy.n_thompson_samples == len(dones):
-                    self.policy.thompson_resample(np.flatnonzero(dones))
+        with self.policy.rollout_thompson(self.n_envs):
+            if self.policy.n_thompson_samples == self.n_envs:
+                self.policy.thompson_resample(indices)
 
     def _on_step(self) -> None:
         super()._on_step()

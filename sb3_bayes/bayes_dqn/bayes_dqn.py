@@ -358,20 +358,11 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
         with self._rollout_thompson():
             return super()._sample_action(learning_starts, action_noise, n_envs)
 
-    def _store_transition(
-        self,
-        replay_buffer: ReplayBuffer,
-        buffer_action: np.ndarray,
-        new_obs: np.ndarray | dict[str, np.ndarray],
-        reward: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-        if self.thompson_interval == 0 and bool(np.any(dones)):
+    def _episodes_ended(self, indices: np.ndarray) -> None:
+        if self.thompson_interval == 0:
             # Thompson sampling per episode (BBQN): the environments that start a new episode draw new weights.
             with self._rollout_thompson():
-                self.policy.resample(indices=np.flatnonzero(dones))
+                self.policy.resample(indices=indices)
 
     def _on_step(self) -> None:
         super()._on_step()  # target network (hard or Polyak update) and epsilon schedule

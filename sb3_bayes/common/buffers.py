@@ -290,6 +290,16 @@ class PlaceholderReplayBufferMixin(OffPolicyAlgorithm):
             self._check_finite_observation(observation, algo)
         check_finite_data(reward, "reward", algo)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        if np.any(dones):
+            self._episodes_ended(np.flatnonzero(dones))
+
+    def _episodes_ended(self, indices: np.ndarray) -> None:
+        """
+        Called once the transitions of a step are stored, with the environments whose episode just ended: where a
+        posterior-sampling agent draws the sample it acts with in the next episode.
+
+        :param indices: Indices of those environments.
+        """
 
     @staticmethod
     def _check_finite_observation(observation: Any, algo: str) -> None:
