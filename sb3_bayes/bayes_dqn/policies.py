@@ -64,6 +64,27 @@ HEADS = ("bbb", "blr", "ensemble")
 Q_MODES = ("sample", "fixed", "mean")
 
 
+#: Settings of the Q-network's head that the policy and its Q-networks share, under the same attribute names.
+HEAD_SETTINGS = (
+    "bayesian_layer_kwargs",
+    "n_heads",
+    "prior_scale",
+    "prior_features",
+    "prior_lengthscale",
+    "prior_feature_scale",
+)
+
+
+def head_settings(owner: Any) -> dict[str, Any]:
+    """
+    The head and its settings, by name, as ``BayesianQNetwork`` takes them.
+
+    :param owner: A ``BayesianDQNPolicy`` or a ``BayesianQNetwork``.
+    :return: ``{"head": ..., <setting>: ...}``.
+    """
+    return {"head": owner.head_type, **{name: getattr(owner, name) for name in HEAD_SETTINGS}}
+
+
 class NatureCNNTrunk(NatureCNN):
     """
     The convolutions of the Nature-DQN network (Mnih et al., 2015) without its fully-connected layer, whose output
@@ -374,13 +395,7 @@ class BayesianQNetwork(BasePolicy):
                 features_dim=self.features_dim,
                 activation_fn=self.activation_fn,
                 features_extractor=self.features_extractor,
-                head=self.head_type,
-                bayesian_layer_kwargs=self.bayesian_layer_kwargs,
-                n_heads=self.n_heads,
-                prior_scale=self.prior_scale,
-                prior_features=self.prior_features,
-                prior_lengthscale=self.prior_lengthscale,
-                prior_feature_scale=self.prior_feature_scale,
+                **head_settings(self),
             )
         )
         return data
@@ -555,13 +570,7 @@ class BayesianDQNPolicy(DQNPolicy):
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return BayesianQNetwork(
             **net_args,  # type: ignore[arg-type]
-            head=self.head_type,
-            bayesian_layer_kwargs=self.bayesian_layer_kwargs,
-            n_heads=self.n_heads,
-            prior_scale=self.prior_scale,
-            prior_features=self.prior_features,
-            prior_lengthscale=self.prior_lengthscale,
-            prior_feature_scale=self.prior_feature_scale,
+            **head_settings(self),
         ).to(self.device)
 
     # ------------------------------------------------------------------------------------------------ Thompson samples
@@ -674,19 +683,7 @@ class BayesianDQNPolicy(DQNPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            dict(
-                head=self.head_type,
-                bayesian_layer_kwargs=self.bayesian_layer_kwargs,
-                blr_prior_var=self.blr_prior_var,
-                blr_noise_var=self.blr_noise_var,
-                n_heads=self.n_heads,
-                prior_scale=self.prior_scale,
-                prior_features=self.prior_features,
-                prior_lengthscale=self.prior_lengthscale,
-                prior_feature_scale=self.prior_feature_scale,
-            )
-        )
+        data.update(dict(**head_settings(self), blr_prior_var=self.blr_prior_var, blr_noise_var=self.blr_noise_var))
         return data
 
 
