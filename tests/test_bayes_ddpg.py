@@ -439,7 +439,7 @@ def test_non_finite_data_is_refused_before_it_is_stored(what: str, tmp_path) -> 
 
 @pytest.mark.parametrize("network", ["critic", "actor"])
 def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(network: str, monkeypatch, tmp_path) -> None:
-    import sb3_bayes.bayes_ddpg.bayes_ddpg as module
+    import sb3_bayes.common.consolidation as module  # where the update step is taken
 
     model = _trained_on(gym.make("Pendulum-v1", max_episode_steps=20))
     before: dict[str, th.Tensor] = {}

@@ -419,7 +419,7 @@ def test_non_finite_data_is_refused_before_it_is_stored(what: str, tmp_path) -> 
 
 @pytest.mark.parametrize("head", ["bbb", "blr"])
 def test_non_finite_loss_leaves_the_weights_of_the_last_finite_update(head: str, monkeypatch, tmp_path) -> None:
-    import sb3_bayes.bayes_dqn.bayes_dqn as module
+    import sb3_bayes.common.consolidation as module  # where the update step is taken
 
     model = _trained_on(gym.make("CartPole-v1"), head)
     before: dict[str, th.Tensor] = {}

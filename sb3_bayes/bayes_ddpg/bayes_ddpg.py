@@ -1,7 +1,7 @@
 """Bayesian DDPG: DDPG/TD3 with Bayes-by-backprop actor and critics, posterior-sampling exploration and EWC/VCL."""
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -10,7 +10,7 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.td3.td3 import TD3
 from torch import nn
@@ -18,15 +18,14 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from sb3_bayes.bayes_ddpg.policies import BayesianDDPGPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_bayes.common.base_class import NamedRunsMixin
 from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, refresh_weights, weight_mode
 from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
 from sb3_bayes.common.ewc import gaussian_output_fisher
 from sb3_bayes.common.random_state import ExactResumeMixin
-from sb3_bayes.common.utils import check_flat_box, checked_step
+from sb3_bayes.common.utils import check_flat_box
 from sb3_bayes.common.validation import ParameterValidator
-
-SelfBayesianDDPG = TypeVar("SelfBayesianDDPG", bound="BayesianDDPG")
 
 _OBSERVATION_SPACES = (spaces.Box, spaces.Dict, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -45,7 +44,7 @@ class _PreSquashActor(nn.Module):
         return mu[:-1](features) if isinstance(mu[-1], nn.Tanh) else mu(features)
 
 
-class BayesianDDPG(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferMixin, TD3):
+class BayesianDDPG(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, PlaceholderReplayBufferMixin, TD3):
     """
     Bayesian DDPG: SB3's DDPG/TD3 whose actor and critics are Bayes-by-backprop networks (mean-field Gaussian weights,
     Blundell et al., 2015), trained on the per-data-set variational objective
@@ -308,13 +307,10 @@ class BayesianDDPG(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBuffer
             td_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
             assert isinstance(td_loss, th.Tensor)
             kl_critic = kl_divergence(self._layers["critic"]) / n_data
-            critic_loss = td_loss + self.kl_weight * kl_critic
-            ewc_critic = self._consolidation_penalty("critic")
-            if ewc_critic is not None:
-                critic_loss = critic_loss + ewc_critic
-            # A NaN or inf loss or gradient raises before the step: the weights stay those of the last finite update.
-            checked_step(self.critic.optimizer, critic_loss, "the BayesianDDPG critic loss")
-            critic_losses.append(critic_loss.item())
+            critic_loss, _ = self._consolidated_step(
+                "critic", self.critic.optimizer, td_loss + self.kl_weight * kl_critic, "the BayesianDDPG critic loss"
+            )
+            critic_losses.append(critic_loss)
             td_losses.append(td_loss.item())
             kl_critic_values.append(kl_critic.item())
 
@@ -324,12 +320,10 @@ class BayesianDDPG(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBuffer
                 with weight_mode(self._layers["critic"], "mean"):
                     q_pi = self.critic.q1_forward(replay_data.observations, self.actor(replay_data.observations))
                 kl_actor = kl_divergence(self._layers["actor"]) / n_data
-                actor_loss = -q_pi.mean() + self.kl_weight * kl_actor
-                ewc_actor = self._consolidation_penalty("actor")
-                if ewc_actor is not None:
-                    actor_loss = actor_loss + ewc_actor
-                checked_step(self.actor.optimizer, actor_loss, "the BayesianDDPG actor loss")
-                actor_losses.append(actor_loss.item())
+                actor_loss, _ = self._consolidated_step(
+                    "actor", self.actor.optimizer, -q_pi.mean() + self.kl_weight * kl_actor, "the BayesianDDPG actor loss"
+                )
+                actor_losses.append(actor_loss)
                 kl_actor_values.append(kl_actor.item())
 
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
@@ -415,21 +409,3 @@ class BayesianDDPG(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBuffer
             if network == "actor":
                 return gaussian_output_fisher(module, actor_output, obs_inputs, parameter_names)
             return gaussian_output_fisher(module, critic_output, (*obs_inputs, samples.actions), parameter_names)
-
-    def learn(
-        self: SelfBayesianDDPG,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "BayesianDDPG",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfBayesianDDPG:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

@@ -31,6 +31,7 @@ from sb3_bayes.common.bayesian_layers import (
     using_held_samples,
     weight_mode,
 )
+from sb3_bayes.common.policies import EpisodeStartPolicy
 from sb3_bayes.common.utils import check_image_observations
 from sb3_bayes.common.validation import ParameterValidator
 
@@ -144,7 +145,7 @@ class BayesianContinuousCritic(ContinuousCritic):
             self.q_networks.append(q_net)
 
 
-class BayesianDDPGPolicy(TD3Policy):
+class BayesianDDPGPolicy(EpisodeStartPolicy, TD3Policy):
     """
     TD3/DDPG policy (actor, critics and their targets) with Bayes-by-backprop layers.
 
@@ -160,7 +161,9 @@ class BayesianDDPGPolicy(TD3Policy):
     :param net_arch: Layer widths (list, or dict with ``pi`` and ``qf``); default ``[400, 300]`` (``[256, 256]`` after
         a CNN), as SB3's TD3.
     :param activation_fn: Activation function.
-    :param features_extractor_class: Features extractor.
+    :param features_extractor_class: Features extractor (None: the policy's ``default_features_extractor_class``,
+        ``FlattenExtractor`` for ``MlpPolicy``, ``NatureCNN`` for ``CnnPolicy``, ``CombinedExtractor`` for
+        ``MultiInputPolicy``).
     :param features_extractor_kwargs: Its keyword arguments.
     :param normalize_images: Whether to divide images by 255.
     :param optimizer_class: Optimizer.
@@ -176,6 +179,9 @@ class BayesianDDPGPolicy(TD3Policy):
     :param posterior_init_mean_std: Standard deviation of the initial posterior means (None: ``nn.Linear``'s init).
     """
 
+    # The features extractor when none is given; CnnPolicy and MultiInputPolicy differ only in this.
+    default_features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -183,7 +189,7 @@ class BayesianDDPGPolicy(TD3Policy):
         lr_schedule: Schedule,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
-        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
@@ -196,6 +202,8 @@ class BayesianDDPGPolicy(TD3Policy):
         posterior_init_log_var: float = -9.0,
         posterior_init_mean_std: float | None = None,
     ) -> None:
+        if features_extractor_class is None:
+            features_extractor_class = self.default_features_extractor_class
         check = ParameterValidator(type(self).__name__)
         net_arch = self._check_net_arch(check, net_arch)
         check_network_arguments(
@@ -306,23 +314,15 @@ class BayesianDDPGPolicy(TD3Policy):
         with using_held_samples(self._held_slots, self.rollout_samples, lambda: self.thompson_resample(n_samples=n_envs)):
             yield
 
-    def predict(
-        self,
-        observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """
-        SB3's ``predict``; with ``deterministic=False`` the actor's held sample is redrawn for every environment where
-        ``episode_start`` is true (posterior sampling once per episode, so ``evaluate_policy``, ``EvalCallback`` and
-        rl-zoo3's ``enjoy`` act as in training).
-        """
+    def _prepare_predict(
+        self, observation: np.ndarray | dict[str, np.ndarray], episode_start: np.ndarray | None, deterministic: bool
+    ) -> None:
+        # With deterministic=False the actor's held sample is redrawn for every environment where an episode starts
+        # (posterior sampling once per episode).
         if not deterministic and episode_start is not None and self.n_thompson_samples > 0:
             starts = np.asarray(episode_start, dtype=bool).reshape(-1)
             if starts.any() and starts.size == self.n_thompson_samples:
                 self.thompson_resample(np.flatnonzero(starts))
-        return super().predict(observation, state, episode_start, deterministic)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if self.n_thompson_samples == 0:
@@ -348,34 +348,10 @@ MlpPolicy = BayesianDDPGPolicy
 class CnnPolicy(BayesianDDPGPolicy):
     """``BayesianDDPGPolicy`` with SB3's ``NatureCNN`` features extractor (image observations)."""
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, lr_schedule, net_arch, activation_fn, features_extractor_class, **kwargs
-        )
+    default_features_extractor_class = NatureCNN
 
 
 class MultiInputPolicy(BayesianDDPGPolicy):
     """``BayesianDDPGPolicy`` with SB3's ``CombinedExtractor`` (``Dict`` observation spaces)."""
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, lr_schedule, net_arch, activation_fn, features_extractor_class, **kwargs
-        )
+    default_features_extractor_class = CombinedExtractor

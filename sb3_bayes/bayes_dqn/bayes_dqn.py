@@ -6,7 +6,7 @@ ensemble with randomized prior functions).
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch as th
@@ -16,7 +16,7 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.dqn import DQN
 from torch.func import functional_call
@@ -31,15 +31,14 @@ from sb3_bayes.bayes_dqn.policies import (
     ThompsonLinearHead,
     q_mode,
 )
+from sb3_bayes.common.base_class import NamedRunsMixin
 from sb3_bayes.common.bayesian_layers import kl_divergence, refresh_weights
 from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
 from sb3_bayes.common.ewc import diagonal_fisher
 from sb3_bayes.common.random_state import ExactResumeMixin
-from sb3_bayes.common.utils import checked_step
 from sb3_bayes.common.validation import ParameterValidator
 
-SelfBayesianDQN = TypeVar("SelfBayesianDQN", bound="BayesianDQN")
 #: The algorithm's own arguments that the policy builds the network with (passed on through ``policy_kwargs``).
 POLICY_ARGUMENTS = ("head", "blr_prior_var", "blr_noise_var")
 
@@ -52,7 +51,7 @@ class RecentTransitions(NamedTuple):
     targets: th.Tensor  # [n]
 
 
-class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferMixin, DQN):
+class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, PlaceholderReplayBufferMixin, DQN):
     """
     Bayesian Deep Q-Network: DQN whose Q-network carries a posterior over its weights and explores by Thompson sampling
     (one set of weights drawn per episode, or every ``resample_every`` steps, and followed greedily), with
@@ -466,13 +465,12 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
                 kl = kl_divergence(self.q_net)
                 loss = loss + self.kl_weight * kl / n_transitions
                 kls.append(float(kl.detach()))
-            penalty = self._consolidation_penalty("q_net")
+            total_loss, penalty = self._consolidated_step(
+                "q_net", self.policy.optimizer, loss, "the BayesianDQN Q-network loss", max_grad_norm=self.max_grad_norm
+            )
             if penalty is not None:
-                loss = loss + penalty
-                penalties.append(penalty.item())
-            # A NaN or inf loss or gradient raises before the step: the weights stay those of the last finite update.
-            checked_step(self.policy.optimizer, loss, "the BayesianDQN Q-network loss", max_grad_norm=self.max_grad_norm)
-            losses.append(loss.item())
+                penalties.append(penalty)
+            losses.append(total_loss)
             td_losses.append(td_loss.item())
 
         self._n_updates += gradient_steps
@@ -539,20 +537,3 @@ class BayesianDQN(ExactResumeMixin, ConsolidationMixin, PlaceholderReplayBufferM
     # ----------------------------------------------------------------------------------------------------------------
     # Learning
     # ----------------------------------------------------------------------------------------------------------------
-    def learn(
-        self: SelfBayesianDQN,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "BayesianDQN",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfBayesianDQN:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

@@ -56,6 +56,7 @@ from sb3_bayes.common.bayesian_layers import (
 )
 from sb3_bayes.common.blr import PerActionBayesianLinearRegression
 from sb3_bayes.common.ensemble import EnsembleLinear
+from sb3_bayes.common.policies import EpisodeStartPolicy
 from sb3_bayes.common.random_features import RandomFourierFeatures
 from sb3_bayes.common.utils import check_image_observations
 from sb3_bayes.common.validation import ParameterValidator
@@ -299,7 +300,7 @@ class BayesianQNetwork(BasePolicy):
         self.net_arch = [64, 64] if net_arch is None else list(net_arch)
         self.activation_fn = activation_fn
         self.features_dim = features_dim
-        self.head_type = check_head(head, type(self).__name__)
+        self.head_type = ParameterValidator(type(self).__name__).choice("head", head, HEADS)
         self.bayesian_layer_kwargs = dict(bayesian_layer_kwargs or {})
         self.n_heads = n_heads
         self.prior_scale = prior_scale
@@ -401,15 +402,6 @@ class BayesianQNetwork(BasePolicy):
         return data
 
 
-def check_head(head: str, owner: str) -> str:
-    """
-    :param head: The head's name.
-    :param owner: The class it is given to, for the message.
-    :return: The name, checked (a ``HyperparameterValueError`` for an unknown one).
-    """
-    return ParameterValidator(owner).choice("head", head, HEADS)
-
-
 #: The layers that carry a mode.
 MODE_LAYERS = (BayesianLinear, ThompsonLinearHead, EnsembleQHead)
 
@@ -449,7 +441,7 @@ def q_mode(module: nn.Module, mode: str) -> Iterator[None]:
             layer.mode = layer_mode
 
 
-class BayesianDQNPolicy(DQNPolicy):
+class BayesianDQNPolicy(EpisodeStartPolicy, DQNPolicy):
     """
     Policy of BayesianDQN: the online and target Q-networks (:class:`BayesianQNetwork`), the BDQN posterior (``"blr"``
     head) and the held Thompson samples.
@@ -495,7 +487,7 @@ class BayesianDQNPolicy(DQNPolicy):
         lr_schedule: Schedule,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
-        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
@@ -511,7 +503,11 @@ class BayesianDQNPolicy(DQNPolicy):
         prior_feature_scale: float = 1.0,
     ) -> None:
         check = ParameterValidator(type(self).__name__)
-        net_arch = check.optional(check.sizes, "net_arch", net_arch)
+        # Read by `make_q_net`, which the parent's constructor calls. The "blr" head ignores the Bayesian layer settings
+        # (checked all the same) and the "bbb" head the regression's variances; every head checks the settings of the others.
+        self.head_type = check.choice("head", head, HEADS)
+        features_extractor_class, default_net_arch = self.default_network(self.head_type, features_extractor_class)
+        net_arch = default_net_arch if net_arch is None else check.sizes("net_arch", net_arch)
         check_network_arguments(
             check,
             activation_fn,
@@ -522,9 +518,6 @@ class BayesianDQNPolicy(DQNPolicy):
             optimizer_kwargs,
         )
         check_image_observations(observation_space, features_extractor_class, features_extractor_kwargs, type(self).__name__)
-        # Read by `make_q_net`, which the parent's constructor calls. The "blr" head ignores the Bayesian layer settings
-        # (checked all the same) and the "bbb" head the regression's variances; every head checks the settings of the others.
-        self.head_type = check.choice("head", head, HEADS)
         check.keyword_arguments("bayesian_layer_kwargs", bayesian_layer_kwargs)
         self.bayesian_layer_kwargs = check_bayesian_layer_settings(check, dict(bayesian_layer_kwargs or {}))
         self.blr_prior_var = check.positive("blr_prior_var", blr_prior_var)
@@ -538,7 +531,7 @@ class BayesianDQNPolicy(DQNPolicy):
             observation_space,
             action_space,
             lr_schedule,
-            [64, 64] if net_arch is None else net_arch,
+            net_arch,
             activation_fn,
             features_extractor_class,
             features_extractor_kwargs,
@@ -546,6 +539,19 @@ class BayesianDQNPolicy(DQNPolicy):
             optimizer_class,
             optimizer_kwargs,
         )
+
+    @staticmethod
+    def default_network(
+        head: str, features_extractor_class: type[BaseFeaturesExtractor] | None
+    ) -> tuple[type[BaseFeaturesExtractor], list[int]]:
+        """
+        The features extractor and hidden widths used where the arguments leave them out (``CnnPolicy`` overrides it).
+
+        :param head: The checked head.
+        :param features_extractor_class: The given features extractor, or None.
+        :return: The features extractor and the default ``net_arch`` (``FlattenExtractor`` and ``[64, 64]`` here).
+        """
+        return features_extractor_class or FlattenExtractor, [64, 64]
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)
@@ -661,20 +667,13 @@ class BayesianDQNPolicy(DQNPolicy):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -------------------------------------------------------------------------------------------------------- acting
-    def predict(
-        self,
-        observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """
-        Greedy action w.r.t. the held Thompson samples (``deterministic=False``) or the posterior mean; the samples of
-        the environments where ``episode_start`` is true are redrawn first.
-        """
+    def _prepare_predict(
+        self, observation: np.ndarray | dict[str, np.ndarray], episode_start: np.ndarray | None, deterministic: bool
+    ) -> None:
+        # Greedy w.r.t. the held Thompson samples (deterministic=False), those of the starting episodes redrawn first,
+        # or w.r.t. the posterior mean.
         if not deterministic:
             self.prepare_thompson(observation, episode_start)
-        return super().predict(observation, state, None, deterministic)
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         if not deterministic and self.n_held_samples not in (1, obs.shape[0]):  # type: ignore[union-attr]
@@ -703,56 +702,16 @@ class CnnPolicy(BayesianDQNPolicy):
     the ``"ensemble"`` head the convolutions are shared and every member has its own ``[512]`` layer (Bootstrapped DQN),
     its prior a frozen copy of the convolutions and members of the same layout.
 
-    Same parameters as :class:`BayesianDQNPolicy`; ``features_extractor_class`` and ``net_arch`` default by head.
+    Same parameters as :class:`BayesianDQNPolicy`; ``features_extractor_class`` and ``net_arch`` default by head
+    (:meth:`default_network`).
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Discrete,
-        lr_schedule: Schedule,
-        net_arch: list[int] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        normalize_images: bool = True,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        head: str = "bbb",
-        bayesian_layer_kwargs: dict[str, Any] | None = None,
-        blr_prior_var: float = 1e-3,
-        blr_noise_var: float = 1.0,
-        n_heads: int = 10,
-        prior_scale: float = 5.0,
-        prior_features: int = 0,
-        prior_lengthscale: float = 1.0,
-        prior_feature_scale: float = 1.0,
-    ) -> None:
+    @staticmethod
+    def default_network(
+        head: str, features_extractor_class: type[BaseFeaturesExtractor] | None
+    ) -> tuple[type[BaseFeaturesExtractor], list[int]]:
         # "bbb" and "ensemble" (Bootstrapped DQN's shared convolutional torso and a 512-unit layer per member, Osband et
         # al., 2016) act on the convolutions' output; "blr" on the Nature CNN's 512 features.
-        on_convolutions = check_head(head, type(self).__name__) in ("bbb", "ensemble")
         if features_extractor_class is None:
-            features_extractor_class = NatureCNNTrunk if on_convolutions else NatureCNN
-        if net_arch is None:
-            net_arch = [512] if features_extractor_class is NatureCNNTrunk else []
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch,
-            activation_fn,
-            features_extractor_class,
-            features_extractor_kwargs,
-            normalize_images,
-            optimizer_class,
-            optimizer_kwargs,
-            head,
-            bayesian_layer_kwargs,
-            blr_prior_var,
-            blr_noise_var,
-            n_heads,
-            prior_scale,
-            prior_features,
-            prior_lengthscale,
-            prior_feature_scale,
-        )
+            features_extractor_class = NatureCNNTrunk if head in ("bbb", "ensemble") else NatureCNN
+        return features_extractor_class, [512] if features_extractor_class is NatureCNNTrunk else []

@@ -39,6 +39,7 @@ from torch import nn
 
 from sb3_bayes.common.bayesian_layers import posterior_to_prior
 from sb3_bayes.common.ewc import ElasticWeightConsolidation
+from sb3_bayes.common.utils import checked_step
 from sb3_bayes.common.validation import ParameterValidator
 
 #: Values of the ``consolidation`` argument.
@@ -244,6 +245,31 @@ class ConsolidationMixin(OffPolicyAlgorithm):
         :return: Its EWC penalty, or None (no EWC, network not regularised, or nothing consolidated yet).
         """
         return None if self.ewc is None else self.ewc.penalty(network, getattr(self, network))
+
+    def _consolidated_step(
+        self,
+        network: str,
+        optimizer: th.optim.Optimizer,
+        loss: th.Tensor,
+        what: str,
+        max_grad_norm: float | None = None,
+    ) -> tuple[float, float | None]:
+        """
+        One update of a network: its consolidation penalty (if any) added to the loss, then :func:`checked_step` (a NaN
+        or inf loss or gradient raises before the step, so the weights stay those of the last finite update).
+
+        :param network: The network's attribute name.
+        :param optimizer: Its optimiser.
+        :param loss: The loss without the penalty.
+        :param what: The loss's name in error messages.
+        :param max_grad_norm: Clip the gradients' global norm to this (None: no clipping).
+        :return: The total loss and the penalty (None when there is none), as floats for logging.
+        """
+        penalty = self._consolidation_penalty(network)
+        if penalty is not None:
+            loss = loss + penalty
+        checked_step(optimizer, loss, what, max_grad_norm=max_grad_norm)
+        return loss.item(), None if penalty is None else penalty.item()
 
     def _ewc_fisher(self, network: str, parameter_names: list[str], samples: ReplaySamples) -> dict[str, th.Tensor]:
         """

@@ -3,7 +3,7 @@
 import io
 import pathlib
 from collections.abc import Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -16,13 +16,12 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_bayes.common.base_class import NamedRunsMixin
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.utils import check_finite, check_finite_data, checked_step
 from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
 from sb3_bayes.dvrl.policies import Belief, CnnPolicy, DVRLPolicy, FilterNoise, MlpPolicy, check_spaces
-
-SelfDVRL = TypeVar("SelfDVRL", bound="DVRL")
 
 OPTIMIZERS = ("rmsprop", "adam")
 #: Adam's epsilon (the original's; RMSprop's is the ``rms_prop_eps`` argument).
@@ -31,7 +30,7 @@ ADAM_EPS = 1e-5
 TRAINING_STATE_KEY = "_training_state"
 
 
-class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
+class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
     """
     Deep Variational Reinforcement Learning (DVRL) for partially observable environments.
 
@@ -139,6 +138,7 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    default_log_interval = 100  # rollouts of n_steps steps between two log dumps
     policy: DVRLPolicy  # type: ignore[assignment]
     rollout_buffer: DVRLRolloutBuffer  # type: ignore[assignment]
 
@@ -556,24 +556,6 @@ class DVRL(ExactResumeMixin, OnPolicyAlgorithm):
             self.logger.record("train/ess", effective_sample_size(log_weights.detach()).mean().item())
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-
-    def learn(
-        self: SelfDVRL,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 100,
-        tb_log_name: str = "DVRL",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfDVRL:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
 
     def save(
         self,

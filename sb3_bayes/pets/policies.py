@@ -9,12 +9,12 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_bayes.common.ensemble import GaussianEnsembleMLP, LayerWeights, gaussian_nll_per_member, mse_per_member
 from sb3_bayes.common.normalization import Standardizer
+from sb3_bayes.common.policies import EpisodeStartPolicy
 from sb3_bayes.common.propagation import (
     TRAJECTORY_SAMPLING_METHODS,
     check_propagation,
@@ -343,7 +343,7 @@ class DynamicsEnsemble(nn.Module):
         return loss
 
 
-class PETSPolicy(BasePolicy):
+class PETSPolicy(EpisodeStartPolicy):
     """
     Policy of PETS: the dynamics ensemble and a model-predictive controller that re-plans at every step.
 
@@ -800,22 +800,14 @@ class PETSPolicy(BasePolicy):
         fresh = self.make_trajectory_optimizer().initial_solution(len(mask)).unsqueeze(1)
         return th.where(th.as_tensor(mask, device=self.device)[:, None, None, None], fresh, warm_elites.to(self.device))
 
-    def predict(
-        self,
-        observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """
-        Plan an action for each observation. The planner's warm start is kept between calls and forgotten where
-        ``episode_start`` is true (and whenever the batch size changes), so ``evaluate_policy``, ``EvalCallback``
-        and ``rl_zoo3.enjoy`` behave as in training.
-        """
+    def _prepare_predict(
+        self, observation: np.ndarray | dict[str, np.ndarray], episode_start: np.ndarray | None, deterministic: bool
+    ) -> None:
+        # The planner's warm start is kept between calls and forgotten where an episode starts (and whenever the batch
+        # size changes).
         if episode_start is not None:
             self.plan_warm_start = self.reset_warm_start(self.plan_warm_start, episode_start)
             self.plan_warm_elites = self.reset_warm_elites(self.plan_warm_elites, episode_start)
-        return super().predict(observation, state, episode_start, deterministic)
 
 
 MlpPolicy = PETSPolicy
