@@ -1,4 +1,5 @@
-"""Planning time per action of mbrl-lib 0.2.0's PETS (CEM + TSinf) on Pendulum-v1 shapes.
+"""Planning time per action of mbrl-lib 0.2.0's PETS (CEM + TSinf) on Pendulum-v1 shapes (``--env``: or
+InvertedPendulum-v5's or Reacher-v5's, with their known reward and termination from sb3_bayes/envs/known_rewards.py).
 
 Run with the mbrl-lib venv, from the repository root:
     benchmarks/pets_speed/.venv-mbrl/bin/python -m benchmarks.pets_speed.bench_mbrl --n-actions 10 \
@@ -6,7 +7,8 @@ Run with the mbrl-lib venv, from the repository root:
 Builds the agent the way mbrl-lib's PETS example notebook does (GaussianMLP ensemble,
 OneDTransitionRewardModel, ModelEnv, TrajectoryOptimizerAgent with CEMOptimizer), with the config
 in timing.CONFIG and SiLU activations. Weights are untrained (planning cost does not depend on
-training); the input normaliser is fitted on random Pendulum transitions so it is not identity.
+training); the input normaliser is fitted on random transitions of the env so it is not identity.
+mbrl-lib always plans at the paper configuration (timing.CONFIG); only our side has a "recommended" one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from benchmarks.pets_speed import timing
 warnings.filterwarnings("ignore")
 
 
-def build_agent(seed: int):
+def build_agent(seed: int, env_id: str = timing.CONFIG["env_id"]):
     import gymnasium as gym
     import mbrl.env.termination_fns as termination_fns
     import mbrl.models as models
@@ -31,8 +33,8 @@ def build_agent(seed: int):
     import mbrl.util.common as common_util
     import omegaconf
 
-    cfg = timing.CONFIG
-    env = gym.make(cfg["env_id"])
+    cfg = timing.paper_config(env_id)
+    env = gym.make(env_id)
     obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
     device = "cpu"
     torch.manual_seed(seed)
@@ -66,14 +68,19 @@ def build_agent(seed: int):
     gm = dynamics_model.model
     assert gm.in_size == obs_shape[0] + act_shape[0] and gm.out_size == obs_shape[0], (gm.in_size, gm.out_size)
 
-    O, A, N = timing.random_pendulum_data(1000, seed=seed)
+    O, A, N = timing.random_env_data(1000, seed=seed, env_id=env_id)
     dynamics_model.update_normalizer(mbrl.types.TransitionBatch(O, A, N, np.zeros(len(O), np.float32), None, None))
 
-    # Same reward function as our PETS (sb3_bayes.envs.known_rewards.pendulum_reward). It needs the
-    # *pre-step* observation (Pendulum-v1's reward is computed before the state update), which
+    # Same reward (and termination) functions as our PETS (sb3_bayes.envs.known_rewards: KNOWN_MODEL_SPECS[env_id]).
+    # Pendulum-v1's reward needs the *pre-step* observation (it is computed before the state update), which
     # mbrl-lib's RewardFnType(act, next_obs) does not receive: this ModelEnv subclass only records
-    # model_state["obs"] before delegating to mbrl's own step().
+    # model_state["obs"] before delegating to mbrl's own step(). InvertedPendulum-v5's termination (|angle| > 0.2
+    # after the step) becomes mbrl's TermFnType(act, next_obs) -> [B, 1] bool: mbrl's evaluate_action_sequences then
+    # zeroes a particle's rewards after its terminating step, as our planner does (and the reward fn already gives 0 on
+    # that step). Reacher-v5 and Pendulum-v1 never terminate (mbrl's no_termination, as our no_termination).
     kr = timing.load_known_rewards_module()
+    spec = kr.KNOWN_MODEL_SPECS[env_id]
+    assert not spec.env_kwargs, spec.env_kwargs
 
     class PreStepObsModelEnv(models.ModelEnv):
         def step(self, actions, model_state, sample=False):
@@ -81,9 +88,16 @@ def build_agent(seed: int):
             return super().step(actions, model_state, sample=sample)
 
     def reward_fn(act, next_obs):
-        return kr.pendulum_reward(model_env._pre_step_obs, act, next_obs).view(-1, 1)
+        return spec.reward_fn(model_env._pre_step_obs, act, next_obs).view(-1, 1)
 
-    model_env = PreStepObsModelEnv(env, dynamics_model, termination_fns.no_termination, reward_fn, generator=generator)
+    if spec.termination_fn is kr.no_termination:
+        termination_fn = termination_fns.no_termination
+    else:
+
+        def termination_fn(act, next_obs):
+            return spec.termination_fn(model_env._pre_step_obs, act, next_obs).view(-1, 1)
+
+    model_env = PreStepObsModelEnv(env, dynamics_model, termination_fn, reward_fn, generator=generator)
     agent_cfg = omegaconf.OmegaConf.create(
         {
             "_target_": "mbrl.planning.TrajectoryOptimizerAgent",
@@ -110,6 +124,8 @@ def build_agent(seed: int):
     agent = mbrl_planning.create_trajectory_optim_agent_for_model(model_env, agent_cfg, num_particles=cfg["n_particles"])
     assert agent.optimizer.optimizer.elite_num == cfg["num_elites"]
     info = dict(
+        reward_fn=f"known_rewards.{spec.reward_fn.__name__}",
+        termination_fn=f"known_rewards.{spec.termination_fn.__name__}",
         gaussian_mlp=repr(gm.hidden_layers).replace("\n", " "),
         normalizer_mean=dynamics_model.input_normalizer.mean.flatten().tolist(),
         normalizer_std=dynamics_model.input_normalizer.std.flatten().tolist(),
@@ -123,8 +139,8 @@ def main():
 
     import mbrl
 
-    agent, info = build_agent(args.seed)
-    config = dict(impl="mbrl-lib", mbrl_version=getattr(mbrl, "__version__", "?"), dtype="float32")
+    agent, info = build_agent(args.seed, args.env)
+    config = dict(impl="mbrl-lib", mbrl_version=getattr(mbrl, "__version__", "?"), dtype="float32", config_name="paper")
     write_result(args.out, timing.planning_time(args, agent.act, config, info), echo=True)
 
 

@@ -32,6 +32,18 @@ CONFIG: dict[str, Any] = dict(
     propagation="TSinf",
 )
 
+#: The environments whose shapes are timed (``--env``); every one has a known reward in ``known_rewards.py``.
+ENVS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
+#: ``--config``: "paper" = :data:`CONFIG` on the env's shapes; "recommended" = the env's section of hyperparams/pets.yml.
+CONFIGS = ("paper", "recommended")
+
+
+def paper_config(env_id: str = CONFIG["env_id"]) -> dict[str, Any]:
+    """The paper configuration (:data:`CONFIG`) on the shapes of ``env_id``."""
+    if env_id not in ENVS:
+        raise ValueError(f"env {env_id!r} is not one of {ENVS}")
+    return dict(CONFIG, env_id=env_id)
+
 
 def load_known_rewards_module():
     """Load ``sb3_bayes/envs/known_rewards.py`` as a standalone module (it only needs torch).
@@ -49,11 +61,11 @@ def load_known_rewards_module():
     return mod
 
 
-def random_pendulum_data(n: int = 1000, seed: int = 0):
-    """(obs, act, next_obs) from random actions in the real env, to fit input normalisers."""
+def random_env_data(n: int = 1000, seed: int = 0, env_id: str = CONFIG["env_id"]):
+    """(obs, act, next_obs) from random actions in the real env ``env_id``, to fit input normalisers."""
     import gymnasium as gym
 
-    env = gym.make(CONFIG["env_id"])
+    env = gym.make(env_id)
     obs, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
     O, A, N = [], [], []
@@ -69,15 +81,22 @@ def random_pendulum_data(n: int = 1000, seed: int = 0):
     return np.asarray(O, np.float32), np.asarray(A, np.float32), np.asarray(N, np.float32)
 
 
-def time_actions(act_fn: Callable[[np.ndarray], np.ndarray], n_actions: int, n_warmup: int, seed: int = 0):
-    """Run a real Pendulum-v1 episode, planning every action with ``act_fn(obs)``.
+def random_pendulum_data(n: int = 1000, seed: int = 0):
+    """:func:`random_env_data` on Pendulum-v1 (the name the first scripts of this benchmark use)."""
+    return random_env_data(n, seed, "Pendulum-v1")
+
+
+def time_actions(
+    act_fn: Callable[[np.ndarray], np.ndarray], n_actions: int, n_warmup: int, seed: int = 0, env_id: str = CONFIG["env_id"]
+):
+    """Run a real episode of ``env_id`` (reset when it ends), planning every action with ``act_fn(obs)``.
 
     Warm-up actions are executed but not timed. Returns per-action wall and CPU seconds and
     the actions taken.
     """
     import gymnasium as gym
 
-    env = gym.make(CONFIG["env_id"])
+    env = gym.make(env_id)
     obs, _ = env.reset(seed=seed)
     wall, cpu, actions = [], [], []
     for i in range(n_warmup + n_actions):
@@ -102,6 +121,7 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--env", choices=ENVS, default=CONFIG["env_id"], help="whose shapes, reward and episodes to time")
     return p
 
 
@@ -113,13 +133,13 @@ def result(
     cpu_seconds: float | None,
     wall_seconds: float | None,
 ) -> dict[str, Any]:
-    """A result of this benchmark (PETS on Pendulum-v1); the arguments go into ``config["args"]``."""
+    """A result of this benchmark (PETS on ``args.env``); the arguments go into ``config["args"]``."""
     arguments = dict(vars(args), out=None if args.out is None else repo_path(args.out))
     return result_record(
         benchmark="pets_speed",
         experiment=experiment,
         algorithm="PETS",
-        env=CONFIG["env_id"],
+        env=args.env,
         seed=args.seed,
         config=dict(config, args=arguments),
         results=results,
@@ -138,7 +158,7 @@ def planning_time(
     Times ``args.n_actions`` planned actions (:func:`time_actions`) and returns their result; its CPU and wall seconds
     are those of the timed actions.
     """
-    wall, cpu, actions = time_actions(act, args.n_actions, args.n_warmup, seed=args.seed)
+    wall, cpu, actions = time_actions(act, args.n_actions, args.n_warmup, seed=args.seed, env_id=args.env)
     results = dict(
         **timing_stats(wall, cpu),
         wall_all_s=wall,
@@ -146,4 +166,6 @@ def planning_time(
         first_actions=[a.tolist() for a in actions[:5]],
         model_info=model_info,
     )
-    return result("planning_time", args, dict(config, planner=CONFIG), results, sum(cpu), sum(wall))
+    config = dict(config)
+    planner = config.pop("planner", None) or paper_config(args.env)
+    return result("planning_time", args, dict(config, planner=planner), results, sum(cpu), sum(wall))
