@@ -197,7 +197,7 @@ def main() -> None:
         eval_actions=["deterministic", "stochastic"],
         train_log_every=args.train_log_every if args.train_log else None,
         zoo_command=" ".join(["python", *cmd[1:]]).replace(log_folder, "<logs>"),
-        config_yml=config_yml,
+        config_yml=config_yml.replace(log_folder, "<logs>"),
     )
     record = result_record(
         benchmark="dvrl",
