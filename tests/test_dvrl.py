@@ -267,6 +267,34 @@ def test_episode_start_resets_the_belief() -> None:
         model.predict(obs, state=(h[:, :2], z, log_w, prev_action))
 
 
+def test_predict_acts_as_the_rollout_step(monkeypatch) -> None:
+    # Carried through predict's numpy state, the belief and the actions are those of the training rollouts' step for the
+    # same observations, episode starts and filter noise (Box actions: the clipped action reaches the env, the sample
+    # the belief), over episode ends.
+    env = make_vec_env("MountainHikeNoise1-v0", n_envs=3, seed=0, wrapper_class=lambda e: gym.wrappers.TimeLimit(e, 8))
+    model = DVRL("MlpPolicy", env, n_particles=4, seed=0, policy_kwargs=SMALL)
+    policy = model.policy
+    obs, belief, starts = env.reset(), policy.initial_belief(3), np.ones(3, dtype=bool)
+    state, episode_ends = None, 0
+    for _ in range(20):
+        noise = policy.sample_noise(3)
+        monkeypatch.setattr(policy, "sample_noise", lambda n_envs, noise=noise: noise)
+        th.manual_seed(1)  # the same action sample on both sides
+        predicted, state = policy.predict(obs, state=state, episode_start=starts)
+        monkeypatch.undo()
+        th.manual_seed(1)
+        with th.no_grad():
+            actions, _, _, out = policy.step(belief, th.as_tensor(obs), th.as_tensor(starts, dtype=th.float32), noise)
+        clipped = np.clip(actions.numpy(), env.action_space.low, env.action_space.high)
+        np.testing.assert_array_equal(predicted, clipped)
+        belief = out.belief._replace(prev_action=policy.action_input(actions))
+        for carried, expected in zip(state, belief, strict=True):
+            np.testing.assert_array_equal(carried, expected.numpy())
+        obs, _, starts, _ = env.step(clipped)
+        episode_ends += int(starts.sum())
+    assert episode_ends > 0
+
+
 @pytest.mark.parametrize(
     ("observation_space", "action_space", "name"),
     [
