@@ -123,7 +123,7 @@ class OursPlanner:
         self.elites: th.Tensor | None = None
 
     def act(self, objective: Objective) -> th.Tensor:
-        solution = self.optimizer.solve(lambda candidates: objective(candidates), self.warm_start, self.elites)
+        solution = self.optimizer.solve(objective, self.warm_start, self.elites)
         self.warm_start = self.optimizer.shift(solution.mean)
         self.elites = self.optimizer.shift_elites(solution.elites)
         return solution.plan[0]

@@ -533,7 +533,3 @@ class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placehol
         data = (samples.observations, samples.actions.long().reshape(-1), targets)
         with q_mode(q_net, "mean"):
             return diagonal_fisher(q_net, per_sample_loss, data, parameter_names=parameter_names)  # type: ignore[arg-type]
-
-    # ----------------------------------------------------------------------------------------------------------------
-    # Learning
-    # ----------------------------------------------------------------------------------------------------------------
