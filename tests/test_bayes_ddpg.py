@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_bayes.bayes_ddpg import BayesianDDPG
 from sb3_bayes.bayes_ddpg.policies import BayesianActor, BayesianContinuousCritic, BayesianDDPGPolicy
+from sb3_bayes.common.base_class import AlgorithmSettings
 from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, weight_mode
 
 TINY = dict(learning_starts=20, batch_size=16, policy_kwargs=dict(net_arch=[16, 16]))
@@ -402,8 +403,10 @@ def test_bad_policy_kwarg_is_refused_by_name(policy_kwargs: dict, error: type, p
 
 
 def test_the_tables_cover_every_argument_and_policy_kwarg() -> None:
-    not_hyperparameters = {"self", "policy", "env", "device", "_init_setup_model"}
-    arguments = set(inspect.signature(BayesianDDPG.__init__).parameters) - not_hyperparameters
+    # SB3's own arguments arrive as ``**settings`` (typed by AlgorithmSettings): check them by their names.
+    not_hyperparameters = {"self", "policy", "env", "device", "_init_setup_model", "settings"}
+    arguments = set(inspect.signature(BayesianDDPG.__init__).parameters) | set(AlgorithmSettings.__annotations__)
+    arguments -= not_hyperparameters
     assert arguments <= {name for _, _, name in BAD_ARGUMENTS}
     policy_kwargs = set(inspect.signature(BayesianDDPGPolicy.__init__).parameters)
     assert policy_kwargs - {"self", "observation_space", "action_space", "lr_schedule"} <= {n for _, _, n in BAD_POLICY_KWARGS}

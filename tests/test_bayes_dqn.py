@@ -17,6 +17,7 @@ from torch import nn
 
 from sb3_bayes.bayes_dqn import BayesianDQN
 from sb3_bayes.bayes_dqn.policies import BayesianDQNPolicy, q_mode
+from sb3_bayes.common.base_class import AlgorithmSettings
 from sb3_bayes.common.bayesian_layers import BayesianLinear, kl_divergence
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16, 16]), buffer_size=2000, batch_size=16)
@@ -379,8 +380,10 @@ def test_bad_policy_kwarg_is_refused_by_name(policy_kwargs: dict, error: type, p
 
 
 def test_the_tables_cover_every_argument_and_policy_kwarg() -> None:
-    not_hyperparameters = {"self", "policy", "env", "device", "_init_setup_model"}
-    arguments = set(inspect.signature(BayesianDQN.__init__).parameters) - not_hyperparameters
+    # SB3's own arguments arrive as ``**settings`` (typed by AlgorithmSettings): check them by their names.
+    not_hyperparameters = {"self", "policy", "env", "device", "_init_setup_model", "settings"}
+    arguments = set(inspect.signature(BayesianDQN.__init__).parameters) | set(AlgorithmSettings.__annotations__)
+    arguments -= not_hyperparameters
     assert arguments <= {name for _, _, name in BAD_ARGUMENTS}
     policy_kwargs = set(inspect.signature(BayesianDQNPolicy.__init__).parameters) - POLICY_ARGUMENTS_OF_THE_ALGORITHM
     policy_names = {name for _, _, name in BAD_POLICY_KWARGS}

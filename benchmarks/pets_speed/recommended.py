@@ -4,7 +4,7 @@ Two modes, run from the repository root (``bash benchmarks/pets_speed/run_recomm
 
     python -m benchmarks.pets_speed.recommended floor --out benchmarks/pets_speed/results_recommended/floor.json
     python -m benchmarks.pets_speed.recommended table [RESULTS_DIR]
-    python -m benchmarks.pets_speed.recommended learning [RESULTS_DIR]   # RESULTS_DIR/learning/*.json
+    python -m benchmarks.pets_speed.recommended learning [RESULTS_DIR]   # RESULTS_DIR/learning{,_paper}/*.json
 
 ``floor`` measures this machine's one-thread float32 matrix-product throughput (an sgemm 2048^3 and the paper
 network's hidden-layer ``bmm``, [5, 2000, 200] x [5, 200, 200]) and from it the *matmul floor* of one paper-configuration
@@ -13,7 +13,9 @@ ensemble 3 x 200) divided by the measured ``bmm`` throughput. No implementation 
 this machine with float32 matrix products. ``table`` prints, per env: mbrl-lib's CEM (paper config), our CEM at the
 identical config (float32) and our recommended YAML planner, as CPU seconds per action (median over the pooled rounds)
 and their ratio to mbrl-lib, with the goals (recommended <= 0.25x, identical config <= 0.75x) and the floor.
-``learning`` prints the learning runs of the recommended sections (``run_recommended.sh learning``): returns per
+``learning`` prints the learning runs of the recommended sections (``run_recommended.sh learning``, config
+"recommended") and of the same sections with the paper's CEM and members (``run_recommended.sh learning-paper``, config
+"paper CEM"), env by env: returns per
 episode, the final return (mean of the last 3 finished episodes; and of the last 10), the first step with a return of at least
 ``--solved`` (per env), CPU and wall seconds and the planner's seconds per action (the logger's
 ``planner/seconds_per_action``, wall time, averaged over the steps between training rounds).
@@ -231,10 +233,20 @@ def table(directory: str) -> str:
 SOLVED = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Reacher-v5": -6.0}
 
 
+#: Result subdirectory -> the name of its configuration in the table.
+LEARNING_CONFIGS = {"learning": "recommended", "learning_paper": "paper CEM"}
+
+
 def learning(directory: str) -> str:
-    runs = read_results(os.path.join(directory, "learning", "*.json"))
+    runs = [
+        (name, run)
+        for subdir, name in LEARNING_CONFIGS.items()
+        if glob.glob(os.path.join(directory, subdir, "*.json"))
+        for run in read_results(os.path.join(directory, subdir, "*.json"))
+    ]
     hdr = (
         "env",
+        "config",
         "seed",
         "steps",
         "episodes",
@@ -249,7 +261,8 @@ def learning(directory: str) -> str:
         "planner s/action",
     )
     lines = [hdr]
-    for r in sorted(runs, key=lambda x: (x["env"], x["seed"])):
+    order = list(LEARNING_CONFIGS.values())
+    for config_name, r in sorted(runs, key=lambda x: (x[1]["env"], order.index(x[0]), x[1]["seed"])):
         eps = r["results"]["episodes"]
         rets = [e["ret"] for e in eps]
         solved = SOLVED.get(r["env"])
@@ -268,6 +281,7 @@ def learning(directory: str) -> str:
         lines.append(
             (
                 r["env"],
+                config_name,
                 str(r["seed"]),
                 str(r["config"]["steps"]),
                 str(len(eps)),

@@ -10,7 +10,9 @@
 #       (benchmarks.pets_learning.run_pets, seeds SEEDS="0 1 2"): Pendulum-v1 and InvertedPendulum-v5 for their
 #       n_timesteps (1000, 3000), Reacher-v5 for REACHER_STEPS=5000 steps (the first third of its n_timesteps, 15000);
 #       JSON and logs in OUT/learning/, table: python -m benchmarks.pets_speed.recommended learning. LEARN_ENVS
-#       chooses the envs. It does not empty OUT.
+#       chooses the envs. It does not empty OUT and skips a run whose JSON exists.
+#   bash benchmarks/pets_speed/run_recommended.sh learning-paper   # the same runs with the paper's CEM and members
+#       (timing.CONFIG) in place of the sections' planner: the reference for "equal final returns"; OUT/learning_paper/.
 # Needs the mbrl-lib venv benchmarks/pets_speed/.venv-mbrl (setup_mbrl_venv.sh; or MBRL_PY) and a Python with
 # sb3_bayes installed (PY, default python). OUT (default benchmarks/pets_speed/results_recommended) is emptied of JSON
 # files first. CORE pins every process to that core (taskset).
@@ -27,15 +29,28 @@ WARMUP_REC=${WARMUP_REC:-3}
 OUT=${OUT:-benchmarks/pets_speed/results_recommended}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-if [[ "${1:-timing}" == learning ]]; then
-  mkdir -p "$OUT/learning"
+if [[ "${1:-timing}" == learning || "${1:-timing}" == learning-paper ]]; then
+  dir="$OUT/learning"
+  if [[ $1 == learning-paper ]]; then dir="$OUT/learning_paper"; fi
+  mkdir -p "$dir"
   for env in ${LEARN_ENVS:-Pendulum-v1 InvertedPendulum-v5 Reacher-v5}; do
     steps=()
     if [[ $env == Reacher-v5 ]]; then steps=(--steps "${REACHER_STEPS:-5000}"); fi
+    overrides=()
+    if [[ $1 == learning-paper ]]; then
+      # The paper's planner and members (timing.CONFIG) in place of the section's: CEM, 500 candidates, 50 elites,
+      # 5 iterations, 20 TSinf particles, 5 x [200, 200, 200]; every other entry (epochs, weight decay) as the section.
+      decay=5e-5
+      if [[ $env == Reacher-v5 ]]; then decay="[2.5e-4, 5e-4, 5e-4, 7.5e-4]"; fi
+      overrides=(--set planner=cem --set popsize=500 --set num_elites=50 --set cem_iters=5 --set cem_alpha=0.1
+        --set n_particles=20 --set plan_horizon=15 --set propagation=TSinf --set planning_threads=1
+        --set "policy_kwargs=dict(model_type='PE', ensemble_size=5, net_arch=[200, 200, 200], weight_decay=$decay)")
+    fi
     for seed in ${SEEDS:-0 1 2}; do
-      echo "learning $env seed $seed" >&2
-      "$PY" -m benchmarks.pets_learning.run_pets --env "$env" --seed "$seed" "${steps[@]}" \
-        --out "$OUT/learning/pets_${env}_s$seed.json" > "$OUT/learning/pets_${env}_s$seed.log"
+      if [[ -f "$dir/pets_${env}_s$seed.json" ]]; then continue; fi  # finished earlier: keep it
+      echo "$1 $env seed $seed" >&2
+      "$PY" -m benchmarks.pets_learning.run_pets --env "$env" --seed "$seed" "${steps[@]}" "${overrides[@]}" \
+        --out "$dir/pets_${env}_s$seed.json" > "$dir/pets_${env}_s$seed.log"
     done
   done
   exit 0

@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
@@ -16,9 +15,10 @@ from stable_baselines3.td3.td3 import TD3
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
+from typing_extensions import Unpack
 
 from sb3_bayes.bayes_ddpg.policies import BayesianDDPGPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_bayes.common.base_class import NamedRunsMixin
+from sb3_bayes.common.base_class import AlgorithmSettings, NamedRunsMixin, make_checked_env
 from sb3_bayes.common.bayesian_layers import bayesian_layers, kl_divergence, refresh_weights, weight_mode
 from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
@@ -109,14 +109,11 @@ class BayesianDDPG(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placeho
     :param ewc_decay: Decay of the old Fisher in online EWC, in ``[0, 1]``.
     :param ewc_modules: Modules whose parameters EWC anchors, by attribute path: ``"actor"`` (Continual World's default),
         ``"critic"``, or parts of them (``"actor.mu"``, ``"critic.qf0"``).
-    :param stats_window_size: Window size for the rollout logging.
-    :param tensorboard_log: The log location for tensorboard (if None, no logging).
-    :param policy_kwargs: Additional arguments to the policy (``net_arch``, ``n_critics``, ``bayesian_actor``,
-        ``prior_std``, ``posterior_init_log_var``, ...).
-    :param verbose: Verbosity level.
-    :param seed: Seed for the pseudo random generators.
-    :param device: Device on which the code should run.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    :param settings: The arguments every algorithm passes on to SB3's ``BaseAlgorithm`` unchanged, by name and with SB3's
+        defaults (:class:`~sb3_bayes.common.base_class.AlgorithmSettings`): ``stats_window_size``, ``tensorboard_log``,
+        ``policy_kwargs``, ``verbose``, ``seed``, ``device``. Here ``policy_kwargs`` holds the policy's arguments:
+        ``net_arch``, ``n_critics``, ``bayesian_actor``, ``prior_std``, ``posterior_init_log_var``, ...
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -155,18 +152,10 @@ class BayesianDDPG(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placeho
         ewc_online: bool = False,
         ewc_decay: float = 1.0,
         ewc_modules: str | Sequence[str] = ("actor",),
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **settings: Unpack[AlgorithmSettings],
     ) -> None:
-        # Check the spaces before SB3 wraps the env, so that an unsupported one is a ValueError naming it.
-        env = maybe_make_env(env, verbose) if env is not None else None
-        if env is not None:
-            self._check_spaces(env.observation_space, env.action_space)
+        env = make_checked_env(type(self).__name__, env, settings, self._check_spaces)
         self.kl_weight = kl_weight
         self.resample_every = resample_every
         self.n_target_samples = n_target_samples
@@ -190,13 +179,8 @@ class BayesianDDPG(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placeho
             policy_delay=policy_delay,
             target_policy_noise=target_policy_noise,
             target_noise_clip=target_noise_clip,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
             _init_setup_model=False,
+            **settings,
         )
         if _init_setup_model:
             self._setup_model()

@@ -12,7 +12,6 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
@@ -20,6 +19,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.dqn import DQN
 from torch.func import functional_call
+from typing_extensions import Unpack
 
 from sb3_bayes.bayes_dqn.buffers import BOOTSTRAP_BUFFERS, BootstrapMaskMixin, bootstrap_masks
 from sb3_bayes.bayes_dqn.policies import (
@@ -31,7 +31,7 @@ from sb3_bayes.bayes_dqn.policies import (
     ThompsonLinearHead,
     q_mode,
 )
-from sb3_bayes.common.base_class import NamedRunsMixin
+from sb3_bayes.common.base_class import AlgorithmSettings, NamedRunsMixin, make_checked_env
 from sb3_bayes.common.bayesian_layers import kl_divergence, refresh_weights
 from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
@@ -125,13 +125,11 @@ class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placehol
     :param exploration_initial_eps: Initial epsilon (near zero: Thompson sampling explores).
     :param exploration_final_eps: Final epsilon.
     :param max_grad_norm: Maximum gradient norm.
-    :param stats_window_size: Window size for the rollout logging.
-    :param tensorboard_log: The log location for tensorboard (if None, no logging).
-    :param policy_kwargs: Additional arguments passed to the policy (network sizes, ``bayesian_layer_kwargs``, ...).
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
-    :param seed: Seed for the pseudo random generators.
-    :param device: Device on which the code should run.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    :param settings: The arguments every algorithm passes on to SB3's ``BaseAlgorithm`` unchanged, by name and with SB3's
+        defaults (:class:`~sb3_bayes.common.base_class.AlgorithmSettings`): ``stats_window_size``, ``tensorboard_log``,
+        ``policy_kwargs``, ``verbose``, ``seed``, ``device``. Here ``policy_kwargs`` holds the policy's arguments: network
+        sizes, ``bayesian_layer_kwargs``, ...
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -174,17 +172,10 @@ class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placehol
         exploration_initial_eps: float = 0.001,
         exploration_final_eps: float = 0.001,
         max_grad_norm: float = 10,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **settings: Unpack[AlgorithmSettings],
     ) -> None:
-        env = maybe_make_env(env, verbose) if env is not None else None
-        if env is not None:
-            self._check_spaces(env.observation_space, env.action_space)
+        env = make_checked_env(type(self).__name__, env, settings, self._check_spaces)
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]
@@ -205,13 +196,8 @@ class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placehol
             exploration_initial_eps=exploration_initial_eps,
             exploration_final_eps=exploration_final_eps,
             max_grad_norm=max_grad_norm,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
             _init_setup_model=False,
+            **settings,
         )
         self.head = head
         self.kl_weight = kl_weight

@@ -1,11 +1,65 @@
-"""Behaviour shared by the algorithm classes that build on SB3's ``OnPolicyAlgorithm`` / ``OffPolicyAlgorithm``."""
+"""What the algorithm classes share on top of SB3's ``BaseAlgorithm``: the arguments every one forwards to it unchanged,
+the check of the env's spaces before SB3 wraps it, and ``learn`` as SB3's own algorithms have it."""
 
-from typing import ClassVar, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypedDict, TypeVar
 
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.type_aliases import MaybeCallback
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+
+from sb3_bayes.common.validation import ParameterValidator
 
 SelfNamedRuns = TypeVar("SelfNamedRuns", bound="NamedRunsMixin")
+
+
+class AlgorithmSettings(TypedDict, total=False):
+    """
+    The arguments of SB3's ``BaseAlgorithm`` that every algorithm of sb3-bayes takes by name (``**settings``) and
+    forwards unchanged, with SB3's defaults (given in brackets).
+
+    :param stats_window_size: Number of episodes over which the logged success rate, episode length and return are
+        averaged (100).
+    :param tensorboard_log: The log location for tensorboard (None: no logging).
+    :param policy_kwargs: Additional arguments passed to the policy when it is built; see the algorithm's policy class
+        for what it takes (None).
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages (0).
+    :param seed: Seed for the pseudo random generators, an integer in [0, 2**32 - 1] (None: not seeded).
+    :param device: Device on which the code should run ("auto": the GPU if there is one).
+    """
+
+    stats_window_size: int
+    tensorboard_log: str | None
+    policy_kwargs: dict[str, Any] | None
+    verbose: int
+    seed: int | None
+    device: th.device | str
+
+
+def make_checked_env(
+    algorithm: str,
+    env: GymEnv | str | None,
+    settings: AlgorithmSettings,
+    check_spaces: Callable[[spaces.Space, spaces.Space], None],
+) -> GymEnv | None:
+    """
+    Make the env (from its id, as SB3 would) and check its spaces before SB3 wraps it, so that an unsupported space is
+    a ``ValueError`` that names it rather than SB3's assertion.
+
+    :param algorithm: The algorithm's name, for the error messages.
+    :param env: The env, its id or None (a model built to be loaded).
+    :param settings: The algorithm's :class:`AlgorithmSettings` (``verbose`` is used here).
+    :param check_spaces: Raises a ``ValueError`` for an unsupported observation or action space.
+    :return: The env (None if ``env`` is None).
+    """
+    # SB3 compares ``verbose`` while it makes and wraps the env, before the algorithm checks its other arguments.
+    verbose = ParameterValidator(algorithm).integer("verbose", settings.get("verbose", 0), minimum=0)
+    if env is None:
+        return None
+    env = maybe_make_env(env, verbose)
+    check_spaces(env.observation_space, env.action_space)
+    return env
 
 
 class NamedRunsMixin(BaseAlgorithm):

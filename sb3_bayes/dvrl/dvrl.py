@@ -8,15 +8,15 @@ from typing import Any, ClassVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
+from typing_extensions import Unpack
 
-from sb3_bayes.common.base_class import NamedRunsMixin
+from sb3_bayes.common.base_class import AlgorithmSettings, NamedRunsMixin, make_checked_env
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.utils import check_finite, check_finite_data, checked_step
 from sb3_bayes.common.validation import ParameterValidator
@@ -126,15 +126,11 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
     :param use_particle_filter: False gives the RNN baseline (one GRU state, no latent, no ELBO).
     :param normalize_advantage: Whether to normalise the advantages (needs more than one step per rollout,
         ``n_steps * n_envs >= 2``).
-    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
-        the reported success rate, mean episode length, and mean reward over.
-    :param tensorboard_log: The log location for tensorboard (if None, no logging).
-    :param policy_kwargs: Additional arguments passed to the policy (network sizes, see ``policy``).
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
-    :param seed: Seed for the pseudo random generators (the filter's random numbers come from torch's generator), an
-        integer in [0, 2**32 - 1].
-    :param device: Device on which the code should run.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    :param settings: The arguments every algorithm passes on to SB3's ``BaseAlgorithm`` unchanged, by name and with SB3's
+        defaults (:class:`~sb3_bayes.common.base_class.AlgorithmSettings`): ``stats_window_size``, ``tensorboard_log``,
+        ``policy_kwargs``, ``verbose``, ``seed``, ``device``. Here ``policy_kwargs`` holds the policy's arguments: network
+        sizes, see ``policy``; the filter's random numbers come from torch's generator, seeded by ``seed``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -163,18 +159,10 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         n_particles: int = 10,
         use_particle_filter: bool = True,
         normalize_advantage: bool = False,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **settings: Unpack[AlgorithmSettings],
     ) -> None:
-        # Check the spaces before SB3 wraps the env, so that an unsupported one is reported as a ValueError first.
-        env = maybe_make_env(env, verbose) if env is not None else None
-        if env is not None:
-            check_spaces(env.observation_space, env.action_space)
+        env = make_checked_env(type(self).__name__, env, settings, check_spaces)
         super().__init__(
             policy,  # type: ignore[arg-type]
             env,  # type: ignore[arg-type]
@@ -187,13 +175,8 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
             max_grad_norm=max_grad_norm,
             use_sde=False,
             sde_sample_freq=-1,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
             _init_setup_model=False,
+            **settings,
             supported_action_spaces=None,  # checked with a ValueError that names the space
         )
         # The hyperparameters are checked by _check_hyperparameters(), at the start of _setup_model().

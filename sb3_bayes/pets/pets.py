@@ -8,10 +8,12 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq, TrainFrequencyUnit
+from typing_extensions import Unpack
 
+from sb3_bayes.common.base_class import AlgorithmSettings, make_checked_env
 from sb3_bayes.common.buffers import PickledReplayMixin, TransitionStore
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
@@ -72,15 +74,11 @@ class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
         ``"mean"`` that of the final mean.
     :param planning_threads: Torch threads while planning, restored afterwards (None: torch's setting). The planner's
         matrix products are small; on a shared CPU one thread can be many times faster than several.
-    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
-        the reported success rate, mean episode length, and mean reward over.
-    :param tensorboard_log: The log location for tensorboard (if None, no logging).
-    :param policy_kwargs: Additional arguments passed to the policy (model type, ensemble size, network, ...), not the
-        planner settings above.
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
-    :param seed: Seed for the pseudo random generators.
-    :param device: Device on which the code should run.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    :param settings: The arguments every algorithm passes on to SB3's ``BaseAlgorithm`` unchanged, by name and with SB3's
+        defaults (:class:`~sb3_bayes.common.base_class.AlgorithmSettings`): ``stats_window_size``, ``tensorboard_log``,
+        ``policy_kwargs``, ``verbose``, ``seed``, ``device``. Here ``policy_kwargs`` holds the policy's arguments: model type,
+        ensemble size, network, ...; not the planner settings above.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
@@ -114,32 +112,17 @@ class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
         icem_keep_elites_frac: float = 0.3,
         icem_execute: str = "best",
         planning_threads: int | None = None,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **settings: Unpack[AlgorithmSettings],
     ) -> None:
-        # SB3 compares verbose while it makes and wraps the env, before `_setup_model` checks every argument.
-        ParameterValidator(type(self).__name__).integer("verbose", verbose, minimum=0)
-        # Check the spaces before SB3 wraps the env, so that an unsupported one is reported as a ValueError first.
-        env = maybe_make_env(env, verbose) if env is not None else None
-        if env is not None:
-            self._check_spaces(env.observation_space, env.action_space)
+        env = make_checked_env(type(self).__name__, env, settings, self._check_spaces)
         super().__init__(
             policy,
             env,
             learning_rate,
-            policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            verbose=verbose,
-            device=device,
             support_multi_env=True,
-            seed=seed,
             supported_action_spaces=None,  # checked in `_setup_model` with a ValueError that names the space
+            **settings,
         )
         self.buffer_size = buffer_size
         self.learning_starts = learning_starts

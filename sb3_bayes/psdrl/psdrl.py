@@ -5,16 +5,18 @@ import pathlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from typing_extensions import Unpack
 
+from sb3_bayes.common.base_class import AlgorithmSettings, make_checked_env
 from sb3_bayes.common.blr import FixedFeatureGram
 from sb3_bayes.common.buffers import PickledReplayMixin
 from sb3_bayes.common.episode_buffer import Episode, EpisodeReplayBuffer
@@ -242,13 +244,11 @@ class PSDRL(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
     :param reward_transform: ``"tanh"`` (the original's reward squashing, applied when storing) or ``"none"``.
     :param lookahead_cache_bytes: Memory allowed for caching the sampled model's one-step predictions during value
         fitting (they do not change while the value network is fitted); above it they are recomputed per batch.
-    :param stats_window_size: Window size for the rollout logging.
-    :param tensorboard_log: The log location for tensorboard (if None, no logging).
-    :param policy_kwargs: Additional arguments passed to the policy (network sizes, prior scales, ``sampling``, ...).
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages.
-    :param seed: Seed for the pseudo random generators.
-    :param device: Device on which the code should run.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
+    :param settings: The arguments every algorithm passes on to SB3's ``BaseAlgorithm`` unchanged, by name and with SB3's
+        defaults (:class:`~sb3_bayes.common.base_class.AlgorithmSettings`): ``stats_window_size``, ``tensorboard_log``,
+        ``policy_kwargs``, ``verbose``, ``seed``, ``device``. Here ``policy_kwargs`` holds the policy's arguments: network
+        sizes, prior scales, ``sampling``, ...
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -279,29 +279,17 @@ class PSDRL(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
         resample_schedule: str = "round",
         reward_transform: str = "tanh",
         lookahead_cache_bytes: int = 2**31,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **settings: Unpack[AlgorithmSettings],
     ) -> None:
-        env = maybe_make_env(env, verbose) if env is not None else None
-        if env is not None:
-            self._check_spaces(env.observation_space, env.action_space)
+        env = make_checked_env(type(self).__name__, env, settings, self._check_spaces)
         super().__init__(
             policy,
             env,
             learning_rate,
-            policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            verbose=verbose,
-            device=device,
             support_multi_env=True,
-            seed=seed,
             supported_action_spaces=None,  # checked with a ValueError that names the space
+            **settings,
         )
         self.buffer_size = buffer_size
         self.batch_size = batch_size
