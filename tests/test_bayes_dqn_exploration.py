@@ -67,6 +67,11 @@ def test_prior_gets_no_gradient_and_never_changes() -> None:
         assert th.equal(buffer, prior[name]), name
         assert th.equal(model.q_net_target.head.prior.get_buffer(name), prior[name])  # the target's is the same
     assert any(not th.equal(p, q) for p, q in zip(head.members.parameters(), members))  # the members did train
+    # So the TD targets compute the prior term once for the online and the target network.
+    obs = th.randn(6, 4)
+    prior_term = model.q_net.scaled_prior(obs)
+    assert prior_term is not None and th.equal(model.q_net_target.scaled_prior(obs), prior_term)
+    th.testing.assert_close(model.q_net.member_q_values(obs, prior_term), model.q_net.member_q_values(obs), rtol=0, atol=0)
 
 
 def test_prior_scale_zero_is_bootstrapped_dqn() -> None:

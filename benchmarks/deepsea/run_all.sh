@@ -14,9 +14,13 @@
 #   suite       bsuite's protocol (suite.py): episodes to solve per algorithm, size and seed, SUITE_ALGOS at SUITE_SIZES,
 #               seeds 0-2, episode cap SUITE_CAP, 100 episodes after the solving one, at most SUITE_MAX_WALL seconds a
 #               run; then results/suite/summary.md and scaling.png
+#   ensemble    the suite for BayesianDQN's ensemble head (the DeepSea sections of hyperparams/bayes_dqn.yml, batch 32
+#               for the CPU) at ENSEMBLE_SIZES, seeds 0-2, bsuite's cap of 10,000 episodes, no wall-time limit; then the
+#               stochastic variant at N = 20; runs whose JSON exists are skipped
 #   all         every part above
 # Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30"), SUITE_ALGOS ("dqn bayes_dqn-blr bayes_dqn-bbb";
-# also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none).
+# also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none),
+# ENSEMBLE_SIZES ("10 20 30"; bsuite: 10 12 ... 50).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
@@ -24,7 +28,7 @@ SEEDS=${SEEDS:-0 1 2}
 SIZES=${SIZES:-5 10 15 20 25 30}
 R=benchmarks/deepsea/results
 PARTS=${*:-dqn psdrl summary}
-[ "$PARTS" = all ] && PARTS="dqn psdrl summary ablation probe diagnose prior_rank round_cost suite"
+[ "$PARTS" = all ] && PARTS="dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble"
 
 psdrl_budget() { case "$1" in 5) echo 200 ;; 10) echo 300 ;; 15) echo 500 ;; 30) echo 300 ;; *) echo 1000 ;; esac; }
 psdrl() {  # size seed out [--set ...]
@@ -79,7 +83,13 @@ for part in $PARTS; do
         "$PY" -m benchmarks.deepsea.suite "${args[@]}" --sizes ${SUITE_SIZES:-10 20} --seeds 3 --cap "${SUITE_CAP:-2000}" \
           --margin 100 --max-wall-seconds "${SUITE_MAX_WALL:-330}" --out-dir "$R/suite"
       done ;;
+    ensemble)
+      ens=(--algo bayes_dqn --label bayes_dqn-ensemble_b32 --set batch_size=32 --cap 10000 --margin 100 --skip-existing
+           --out-dir "$R/suite")
+      # shellcheck disable=SC2086  # the sizes are words
+      "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes ${ENSEMBLE_SIZES:-10 20 30} --seeds 3
+      "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes 20 --seeds 3 --stochastic ;;
     *)
-      echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost suite all)" >&2; exit 2 ;;
+      echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble all)" >&2; exit 2 ;;
   esac
 done

@@ -376,8 +376,9 @@ class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placehol
         """
         with th.no_grad(), q_mode(self.q_net, "mean"), q_mode(self.q_net_target, "mean"):
             if per_member:
-                online = self.q_net.member_q_values(next_observations)
-                target = self.q_net_target.member_q_values(next_observations)
+                prior = self.q_net.scaled_prior(next_observations)  # the target network's is the same (frozen)
+                online = self.q_net.member_q_values(next_observations, prior)
+                target = self.q_net_target.member_q_values(next_observations, prior)
             else:
                 online, target = self.q_net(next_observations), self.q_net_target(next_observations)
             next_q = target.gather(-1, online.argmax(dim=-1, keepdim=True))

@@ -218,18 +218,24 @@ class EnsembleQHead(nn.Module):
         self.prior = frozen(ensemble_mlp(n_heads, prior_in_features, net_arch, n_actions, activation_fn))
         self.register_buffer("head_sample", th.zeros(1, dtype=th.long))
 
-    def all_members(self, features: th.Tensor, prior_features: th.Tensor | None) -> th.Tensor:
+    def scaled_prior(self, prior_features: th.Tensor | None) -> th.Tensor | None:
+        """
+        :param prior_features: ``[batch, prior_in_features]`` (None when ``prior_scale`` is 0).
+        :return: ``beta p_k(s, .)`` of every member's fixed prior network, ``[K, batch, n_actions]`` (None: no prior).
+        """
+        if prior_features is None or self.prior_scale == 0.0:
+            return None
+        with th.no_grad():
+            return self.prior_scale * self.prior(prior_features.unsqueeze(0).expand(self.n_heads, -1, -1))
+
+    def all_members(self, features: th.Tensor, scaled_prior: th.Tensor | None) -> th.Tensor:
         """
         :param features: ``[batch, in_features]``.
-        :param prior_features: ``[batch, prior_in_features]`` (None when ``prior_scale`` is 0).
+        :param scaled_prior: From :meth:`scaled_prior` (None: no prior).
         :return: ``Q_k(s, .)`` of every member, ``[K, batch, n_actions]``.
         """
         q_values = self.members(features.unsqueeze(0).expand(self.n_heads, -1, -1))
-        if prior_features is None or self.prior_scale == 0.0:
-            return q_values
-        with th.no_grad():
-            prior = self.prior(prior_features.unsqueeze(0).expand(self.n_heads, -1, -1))
-        return q_values + self.prior_scale * prior
+        return q_values if scaled_prior is None else q_values + scaled_prior
 
     def forward(self, member_q_values: th.Tensor) -> th.Tensor:
         """
@@ -359,19 +365,33 @@ class BayesianQNetwork(BasePolicy):
         flat = th.flatten(preprocess_obs(obs, self.observation_space, self.normalize_images), start_dim=1)  # type: ignore[arg-type]
         return th.cat([features, self.prior_feature_scale * self.prior_kernel(flat.float())], dim=1)
 
-    def member_q_values(self, obs: PyTorchObs) -> th.Tensor:
+    def scaled_prior(self, obs: PyTorchObs) -> th.Tensor | None:
+        """
+        The ``"ensemble"`` head's fixed prior term ``beta p_k(s, .)`` of every member (Osband et al., 2018, eq. 2). It
+        never changes, so a target network (a copy) has the same one: a caller that needs both networks' Q-values at
+        the same observations computes it once and passes it to :meth:`member_q_values` of each.
+
+        :param obs: Observation batch.
+        :return: ``[K, batch, n_actions]`` (None when the head has no prior).
+        """
+        assert isinstance(self.head, EnsembleQHead), "scaled_prior needs head='ensemble'"
+        if self.prior_features_extractor is None:
+            return None
+        with th.no_grad():
+            return self.head.scaled_prior(self.extract_features(obs, self.prior_features_extractor))  # type: ignore[arg-type]
+
+    def member_q_values(self, obs: PyTorchObs, scaled_prior: th.Tensor | None = None) -> th.Tensor:
         """
         Q-values of every member of the ``"ensemble"`` head, ``Q_k = f_k + beta p_k`` (Osband et al., 2018, eq. 2).
 
         :param obs: Observation batch.
+        :param scaled_prior: ``beta p_k`` at ``obs`` from :meth:`scaled_prior` (None: computed here).
         :return: ``[K, batch, n_actions]``.
         """
         assert isinstance(self.head, EnsembleQHead), "member_q_values needs head='ensemble'"
-        prior_input = None
-        if self.prior_features_extractor is not None:
-            with th.no_grad():
-                prior_input = self.extract_features(obs, self.prior_features_extractor)  # type: ignore[arg-type]
-        return self.head.all_members(self.penultimate(obs), prior_input)
+        if scaled_prior is None:
+            scaled_prior = self.scaled_prior(obs)
+        return self.head.all_members(self.penultimate(obs), scaled_prior)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """
