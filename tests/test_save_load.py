@@ -9,7 +9,9 @@ from frame_envs import RandomFrames
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
-from sb3_bayes import PETS
+from sb3_bayes import DVRL, PETS, PSDRL
+from sb3_bayes.common.policies import constructor_arguments
+from sb3_bayes.psdrl.policies import PSDRLPolicy
 
 
 def make_env(n_envs: int = 1):
@@ -86,6 +88,44 @@ def test_policy_save_load(trained_pets: PETS, tmp_path) -> None:
     trained_pets.policy.save(tmp_path / "policy.pth")
     policy = type(trained_pets.policy).load(tmp_path / "policy.pth")
     assert_same_tensors(trained_pets.policy.state_dict(), policy.state_dict())
+
+
+@pytest.mark.parametrize(
+    "algo_class, env_id, policy_kwargs, algo_kwargs",
+    [
+        (PETS, "Pendulum-v1", dict(net_arch=[8], ensemble_size=4, optimizer_kwargs=dict(eps=1e-6)), {}),
+        (PSDRL, "CartPole-v1", dict(latent_dim=4, gru_dim=4, prior_features=8, optimizer_kwargs=dict(eps=1e-6)), {}),
+        # DVRL builds its RMSprop settings from its own arguments.
+        (DVRL, "CartPole-v1", dict(h_dim=8, z_dim=2, encoder_sizes=(8,)), dict(rms_prop_eps=1e-6)),
+    ],
+)
+def test_standalone_policy_saves_every_argument(
+    algo_class: type, env_id: str, policy_kwargs: dict, algo_kwargs: dict, tmp_path
+) -> None:
+    """``policy.save`` / ``Policy.load`` rebuild the policy from its whole signature, optimiser settings included."""
+    model = algo_class("MlpPolicy", env_id, policy_kwargs=policy_kwargs, seed=0, **algo_kwargs)
+    model.policy.save(tmp_path / "policy.pth")
+    policy = type(model.policy).load(tmp_path / "policy.pth")
+    saved = model.policy._get_constructor_parameters()
+    for name, value in policy_kwargs.items():
+        assert saved[name] == value and getattr(policy, name) == value, name
+    assert policy.optimizer_kwargs == model.policy.optimizer_kwargs and policy.optimizer.defaults["eps"] == 1e-6
+    assert_same_tensors(model.policy.state_dict(), policy.state_dict())
+
+
+def test_constructor_arguments_names_an_argument_not_kept() -> None:
+    """A policy that does not keep an argument under its own name fails at its first save, naming the argument."""
+
+    class ForgetfulPolicy(PSDRLPolicy):
+        def __init__(self, *args: Any, forgotten_setting: int = 3, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+        def _get_constructor_parameters(self) -> dict[str, Any]:
+            return constructor_arguments(self, ForgetfulPolicy, super()._get_constructor_parameters())
+
+    model = PSDRL(ForgetfulPolicy, "CartPole-v1", policy_kwargs=dict(latent_dim=4, gru_dim=4), seed=0)
+    with pytest.raises(AttributeError, match="forgotten_setting"):
+        model.policy._get_constructor_parameters()
 
 
 def test_replay_buffer_round_trip(trained_pets: PETS, tmp_path) -> None:

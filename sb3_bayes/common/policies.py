@@ -1,9 +1,43 @@
 """Building blocks shared by the policies of several algorithms."""
 
+import inspect
 from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.policies import BasePolicy
+
+
+def constructor_arguments(policy: BasePolicy, policy_class: type[BasePolicy], base_data: dict[str, Any]) -> dict[str, Any]:
+    """
+    What a policy saves to be rebuilt (``_get_constructor_parameters``): every argument of ``policy_class.__init__``,
+    read back from the policy's attribute of the same name, with SB3's entries (``base_data``) where the signature has
+    them. One list, the signature: an argument added later is saved with nothing else to keep in step, and an argument
+    the policy does not keep under its own name fails at the first save instead of loading silently as its default.
+
+    :param policy: The policy being saved.
+    :param policy_class: The class whose constructor rebuilds it (``type(policy)`` or the class that defines the
+        signature its subclasses share).
+    :param base_data: SB3's ``_get_constructor_parameters`` of the parent class (spaces, ``normalize_images``, ...).
+    :return: ``{argument: value}``; ``lr_schedule`` is SB3's placeholder, as in SB3's own policies (the algorithm
+        passes its schedule when it loads).
+    """
+    data: dict[str, Any] = {}
+    for name, parameter in inspect.signature(policy_class.__init__).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name == "lr_schedule":
+            data[name] = policy._dummy_schedule
+        elif name in base_data:
+            data[name] = base_data[name]
+        elif hasattr(policy, name):
+            data[name] = getattr(policy, name)
+        else:
+            raise AttributeError(
+                f"{type(policy).__name__} keeps no attribute {name!r}: every argument of {policy_class.__name__} must be "
+                "kept under its own name to be saved."
+            )
+    return data
 
 
 class EpisodeStartPolicy(BasePolicy):

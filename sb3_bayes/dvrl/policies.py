@@ -27,6 +27,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_bayes.common.particle_filter import gather_particles, log_mean_exp, normalized_weights, systematic_resample
+from sb3_bayes.common.policies import constructor_arguments
 from sb3_bayes.common.validation import ParameterValidator
 
 EMISSIONS = ("gaussian", "bernoulli")
@@ -465,24 +466,7 @@ class DVRLPolicy(BasePolicy):
                 self.action_net.weight.mul_(0.01)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            dict(
-                lr_schedule=self._dummy_schedule,
-                n_particles=self.n_particles,
-                use_particle_filter=self.use_particle_filter,
-                resample=self.resample,
-                h_dim=self.h_dim,
-                z_dim=self.z_dim,
-                encoder=self.encoder,
-                encoder_sizes=self.encoder_sizes,
-                cnn_channels=self.cnn_channels,
-                action_encoding=self.action_encoding,
-                emission=self.emission,
-                batch_norm=self.batch_norm,
-            )
-        )
-        return data
+        return constructor_arguments(self, DVRLPolicy, super()._get_constructor_parameters())
 
     # ------------------------------------------------------------------ belief
     def initial_belief(self, n_envs: int) -> Belief:

@@ -14,7 +14,7 @@ from torch import nn
 
 from sb3_bayes.common.ensemble import GaussianEnsembleMLP, LayerWeights, gaussian_nll_per_member, mse_per_member
 from sb3_bayes.common.normalization import Standardizer
-from sb3_bayes.common.policies import EpisodeStartPolicy
+from sb3_bayes.common.policies import EpisodeStartPolicy, constructor_arguments
 from sb3_bayes.common.propagation import (
     TRAJECTORY_SAMPLING_METHODS,
     check_propagation,
@@ -556,22 +556,7 @@ class PETSPolicy(EpisodeStartPolicy):
         return CEMOptimizer(self.action_low, self.action_high, self.plan_horizon, **cem_settings, epsilon=self.cem_epsilon)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.pop("normalize_images", None)  # flat vector observations only
-        data.update(
-            model_type=self.model_type,
-            ensemble_size=self.ensemble_size,
-            net_arch=self.net_arch,
-            activation_fn=self.activation_fn,
-            weight_decay=self.weight_decay,
-            angle_dims=self.angle_dims,
-            drop_input_dims=self.drop_input_dims,
-            absolute_target_dims=self.absolute_target_dims,
-            lr_schedule=self._dummy_schedule,
-            reward_fn=self.reward_fn,
-            **planner_settings(self),
-        )
-        return data
+        return constructor_arguments(self, PETSPolicy, super()._get_constructor_parameters())
 
     # ----------------------------------------------------------------------------------------------------------------
     # Planning

@@ -13,6 +13,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_bayes.common.blr import SAMPLING_MODES, BayesianLinearRegression
+from sb3_bayes.common.policies import constructor_arguments
 from sb3_bayes.common.random_features import RandomFourierFeatures
 from sb3_bayes.common.utils import PLANNING_DTYPES, check_finite, planning_precision
 from sb3_bayes.common.validation import ParameterValidator
@@ -347,30 +348,7 @@ class PSDRLPolicy(BasePolicy):
         return [self.autoencoder_optimizer, self.model_optimizer, self.value_optimizer]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            latent_dim=self.latent_dim,
-            encoder_hidden_dim=self.encoder_hidden_dim,
-            cnn_depth=self.cnn_depth,
-            gru_dim=self.gru_dim,
-            transition_hidden_dim=self.transition_hidden_dim,
-            terminal_hidden_dim=self.terminal_hidden_dim,
-            terminal_input=self.terminal_input,
-            value_hidden_dim=self.value_hidden_dim,
-            ridge=self.ridge,
-            noise_precision=self.noise_precision,
-            transition_prior_scale=self.transition_prior_scale,
-            reward_prior_scale=self.reward_prior_scale,
-            sampling=self.sampling,
-            prior_features=self.prior_features,
-            prior_lengthscale=self.prior_lengthscale,
-            prior_feature_scale=self.prior_feature_scale,
-            gamma=self.gamma,
-            exploration_epsilon=self.exploration_epsilon,
-            inference_dtype=self.inference_dtype,
-            lr_schedule=self._dummy_schedule,
-        )
-        return data
+        return constructor_arguments(self, PSDRLPolicy, super()._get_constructor_parameters())
 
     # ----------------------------------------------------------------------------------------------------------------
     # Model pieces

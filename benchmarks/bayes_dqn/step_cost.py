@@ -1,0 +1,101 @@
+"""
+CPU cost per environment step of BayesianDQN's ``"ensemble"`` head on DeepSea, with PyTorch's default Adam (one
+kernel per tensor and operation) and with its fused kernel (``optimizer_kwargs=dict(fused=True)``, the DeepSea sections
+of ``hyperparams/bayes_dqn.yml``). On one-hot observations of size N^2 the members' first layers hold most of the
+parameters (10 x 900 x 50 at N = 30), and Adam's elementwise passes over them dominate a step; the fused kernel does the
+same update in one pass.
+
+The variants are interleaved round by round (``--rounds``) so that load from other work hits them alike; each round
+builds a fresh model with the DeepSea section's settings (``--set`` overrides them), warms up for ``--warmup`` steps and
+times ``--steps`` more (CPU seconds of this process, one torch thread).
+
+python -m benchmarks.bayes_dqn.step_cost --size 30 --rounds 3
+python -m benchmarks.bayes_dqn.step_cost --size 30 --set batch_size=128 --out benchmarks/bayes_dqn/results/step_cost_b128.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
+from benchmarks.common import Timer, eval_policy_kwargs, hyperparams_path, load_zoo_section, result_record, write_result
+from sb3_bayes import BayesianDQN
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "step_cost.json")
+ZOO_ONLY_KEYS = ("n_timesteps", "policy", "env_wrapper", "env_kwargs", "normalize", "n_envs", "frame_stack", "callback")
+#: The Adam variants compared: their ``optimizer_kwargs`` (replacing the section's).
+VARIANTS: dict[str, dict[str, Any]] = {"adam": {}, "adam_fused": {"fused": True}}
+
+
+def section_settings(size: int, overrides: list[str]) -> dict[str, Any]:
+    """The constructor arguments of the ``DeepSea<size>-v0`` section (else ``DeepSea-v0``), with ``--set`` overrides."""
+    _, settings = load_zoo_section(hyperparams_path("bayes_dqn.yml"), f"DeepSea{size}-v0", "DeepSea-v0")
+    settings = {k: v for k, v in settings.items() if k not in ZOO_ONLY_KEYS}
+    for override in overrides:
+        key, value = override.split("=", 1)
+        settings[key] = eval(value)  # noqa: S307  (a benchmark's command line, like rl-zoo3's --hyperparams)
+    eval_policy_kwargs(settings)
+    return settings
+
+
+def time_variant(size: int, settings: dict[str, Any], variant: str, warmup: int, steps: int, seed: int) -> float:
+    """CPU milliseconds per environment step (collection and one gradient step) of one fresh model."""
+    settings = copy.deepcopy(settings)
+    policy_kwargs = dict(settings.pop("policy_kwargs", {}))
+    policy_kwargs["optimizer_kwargs"] = dict(VARIANTS[variant])
+    model = BayesianDQN("MlpPolicy", gym.make("DeepSea-v0", size=size), policy_kwargs=policy_kwargs, seed=seed, **settings)
+    model.learn(warmup)
+    with Timer() as timer:
+        model.learn(steps, reset_num_timesteps=False)
+    return 1e3 * timer.cpu_seconds / steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=500, help="steps before timing (past learning_starts)")
+    p.add_argument("--steps", type=int, default=3000, help="timed steps per round and variant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], help="override, e.g. batch_size=128")
+    p.add_argument("--out", default=DEFAULT_OUT)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    settings = section_settings(args.size, args.set)
+    per_round: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    with Timer() as total:
+        for _ in range(args.rounds):
+            for variant in VARIANTS:
+                per_round[variant].append(time_variant(args.size, settings, variant, args.warmup, args.steps, args.seed))
+                print(f"{variant}: {per_round[variant][-1]:.2f} CPU ms per step", flush=True)
+    median = {variant: float(np.median(values)) for variant, values in per_round.items()}
+    results = {
+        "cpu_ms_per_step": per_round,
+        "median_cpu_ms_per_step": median,
+        "fused_over_default": median["adam_fused"] / median["adam"],
+    }
+    record = result_record(
+        benchmark="bayes_dqn",
+        experiment="step_cost",
+        algorithm="bayes_dqn-ensemble",
+        env=f"DeepSea-v0(size={args.size})",
+        seed=args.seed,
+        config={**vars(args), "settings": {k: repr(v) for k, v in settings.items()}},
+        results=results,
+        cpu_seconds=total.cpu_seconds,
+        wall_seconds=total.wall_seconds,
+    )
+    write_result(args.out, record, echo=False)
+    print(f"median CPU ms per step: {median}; fused / default: {results['fused_over_default']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
