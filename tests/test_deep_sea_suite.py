@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sb3_bayes.envs.deep_sea import bsuite_solved_at, bsuite_solved_episode, fit_scaling_exponent
+from sb3_bayes.envs.deep_sea import bsuite_criterion, bsuite_solved_at, bsuite_solved_episode, fit_scaling_exponent
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,19 @@ def test_bsuite_solved_episode_threshold_and_min_episodes() -> None:
     assert bsuite_solved_episode([False] + flags, min_episodes=5) == 5  # 4 bad of 5 = 0.8 < 0.9
     assert bsuite_solved_episode(np.array(flags, dtype=bool)) == 5  # 4/5 = 0.8 < 0.9; arrays and 0/1 flags work
     assert bsuite_solved_episode([1, 1, 0]) == 3  # 2/3 < 0.9
+
+
+def test_bsuite_criterion_of_the_stochastic_variant_is_stricter() -> None:
+    """bsuite's deep_sea_stochastic analysis: bad fraction below 0.8, and no solve before episode 100."""
+    assert bsuite_criterion(deterministic=True) == (0.9, 1)
+    assert bsuite_criterion(deterministic=False) == (0.8, 100)
+    # A lucky start (15 of the first 100 episodes not bad, then all bad) solves the deterministic criterion at once and
+    # the stochastic one never: 85 bad of 100 is not below 0.8, and the fraction only grows afterwards.
+    flags = [False] * 15 + [True] * 185
+    assert bsuite_solved_episode(flags, *bsuite_criterion(True)) == 1
+    assert bsuite_solved_episode(flags, *bsuite_criterion(False)) is None
+    # 25 of the first 100 not bad: 75 % bad at episode 100 solves the stochastic criterion there, not before.
+    assert bsuite_solved_episode([False] * 25 + [True] * 75, *bsuite_criterion(False)) == 100
 
 
 @pytest.mark.parametrize("kwargs", [dict(threshold=0.0), dict(threshold=1.5), dict(min_episodes=0), dict(min_episodes=2.5)])

@@ -16,7 +16,11 @@
 #               run; then results/suite/summary.md and scaling.png
 #   ensemble    the suite for BayesianDQN's ensemble head (the DeepSea sections of hyperparams/bayes_dqn.yml, batch 32
 #               for the CPU) at ENSEMBLE_SIZES, seeds 0-2, bsuite's cap of 10,000 episodes, no wall-time limit; then the
-#               stochastic variant at N = 20; runs whose JSON exists are skipped
+#               stochastic variant at N = 20 (bsuite's stochastic criterion); runs whose JSON exists are skipped
+#   ensemble_bsuite  the ensemble head with bsuite's BootDQN members and prior scale (20 members, prior scale 3, batch
+#               128) at N = 30, seeds 0-1, at most 2700 s of wall time a run (label bayes_dqn-ensemble_bsuite)
+#   diagnose_ensemble  the ensemble's greedy walks and its disagreement on the diagonal every 250 episodes, N = 30,
+#               seed 0, 3000 episodes, batch 32 (results/diagnose_ensemble/)
 #   all         every part above
 # Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30"), SUITE_ALGOS ("dqn bayes_dqn-blr bayes_dqn-bbb";
 # also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none),
@@ -28,7 +32,8 @@ SEEDS=${SEEDS:-0 1 2}
 SIZES=${SIZES:-5 10 15 20 25 30}
 R=benchmarks/deepsea/results
 PARTS=${*:-dqn psdrl summary}
-[ "$PARTS" = all ] && PARTS="dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble"
+[ "$PARTS" = all ] && PARTS="dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble ensemble_bsuite
+  diagnose_ensemble"
 
 psdrl_budget() { case "$1" in 5) echo 200 ;; 10) echo 300 ;; 15) echo 500 ;; 30) echo 300 ;; *) echo 1000 ;; esac; }
 psdrl() {  # size seed out [--set ...]
@@ -89,7 +94,16 @@ for part in $PARTS; do
       # shellcheck disable=SC2086  # the sizes are words
       "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes ${ENSEMBLE_SIZES:-10 20 30} --seeds 3
       "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes 20 --seeds 3 --stochastic ;;
+    ensemble_bsuite)
+      "$PY" -m benchmarks.deepsea.suite --algo bayes_dqn --label bayes_dqn-ensemble_bsuite --set policy_kwargs.n_heads=20 \
+        --set policy_kwargs.prior_scale=3.0 --cap 10000 --margin 100 --max-wall-seconds 2700 --skip-existing \
+        --out-dir "$R/suite" --sizes 30 --seeds 2 ;;
+    diagnose_ensemble)
+      mkdir -p "$R/diagnose_ensemble"
+      "$PY" -m benchmarks.deepsea.diagnose_ensemble --size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32 \
+        --out "$R/diagnose_ensemble/N30_s0.json" ;;
     *)
-      echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble all)" >&2; exit 2 ;;
+      echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble" \
+        "ensemble_bsuite diagnose_ensemble all)" >&2; exit 2 ;;
   esac
 done

@@ -2,9 +2,11 @@
 The DeepSea suite under bsuite's protocol (Osband et al., "Behaviour Suite for RL", ICLR 2020, deep_sea experiment):
 sizes N, an episode cap (bsuite: 10k), and per (algorithm, N, seed) the episode at which the run counts as solved,
 the first episode where fewer than 90 % of the episodes so far were bad (``info["bad_episode"]``,
-:func:`sb3_bayes.envs.deep_sea.bsuite_solved_episode`). A run stops ``--margin`` episodes after it is solved, or at the
-cap. One JSON per run (the schema of ``benchmarks/README.md``), then ``summary.md`` and ``scaling.png`` (episodes to
-solve against N on log-log axes, with the fitted exponent per algorithm and the ``2^N`` of dithering exploration).
+:func:`sb3_bayes.envs.deep_sea.bsuite_solved_episode`); in the stochastic variant, as bsuite's deep_sea_stochastic
+analysis, fewer than 80 % and not before episode 100 (:func:`sb3_bayes.envs.deep_sea.bsuite_criterion`). A run
+stops ``--margin`` episodes after it is solved, or at the cap. One JSON per run (the schema of
+``benchmarks/README.md``), then ``summary.md`` and ``scaling.png`` (episodes to solve against N on log-log axes, with
+the fitted exponent per algorithm and the ``2^N`` of dithering exploration).
 
 python -m benchmarks.deepsea.suite --algo bayes_dqn --sizes 10 20 30 40 50 --seeds 3
 python -m benchmarks.deepsea.suite --algo bayes_dqn --label bayes_dqn-blr --set "head='blr'" --sizes 10 20 --seeds 3
@@ -44,7 +46,7 @@ from benchmarks.common import (
 )
 from benchmarks.deepsea.exploration import DeepSeaRecorder
 from benchmarks.deepsea.run_dqn import HYPERPARAMS as DQN_HYPERPARAMS
-from sb3_bayes.envs.deep_sea import BSUITE_SOLVED_THRESHOLD, bsuite_solved_at, bsuite_solved_episode, fit_scaling_exponent
+from sb3_bayes.envs.deep_sea import bsuite_criterion, bsuite_solved_at, bsuite_solved_episode, fit_scaling_exponent
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "suite")
@@ -271,7 +273,7 @@ def plot(
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("DeepSea size N")
-    ax.set_ylabel("episodes to solve (bsuite: bad fraction < 0.9)")
+    ax.set_ylabel("episodes to solve (bsuite: bad fraction < 0.9; stochastic < 0.8)")
     ax.set_title("DeepSea (bsuite protocol); hollow: not solved, at the episodes run", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -289,8 +291,8 @@ def main() -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--cap", type=int, default=10_000, help="episode cap (bsuite: 10,000)")
     p.add_argument("--margin", type=int, default=100, help="episodes run after the solving one")
-    p.add_argument("--threshold", type=float, default=BSUITE_SOLVED_THRESHOLD)
-    p.add_argument("--min-episodes", type=int, default=1, help="episodes before which a run cannot count as solved")
+    p.add_argument("--threshold", type=float, help="bad-fraction threshold (default: bsuite's, 0.9; stochastic 0.8)")
+    p.add_argument("--min-episodes", type=int, help="first episode that may count as solved (default: 1; stochastic 100)")
     p.add_argument("--stochastic", action="store_true", help="bsuite's deep_sea_stochastic (deterministic=False)")
     p.add_argument("--yaml", help="hyperparameter file (default: hyperparams/<algo>.yml)")
     p.add_argument("--skip-existing", action="store_true", help="skip the runs whose JSON exists")
@@ -299,6 +301,9 @@ def main() -> None:
     p.add_argument("--out-dir", default=DEFAULT_OUT)
     p.add_argument("--report", action="store_true", help="only write summary.md and scaling.png of --out-dir")
     args = p.parse_args()
+    threshold, min_episodes = bsuite_criterion(deterministic=not args.stochastic)
+    args.threshold = threshold if args.threshold is None else args.threshold
+    args.min_episodes = min_episodes if args.min_episodes is None else args.min_episodes
     if not args.report:
         if args.algo is None:
             p.error("--algo is required (or --report)")

@@ -37,6 +37,7 @@ from sb3_bayes.common.buffers import PlaceholderReplayBufferMixin
 from sb3_bayes.common.consolidation import ConsolidationMixin, ReplaySamples
 from sb3_bayes.common.ewc import diagonal_fisher
 from sb3_bayes.common.random_state import ExactResumeMixin
+from sb3_bayes.common.utils import check_discrete_actions
 from sb3_bayes.common.validation import ParameterValidator
 
 #: The algorithm's own arguments that the policy builds the network with (passed on through ``policy_kwargs``).
@@ -218,11 +219,7 @@ class BayesianDQN(ExactResumeMixin, NamedRunsMixin, ConsolidationMixin, Placehol
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(
-                f"BayesianDQN supports only Discrete action spaces, got {action_space}: "
-                "use BayesianDDPG for continuous actions."
-            )
+        check_discrete_actions(action_space, "BayesianDQN", alternative="BayesianDDPG")
         if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
             raise ValueError(
                 f"BayesianDQN does not support {type(observation_space).__name__} observation spaces, got "

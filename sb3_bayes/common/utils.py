@@ -108,6 +108,22 @@ def check_flat_box(space: spaces.Space, what: str, algo: str, finite: bool = Fal
     return space
 
 
+def check_discrete_actions(action_space: spaces.Space, algo: str, alternative: str) -> spaces.Discrete:
+    """
+    Check that an action space is ``Discrete``.
+
+    :param action_space: The space to check.
+    :param algo: Algorithm name, for the message.
+    :param alternative: The algorithm of this library to use for continuous actions, for the message.
+    :return: The space, typed as ``Discrete``.
+    """
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(
+            f"{algo} supports only Discrete action spaces, got {action_space}: use {alternative} for continuous actions."
+        )
+    return action_space
+
+
 def get_env_id(env: VecEnv | None) -> str | None:
     """
     The Gymnasium id of the first sub-environment of a ``VecEnv`` (None when it has no registered spec).

@@ -37,11 +37,14 @@ from gymnasium import spaces
 
 __all__ = [
     "BSUITE_SOLVED_THRESHOLD",
+    "BSUITE_STOCHASTIC_MIN_EPISODES",
+    "BSUITE_STOCHASTIC_SOLVED_THRESHOLD",
     "DEEP_SEA_ENTRY_POINT",
     "DEEP_SEA_SIZES",
     "DeepSeaEnv",
     "bsuite_solved_at",
     "bsuite_solved_episode",
+    "bsuite_criterion",
     "fit_scaling_exponent",
     "register_deep_sea_envs",
 ]
@@ -51,6 +54,11 @@ DEEP_SEA_ENTRY_POINT = "sb3_bayes.envs.deep_sea:DeepSeaEnv"
 DEEP_SEA_SIZES = (5, 10, 15, 20, 25, 30)
 # bsuite's deep_sea analysis: a size counts as solved once fewer than 90 % of the episodes so far were "bad"
 BSUITE_SOLVED_THRESHOLD = 0.9
+# bsuite's deep_sea_stochastic analysis: fewer than 80 %, and not before episode 100. A failed right move (probability
+# 1/N per step) leaves the diagonal without a "left" move, so some episodes are not bad by the environment's luck alone.
+# (bsuite's `find_solution` also defaults to 80 % for the deterministic variant; its plots, and this package, use 90 %.)
+BSUITE_STOCHASTIC_SOLVED_THRESHOLD = 0.8
+BSUITE_STOCHASTIC_MIN_EPISODES = 100
 
 
 class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
@@ -301,6 +309,20 @@ def register_deep_sea_envs() -> None:
 # bsuite's DeepSea protocol (bsuite/experiments/deep_sea/analysis.py): episodes to solve, and how they scale with N
 
 
+def bsuite_criterion(deterministic: bool = True) -> tuple[float, int]:
+    """
+    bsuite's solved criterion for a DeepSea variant, as ``(threshold, min_episodes)`` for :func:`bsuite_solved_episode`:
+    ``(0.9, 1)`` for ``deep_sea``, ``(0.8, 100)`` for ``deep_sea_stochastic`` (bsuite/experiments/deep_sea_stochastic/
+    analysis.py: "a more stringent threshold and only once the agent has done at least 100 episodes").
+
+    :param deterministic: The variant: True for ``deep_sea``, False for ``deep_sea_stochastic``.
+    :return: The threshold on the running fraction of bad episodes, and the first episode that may count as solved.
+    """
+    if deterministic:
+        return BSUITE_SOLVED_THRESHOLD, 1
+    return BSUITE_STOCHASTIC_SOLVED_THRESHOLD, BSUITE_STOCHASTIC_MIN_EPISODES
+
+
 def bsuite_solved_episode(
     bad_flags: Sequence[bool], threshold: float = BSUITE_SOLVED_THRESHOLD, min_episodes: int = 1
 ) -> int | None:
@@ -313,9 +335,10 @@ def bsuite_solved_episode(
     the running fraction of failures under 90 %. A dithering agent needs of the order of ``2^N`` episodes for that.
 
     :param bad_flags: ``info["bad_episode"]`` of every episode, in order.
-    :param threshold: The fraction of bad episodes below which the run counts as solved (bsuite: 0.9).
-    :param min_episodes: Episodes before which the run cannot count as solved (1: from the first episode on; a larger
-        value guards the stochastic variant, where a failed right move ends an episode without a bad move, against
+    :param threshold: The fraction of bad episodes below which the run counts as solved (bsuite: 0.9; 0.8 for the
+        stochastic variant, :func:`bsuite_criterion`).
+    :param min_episodes: Episodes before which the run cannot count as solved (1: from the first episode on; bsuite
+        uses 100 for the stochastic variant, where a failed right move ends an episode without a bad move, against
         solves by luck).
     :return: The episode, or None if the criterion is never met.
     """

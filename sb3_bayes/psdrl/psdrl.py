@@ -22,7 +22,7 @@ from sb3_bayes.common.buffers import PickledReplayMixin
 from sb3_bayes.common.episode_buffer import Episode, EpisodeReplayBuffer
 from sb3_bayes.common.random_state import ExactResumeMixin
 from sb3_bayes.common.rollout import dump_rollout_logs, final_observations
-from sb3_bayes.common.utils import check_finite_data, checked_step
+from sb3_bayes.common.utils import check_discrete_actions, check_finite_data, checked_step
 from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.psdrl.policies import CnnPolicy, MlpPolicy, PSDRLPolicy
 
@@ -329,10 +329,7 @@ class PSDRL(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(
-                f"PSDRL supports only Discrete action spaces, got {action_space}: use PETS for continuous actions."
-            )
+        check_discrete_actions(action_space, "PSDRL", alternative="PETS")
         if not isinstance(observation_space, spaces.Box):
             raise ValueError(
                 f"PSDRL supports only Box observation spaces (images or vectors), got {observation_space}: "
