@@ -23,7 +23,7 @@ def main() -> None:
     model = build_model(args.size, args.seed, load_settings(args.size, args.set))
     rec = DeepSeaRecorder(args.size, args.episodes, args.after_success)
     model.learn(total_timesteps=args.size * args.episodes, callback=rec)
-    print(f"stopped after {len(rec.returns)} episodes, first goal {rec.first}, goals {sum(r > 0.5 for r in rec.returns)}")
+    print(f"stopped after {len(rec.returns)} episodes, first goal {rec.first}, goals {sum(rec.successes)}")
     policy, buffer = model.policy, model.replay_buffer
     assert buffer is not None
     # Every distinct observation in the replay, named by its cell (the observation is the one-hot cell).

@@ -34,13 +34,20 @@ def tried_pairs(episodes: list[Any]) -> set[tuple[int, int]]:
     return pairs
 
 
-def summarize_episodes(returns: list[float]) -> dict[str, Any]:
-    """First episode (1-based) that reached the goal (return > 0.5), successes, success rate of the last 100."""
-    success = [r > 0.5 for r in returns]
+def summarize_episodes(returns: list[float], successes: list[bool] | None = None) -> dict[str, Any]:
+    """
+    First episode (1-based) that reached the treasure, successes, success rate of the last 100.
+
+    :param returns: Episode returns.
+    :param successes: Whether each episode reached the treasure (``info["is_success"]``); None: a return above 0.5, which
+        is the same in the deterministic DeepSea but not in the stochastic one, whose noisy rewards at both bottom
+        corners can exceed 0.5 without the treasure.
+    """
+    success = [r > 0.5 for r in returns] if successes is None else list(successes)
     first = next((i + 1 for i, s in enumerate(success) if s), None)
     last = success[-100:]
     return dict(
-        episodes=len(returns),
+        episodes=len(success),
         first_success_episode=first,
         n_successes=int(sum(success)),
         success_rate_last_100=round(sum(last) / max(len(last), 1), 3),
@@ -66,17 +73,25 @@ class DeepSeaRecorder(EpisodeRecorder):
     def returns(self) -> list[float]:
         return [round(episode["ret"], 4) for episode in self.episodes]
 
+    @property
+    def successes(self) -> list[bool]:
+        """Whether each episode reached the treasure (``info["is_success"]``)."""
+        return [episode["success"] for episode in self.episodes]
+
+    def episode_extras(self, info: dict[str, Any]) -> dict[str, Any]:
+        return dict(success=bool(info["is_success"]))
+
     def _on_step(self) -> bool:
         record_cells(self.locals["infos"], self.cells)
         return super()._on_step()
 
     def on_episode(self, record: dict[str, Any]) -> None:
         n = len(self.episodes)
-        if self.first is None and round(record["ret"], 4) > 0.5:
+        if self.first is None and record["success"]:
             self.first = n
         if self.budget and n % 50 == 0:
             print(
-                f"episode {n}: successes {sum(r > 0.5 for r in self.returns)} first {self.first} "
+                f"episode {n}: successes {sum(self.successes)} first {self.first} "
                 f"cells {coverage(self.cells, self.size)['cells_visited']} "
                 f"{time.perf_counter() - self.t0:.0f}s",
                 flush=True,
@@ -95,9 +110,13 @@ class DeepSeaRecorder(EpisodeRecorder):
 
     def summary(self) -> dict[str, Any]:
         """:func:`summarize_episodes` and :func:`coverage`, and the goal rate after the first goal."""
-        returns = self.returns
-        summary = {**summarize_episodes(returns), **coverage(self.cells, self.size), "timed_out": self.timed_out}
+        successes = self.successes
+        summary = {
+            **summarize_episodes(self.returns, successes),
+            **coverage(self.cells, self.size),
+            "timed_out": self.timed_out,
+        }
         if self.first is not None:
-            after = [r > 0.5 for r in returns[self.first :]]
+            after = successes[self.first :]
             summary["success_rate_after_first"] = round(sum(after) / max(len(after), 1), 3)
         return summary

@@ -45,7 +45,7 @@ def main() -> None:
     with Timer() as timer:
         model.learn(total_timesteps=args.size * args.episodes, callback=rec)
     returns = rec.returns[: args.episodes]  # learn() runs whole train_freq chunks
-    summary = {**summarize_episodes(returns), **coverage(rec.cells, args.size)}
+    summary = {**summarize_episodes(returns, rec.successes[: args.episodes]), **coverage(rec.cells, args.size)}
     print(
         f"DQN N={args.size} seed {args.seed}: {summary} wall {timer.wall_seconds:.0f}s cpu {timer.cpu_seconds:.0f}s",
         flush=True,

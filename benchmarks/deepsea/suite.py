@@ -79,7 +79,7 @@ class SuiteRecorder(DeepSeaRecorder):
         self._n_bad = 0
 
     def episode_extras(self, info: dict[str, Any]) -> dict[str, Any]:
-        return dict(bad=bool(info["bad_episode"]))
+        return {**super().episode_extras(info), "bad": bool(info["bad_episode"])}
 
     def on_episode(self, record: dict[str, Any]) -> None:
         super().on_episode(record)
@@ -194,6 +194,12 @@ def unfinished(run: dict[str, Any]) -> bool:
     return unsolved and bool(summary.get("timed_out")) and summary["episodes"] < run["config"]["cap"]
 
 
+def criterion_text(config: dict[str, Any]) -> str:
+    """The solved criterion of a run, e.g. ``bad < 0.8 from episode 100``."""
+    text = f"bad < {config['threshold']:g}"
+    return text if config.get("min_episodes", 1) <= 1 else f"{text} from episode {config['min_episodes']}"
+
+
 def report(out_dir: str) -> None:
     """``summary.md`` and ``scaling.png`` of the runs in ``out_dir`` (one table row per algorithm and size)."""
     runs = [read_result(path) for path in sorted(glob.glob(os.path.join(out_dir, "*.json")))]
@@ -202,9 +208,9 @@ def report(out_dir: str) -> None:
         key = (run["algorithm"], bool(run["config"]["stochastic"]))
         groups.setdefault(key, {}).setdefault(int(run["config"]["size"]), []).append(run)
     lines = [
-        "| algorithm | variant | N | cap | seeds solved | episodes to solve (per seed; - not within the cap) "
+        "| algorithm | variant | N | cap | criterion | seeds solved | episodes to solve (per seed; - not within the cap) "
         "| median | CPU s (per seed) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     fits: dict[tuple[str, bool], tuple[float, float] | None] = {}
     for (label, stochastic), by_size in sorted(groups.items()):
@@ -221,9 +227,10 @@ def report(out_dir: str) -> None:
             ]
             median = f"{np.median(done):.0f}" if len(done) == len(solved) else "-"
             cpu = ", ".join(f"{r['cpu_seconds']:.0f}" for r in rs)
+            criteria = sorted({criterion_text(r["config"]) for r in rs})
             lines.append(
                 f"| {label} | {'stochastic' if stochastic else 'deterministic'} | {size} | {rs[0]['config']['cap']} | "
-                f"{len(done)}/{len(rs)} | {', '.join(texts)} | {median} | "
+                f"{'; '.join(criteria)} | {len(done)}/{len(rs)} | {', '.join(texts)} | {median} | "
                 f"{cpu} |"
             )
         sizes = {size for size, _ in points}

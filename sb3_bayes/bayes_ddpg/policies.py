@@ -31,7 +31,7 @@ from sb3_bayes.common.bayesian_layers import (
     using_held_samples,
     weight_mode,
 )
-from sb3_bayes.common.policies import EpisodeStartPolicy
+from sb3_bayes.common.policies import EpisodeStartPolicy, constructor_arguments
 from sb3_bayes.common.utils import check_image_observations
 from sb3_bayes.common.validation import ParameterValidator
 
@@ -83,13 +83,7 @@ class BayesianActor(Actor):
         self.mu = nn.Sequential(*create_bayesian_mlp(features_dim, action_dim, net_arch, activation_fn, True, **layer_kwargs))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            prior_std=self.prior_std,
-            posterior_init_log_var=self.posterior_init_log_var,
-            posterior_init_mean_std=self.posterior_init_mean_std,
-        )
-        return data
+        return constructor_arguments(self, BayesianActor, super()._get_constructor_parameters())
 
 
 class BayesianContinuousCritic(ContinuousCritic):
