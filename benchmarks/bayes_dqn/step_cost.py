@@ -25,7 +25,15 @@ import numpy as np
 import torch
 
 import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
-from benchmarks.common import Timer, eval_policy_kwargs, hyperparams_path, load_zoo_section, result_record, write_result
+from benchmarks.common import (
+    Timer,
+    eval_policy_kwargs,
+    hyperparams_path,
+    load_zoo_section,
+    repo_path,
+    result_record,
+    write_result,
+)
 from sb3_bayes import BayesianDQN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,7 +96,7 @@ def main() -> None:
         algorithm="bayes_dqn-ensemble",
         env=f"DeepSea-v0(size={args.size})",
         seed=args.seed,
-        config={**vars(args), "settings": {k: repr(v) for k, v in settings.items()}},
+        config={**vars(args), "out": repo_path(args.out), "settings": {k: repr(v) for k, v in settings.items()}},
         results=results,
         cpu_seconds=total.cpu_seconds,
         wall_seconds=total.wall_seconds,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import Timer, result_record, write_result
+from benchmarks.common import Timer, repo_path, result_record, write_result
 from benchmarks.deepsea.suite import SuiteRecorder, build_model
 from sb3_bayes import BayesianDQN
 from sb3_bayes.envs.deep_sea import DeepSeaEnv, bsuite_criterion
@@ -115,7 +115,7 @@ def main() -> None:
         algorithm="bayes_dqn-ensemble",
         env=f"DeepSea-v0(size={args.size})",
         seed=args.seed,
-        config={**vars(args), **config},
+        config={**vars(args), "out": repo_path(args.out), **config},
         results=dict(summary=summary, snapshots=recorder.snapshots),
         cpu_seconds=timer.cpu_seconds,
         wall_seconds=timer.wall_seconds,
