@@ -20,7 +20,7 @@
 #   ensemble_bsuite  the ensemble head with bsuite's BootDQN members and prior scale (20 members, prior scale 3, batch
 #               128) at N = 30, seeds 0-1, at most 2700 s of wall time a run (label bayes_dqn-ensemble_bsuite)
 #   diagnose_ensemble  the ensemble's greedy walks and its disagreement on the diagonal every 250 episodes, N = 30,
-#               seed 0, 3000 episodes, batch 32 (results/diagnose_ensemble/)
+#               seed 0, 3000 episodes, batch 32; then with a 100k replay and with 5-step targets (results/diagnose_ensemble/)
 #   all         every part above
 # Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30"), SUITE_ALGOS ("dqn bayes_dqn-blr bayes_dqn-bbb";
 # also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none),
@@ -100,8 +100,11 @@ for part in $PARTS; do
         --out-dir "$R/suite" --sizes 30 --seeds 2 ;;
     diagnose_ensemble)
       mkdir -p "$R/diagnose_ensemble"
-      "$PY" -m benchmarks.deepsea.diagnose_ensemble --size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32 \
-        --out "$R/diagnose_ensemble/N30_s0.json" ;;
+      diag=(--size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32)
+      "$PY" -m benchmarks.deepsea.diagnose_ensemble "${diag[@]}" --out "$R/diagnose_ensemble/N30_s0.json"
+      "$PY" -m benchmarks.deepsea.diagnose_ensemble "${diag[@]}" --set buffer_size=100000 \
+        --out "$R/diagnose_ensemble/N30_s0_buffer100k.json"
+      "$PY" -m benchmarks.deepsea.diagnose_ensemble "${diag[@]}" --set n_steps=5 --out "$R/diagnose_ensemble/N30_s0_nstep5.json" ;;
     *)
       echo "unknown part: $part (dqn psdrl summary ablation probe diagnose prior_rank round_cost suite ensemble" \
         "ensemble_bsuite diagnose_ensemble all)" >&2; exit 2 ;;
