@@ -14,13 +14,15 @@
 #   suite       bsuite's protocol (suite.py): episodes to solve per algorithm, size and seed, SUITE_ALGOS at SUITE_SIZES,
 #               seeds 0-2, episode cap SUITE_CAP, 100 episodes after the solving one, at most SUITE_MAX_WALL seconds a
 #               run; then results/suite/summary.md and scaling.png
-#   ensemble    the suite for BayesianDQN's ensemble head (the DeepSea sections of hyperparams/bayes_dqn.yml, batch 32
-#               for the CPU) at ENSEMBLE_SIZES, seeds 0-2, bsuite's cap of 10,000 episodes, no wall-time limit; then the
+#   ensemble    the suite for BayesianDQN's ensemble head (the DeepSea sections of hyperparams/bayes_dqn.yml with 10
+#               members, prior scale 5 and batch 32, the settings these runs had) at ENSEMBLE_SIZES, seeds 0-2, bsuite's cap of 10,000 episodes, no wall-time limit; then the
 #               stochastic variant at N = 20 (bsuite's stochastic criterion); runs whose JSON exists are skipped
-#   ensemble_bsuite  the ensemble head with bsuite's BootDQN members and prior scale (20 members, prior scale 3, batch
-#               128) at N = 30, seeds 0-1, at most 2700 s of wall time a run (label bayes_dqn-ensemble_bsuite)
+#   ensemble_bsuite  the ensemble head with bsuite's BootDQN settings (20 members, prior scale 3, batch 128; the
+#               DeepSea sections now) at N = 30, seeds 0-1, at most 2700 s of wall time a run (label
+#               bayes_dqn-ensemble_bsuite)
 #   diagnose_ensemble  the ensemble's greedy walks and its disagreement on the diagonal every 250 episodes, N = 30,
-#               seed 0, 3000 episodes, batch 32; then with a 100k replay and with 5-step targets (results/diagnose_ensemble/)
+#               seed 0, 3000 episodes, 10 members, prior scale 5, batch 32; then with a 100k replay and with 5-step
+#               targets (results/diagnose_ensemble/)
 #   all         every part above
 # Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30"), SUITE_ALGOS ("dqn bayes_dqn-blr bayes_dqn-bbb";
 # also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none),
@@ -89,8 +91,9 @@ for part in $PARTS; do
           --margin 100 --max-wall-seconds "${SUITE_MAX_WALL:-330}" --out-dir "$R/suite"
       done ;;
     ensemble)
-      ens=(--algo bayes_dqn --label bayes_dqn-ensemble_b32 --set batch_size=32 --cap 10000 --margin 100 --skip-existing
-           --out-dir "$R/suite")
+      # The settings these runs had: 10 members, prior scale 5 (the DeepSea sections before bsuite's 20 and 3), batch 32.
+      ens=(--algo bayes_dqn --label bayes_dqn-ensemble_b32 --set batch_size=32 --set policy_kwargs.n_heads=10
+           --set policy_kwargs.prior_scale=5.0 --cap 10000 --margin 100 --skip-existing --out-dir "$R/suite")
       # shellcheck disable=SC2086  # the sizes are words
       "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes ${ENSEMBLE_SIZES:-10 20 30} --seeds 3
       "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes 20 --seeds 3 --stochastic ;;
@@ -100,7 +103,8 @@ for part in $PARTS; do
         --out-dir "$R/suite" --sizes 30 --seeds 2 ;;
     diagnose_ensemble)
       mkdir -p "$R/diagnose_ensemble"
-      diag=(--size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32)
+      diag=(--size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32 --set policy_kwargs.n_heads=10
+            --set policy_kwargs.prior_scale=5.0)
       "$PY" -m benchmarks.deepsea.diagnose_ensemble "${diag[@]}" --out "$R/diagnose_ensemble/N30_s0.json"
       "$PY" -m benchmarks.deepsea.diagnose_ensemble "${diag[@]}" --set buffer_size=100000 \
         --out "$R/diagnose_ensemble/N30_s0_buffer100k.json"
