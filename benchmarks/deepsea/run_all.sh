@@ -18,7 +18,7 @@
 #               members, prior scale 5 and batch 32, the settings these runs had) at ENSEMBLE_SIZES, seeds 0-2, bsuite's cap of 10,000 episodes, no wall-time limit; then the
 #               stochastic variant at N = 20 (bsuite's stochastic criterion); runs whose JSON exists are skipped
 #   ensemble_bsuite  the ensemble head with bsuite's BootDQN settings (20 members, prior scale 3, batch 128; the
-#               DeepSea sections now) at N = 30, seeds 0-1, at most 2700 s of wall time a run (label
+#               DeepSea sections now) at N = 30, seeds 0-2, at most 2700 s of wall time a run (label
 #               bayes_dqn-ensemble_bsuite)
 #   diagnose_ensemble  the ensemble's greedy walks and its disagreement on the diagonal every 250 episodes, N = 30,
 #               seed 0, 3000 episodes, 10 members, prior scale 5, batch 32; then with a 100k replay and with 5-step
@@ -100,7 +100,7 @@ for part in $PARTS; do
     ensemble_bsuite)
       "$PY" -m benchmarks.deepsea.suite --algo bayes_dqn --label bayes_dqn-ensemble_bsuite --set policy_kwargs.n_heads=20 \
         --set policy_kwargs.prior_scale=3.0 --cap 10000 --margin 100 --max-wall-seconds 2700 --skip-existing \
-        --out-dir "$R/suite" --sizes 30 --seeds 2 ;;
+        --out-dir "$R/suite" --sizes 30 --seeds 3 ;;
     diagnose_ensemble)
       mkdir -p "$R/diagnose_ensemble"
       diag=(--size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32 --set policy_kwargs.n_heads=10
