@@ -2,68 +2,47 @@
 CPU cost per environment step of BayesianDQN's ``"ensemble"`` head on DeepSea, with PyTorch's default Adam (one
 kernel per tensor and operation) and with its fused kernel (``optimizer_kwargs=dict(fused=True)``, the DeepSea sections
 of ``hyperparams/bayes_dqn.yml``). On one-hot observations of size N^2 the members' first layers hold most of the
-parameters (10 x 900 x 50 at N = 30), and Adam's elementwise passes over them dominate a step; the fused kernel does the
-same update in one pass.
+parameters (20 x 900 x 50 at N = 30), and Adam's elementwise passes over them take a large share of a step; the fused
+kernel does the same update in one pass.
 
 The variants are interleaved round by round (``--rounds``) so that load from other work hits them alike; each round
-builds a fresh model with the DeepSea section's settings (``--set`` overrides them), warms up for ``--warmup`` steps and
-times ``--steps`` more (CPU seconds of this process, one torch thread).
+builds a fresh model as the DeepSea suite does (``benchmarks.deepsea.suite.build_model``: the section of the size,
+``--set`` overrides as there), warms up for ``--warmup`` steps and times ``--steps`` more (CPU seconds of this process,
+one torch thread).
 
 python -m benchmarks.bayes_dqn.step_cost --size 30 --rounds 3
-python -m benchmarks.bayes_dqn.step_cost --size 30 --set batch_size=128 --out benchmarks/bayes_dqn/results/step_cost_b128.json
+python -m benchmarks.bayes_dqn.step_cost --size 30 --set batch_size=32 --out benchmarks/bayes_dqn/results/step_cost_b32.json
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-import sb3_bayes.envs  # noqa: F401  (registers DeepSea)
-from benchmarks.common import (
-    Timer,
-    eval_policy_kwargs,
-    hyperparams_path,
-    load_zoo_section,
-    repo_path,
-    result_record,
-    write_result,
-)
-from sb3_bayes import BayesianDQN
+from benchmarks.common import Timer, repo_path, result_record, write_result
+from benchmarks.deepsea.suite import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "step_cost.json")
-ZOO_ONLY_KEYS = ("n_timesteps", "policy", "env_wrapper", "env_kwargs", "normalize", "n_envs", "frame_stack", "callback")
 #: The Adam variants compared: their ``optimizer_kwargs`` (replacing the section's).
 VARIANTS: dict[str, dict[str, Any]] = {"adam": {}, "adam_fused": {"fused": True}}
 
 
-def section_settings(size: int, overrides: list[str]) -> dict[str, Any]:
-    """The constructor arguments of the ``DeepSea<size>-v0`` section (else ``DeepSea-v0``), with ``--set`` overrides."""
-    _, settings = load_zoo_section(hyperparams_path("bayes_dqn.yml"), f"DeepSea{size}-v0", "DeepSea-v0")
-    settings = {k: v for k, v in settings.items() if k not in ZOO_ONLY_KEYS}
-    for override in overrides:
-        key, value = override.split("=", 1)
-        settings[key] = eval(value)  # noqa: S307  (a benchmark's command line, like rl-zoo3's --hyperparams)
-    eval_policy_kwargs(settings)
-    return settings
-
-
-def time_variant(size: int, settings: dict[str, Any], variant: str, warmup: int, steps: int, seed: int) -> float:
-    """CPU milliseconds per environment step (collection and one gradient step) of one fresh model."""
-    settings = copy.deepcopy(settings)
-    policy_kwargs = dict(settings.pop("policy_kwargs", {}))
-    policy_kwargs["optimizer_kwargs"] = dict(VARIANTS[variant])
-    model = BayesianDQN("MlpPolicy", gym.make("DeepSea-v0", size=size), policy_kwargs=policy_kwargs, seed=seed, **settings)
+def time_variant(
+    size: int, overrides: list[str], variant: str, warmup: int, steps: int, seed: int
+) -> tuple[float, dict[str, Any]]:
+    """CPU milliseconds per environment step (collection and one gradient step) of one fresh model, and its settings."""
+    # The suite's model: the DeepSea section of the size, the overrides, then the variant's optimiser settings.
+    optimizer = f"policy_kwargs.optimizer_kwargs={VARIANTS[variant]!r}"
+    model, config = build_model("bayes_dqn", size, seed, stochastic=False, overrides=[*overrides, optimizer])
     model.learn(warmup)
     with Timer() as timer:
         model.learn(steps, reset_num_timesteps=False)
-    return 1e3 * timer.cpu_seconds / steps
+    return 1e3 * timer.cpu_seconds / steps, config
 
 
 def main() -> None:
@@ -77,12 +56,13 @@ def main() -> None:
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args()
     torch.set_num_threads(1)
-    settings = section_settings(args.size, args.set)
     per_round: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    configs: dict[str, dict[str, Any]] = {}
     with Timer() as total:
         for _ in range(args.rounds):
             for variant in VARIANTS:
-                per_round[variant].append(time_variant(args.size, settings, variant, args.warmup, args.steps, args.seed))
+                cpu_ms, configs[variant] = time_variant(args.size, args.set, variant, args.warmup, args.steps, args.seed)
+                per_round[variant].append(cpu_ms)
                 print(f"{variant}: {per_round[variant][-1]:.2f} CPU ms per step", flush=True)
     median = {variant: float(np.median(values)) for variant, values in per_round.items()}
     results = {
@@ -96,7 +76,7 @@ def main() -> None:
         algorithm="bayes_dqn-ensemble",
         env=f"DeepSea-v0(size={args.size})",
         seed=args.seed,
-        config={**vars(args), "out": repo_path(args.out), "settings": {k: repr(v) for k, v in settings.items()}},
+        config={**vars(args), "out": repo_path(args.out), "variants": configs},
         results=results,
         cpu_seconds=total.cpu_seconds,
         wall_seconds=total.wall_seconds,
