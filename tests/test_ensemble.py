@@ -7,6 +7,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from sb3_bayes.common import ensemble
 from sb3_bayes.common.ensemble import (
     EnsembleLinear,
     GaussianEnsembleMLP,
@@ -56,6 +57,55 @@ def test_chunked_inference_equals_autograd_forward() -> None:
     th.testing.assert_close(mean_chunked, mean.detach())
     assert logvar is not None and logvar_chunked is not None
     th.testing.assert_close(logvar_chunked, logvar.detach())
+
+
+def one_hot_rows(n_rows: int, width: int, generator: th.Generator) -> th.Tensor:
+    x = th.zeros(n_rows, width)
+    x[th.arange(n_rows), th.randint(width, (n_rows,), generator=generator)] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("kind", ["one_hot", "sparse_weighted", "dense", "zeros"])
+def test_shared_input_equals_the_expanded_product(kind: str) -> None:
+    """A 2-D input is read by every member: outputs and the weights' and biases' gradients equal the batched product of
+    the input repeated per member, on the sparse path (one-hot, a few weighted entries, all zero) and the dense one."""
+    generator = th.Generator().manual_seed(0)
+    layer = EnsembleLinear(4, 400, 7)
+    n_rows, width = 33, 400
+    if kind == "one_hot":
+        x = one_hot_rows(n_rows, width, generator)
+    elif kind == "sparse_weighted":
+        x = one_hot_rows(n_rows, width, generator) * th.randn(n_rows, 1, generator=generator)
+        x[3, 5] = 2.5  # a second nonzero entry in one row, and a column shared with other rows
+        x[4, 5] = -1.0
+    elif kind == "dense":
+        x = th.randn(n_rows, width, generator=generator)
+    else:
+        x = th.zeros(n_rows, width)
+    assert (x.count_nonzero() <= ensemble.SPARSE_INPUT_DENSITY * x.numel()) == (kind != "dense")
+    weights = th.randn(4, n_rows, 7, generator=generator)
+
+    out = layer(x)
+    (out * weights).sum().backward()
+    grads = (layer.weight.grad.clone(), layer.bias.grad.clone())  # type: ignore[union-attr]
+    layer.zero_grad()
+    reference = th.baddbmm(layer.bias, x.unsqueeze(0).expand(4, -1, -1), layer.weight)
+    (reference * weights).sum().backward()
+
+    assert out.shape == (4, n_rows, 7)
+    th.testing.assert_close(out, reference)
+    th.testing.assert_close(grads[0], layer.weight.grad)
+    th.testing.assert_close(grads[1], layer.bias.grad)
+
+
+def test_shared_input_keeps_the_gradient_of_its_input() -> None:
+    """An input that needs a gradient (a trained features extractor before the layer) takes the dense product: the
+    sparse path would give its zero entries no gradient."""
+    layer = EnsembleLinear(3, 50, 4)
+    x = one_hot_rows(6, 50, th.Generator().manual_seed(1)).requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None
+    th.testing.assert_close(x.grad, layer.weight.sum(dim=(0, 2)).expand(6, -1))
 
 
 def test_soft_clamp_bounds_and_identity_in_the_middle() -> None:

@@ -226,7 +226,7 @@ class EnsembleQHead(nn.Module):
         if prior_features is None or self.prior_scale == 0.0:
             return None
         with th.no_grad():
-            return self.prior_scale * self.prior(prior_features.unsqueeze(0).expand(self.n_heads, -1, -1))
+            return self.prior_scale * self.prior(prior_features)
 
     def all_members(self, features: th.Tensor, scaled_prior: th.Tensor | None) -> th.Tensor:
         """
@@ -234,7 +234,7 @@ class EnsembleQHead(nn.Module):
         :param scaled_prior: From :meth:`scaled_prior` (None: no prior).
         :return: ``Q_k(s, .)`` of every member, ``[K, batch, n_actions]``.
         """
-        q_values = self.members(features.unsqueeze(0).expand(self.n_heads, -1, -1))
+        q_values = self.members(features)  # the first layer reads the shared input (EnsembleLinear.forward_shared)
         return q_values if scaled_prior is None else q_values + scaled_prior
 
     def forward(self, member_q_values: th.Tensor) -> th.Tensor:
