@@ -18,15 +18,15 @@
 #               members, prior scale 5 and batch 32, the settings these runs had) at ENSEMBLE_SIZES, seeds 0-2, bsuite's cap of 10,000 episodes, no wall-time limit; then the
 #               stochastic variant at N = 20 (bsuite's stochastic criterion); runs whose JSON exists are skipped
 #   ensemble_bsuite  the ensemble head with bsuite's BootDQN settings (20 members, prior scale 3, batch 128; the
-#               DeepSea sections now) at N = 30, seeds 0-2, at most 2700 s of wall time a run (label
-#               bayes_dqn-ensemble_bsuite)
+#               DeepSea sections now) at BSUITE_SIZES, seeds 0-2, at most BSUITE_MAX_WALL seconds of wall time a run
+#               (label bayes_dqn-ensemble_bsuite)
 #   diagnose_ensemble  the ensemble's greedy walks and its disagreement on the diagonal every 250 episodes, N = 30,
 #               seed 0, 3000 episodes, 10 members, prior scale 5, batch 32; then with a 100k replay and with 5-step
 #               targets (results/diagnose_ensemble/)
 #   all         every part above
 # Environment: PY (python), SEEDS ("0 1 2"), SIZES ("5 10 15 20 25 30"), SUITE_ALGOS ("dqn bayes_dqn-blr bayes_dqn-bbb";
 # also psdrl, bayes_dqn), SUITE_SIZES ("10 20"), SUITE_CAP (2000; bsuite: 10000), SUITE_MAX_WALL (330; 0: none),
-# ENSEMBLE_SIZES ("10 20 30"; bsuite: 10 12 ... 50).
+# ENSEMBLE_SIZES ("10 20 30"; bsuite: 10 12 ... 50), BSUITE_SIZES ("10 20 30 40"), BSUITE_MAX_WALL (6900; 0: none).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
@@ -98,9 +98,10 @@ for part in $PARTS; do
       "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes ${ENSEMBLE_SIZES:-10 20 30} --seeds 3
       "$PY" -m benchmarks.deepsea.suite "${ens[@]}" --sizes 20 --seeds 3 --stochastic ;;
     ensemble_bsuite)
+      # shellcheck disable=SC2086  # the sizes are words
       "$PY" -m benchmarks.deepsea.suite --algo bayes_dqn --label bayes_dqn-ensemble_bsuite --set policy_kwargs.n_heads=20 \
-        --set policy_kwargs.prior_scale=3.0 --cap 10000 --margin 100 --max-wall-seconds 2700 --skip-existing \
-        --out-dir "$R/suite" --sizes 30 --seeds 3 ;;
+        --set policy_kwargs.prior_scale=3.0 --cap 10000 --margin 100 --max-wall-seconds "${BSUITE_MAX_WALL:-6900}" \
+        --skip-existing --out-dir "$R/suite" --sizes ${BSUITE_SIZES:-10 20 30 40} --seeds 3 ;;
     diagnose_ensemble)
       mkdir -p "$R/diagnose_ensemble"
       diag=(--size 30 --seed 0 --episodes 3000 --every 250 --set batch_size=32 --set policy_kwargs.n_heads=10
