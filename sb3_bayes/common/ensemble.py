@@ -66,13 +66,14 @@ class EnsembleLinear(nn.Module):
         Every member applied to the same input. A mostly-zero input (one-hot observations, such as DeepSea's grid) costs
         one row of each member's weights per nonzero entry instead of a full matrix product: ``x W_k`` is the sum over
         the nonzero columns ``j`` of ``x_j W_k[j]``, exactly. That path is taken only where no gradient has to reach
-        ``x`` (it would miss the zero entries' gradient), and not inside ``torch.func`` transforms (EWC's per-sample
-        Fisher runs under ``vmap``, which cannot branch on data); the weights and biases get their gradients either way.
+        ``x`` (it would miss the zero entries' gradient), not inside ``torch.func`` transforms (EWC's per-sample Fisher
+        runs under ``vmap``, which cannot branch on data), and on the CPU only (on a GPU the product is cheap, and
+        counting the nonzero entries would synchronise the device); the weights and biases get their gradients either way.
 
         :param x: Input of shape ``[batch, in_features]``.
         :return: Output of shape ``[ensemble_size, batch, out_features]``.
         """
-        sparse = not x.requires_grad and not th._C._functorch.is_functorch_wrapped_tensor(x)
+        sparse = x.device.type == "cpu" and not x.requires_grad and not th._C._functorch.is_functorch_wrapped_tensor(x)
         if sparse and x.count_nonzero() <= SPARSE_INPUT_DENSITY * x.numel():
             rows, cols = x.nonzero(as_tuple=True)
             contributions = self.weight[:, cols, :] * x[rows, cols].unsqueeze(-1)  # [ensemble_size, nonzeros, out]
