@@ -18,7 +18,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from torch.distributions import Normal
 
 import sb3_bayes.envs  # noqa: F401  (registers MountainHike-v0)
-from sb3_bayes.common.utils import checked_step
+from sb3_bayes.common.utils import checked_gradient_norm, checked_step
 from sb3_bayes.common.validation import HyperparameterError, HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.dvrl import DVRL, CnnPolicy, DVRLPolicy
 from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
@@ -592,6 +592,19 @@ def test_split_clip_bounds_each_gradient_by_its_own_norm() -> None:
     assert float(norms[1]) == 0.0 and weight.detach().tolist() == pytest.approx([-3.0, -4.0])
     with pytest.raises(ValueError, match="The gradient of the test loss is NaN"):
         checked_split_step(optimizer, [(th.sqrt(0.0 * weight.sum()), 1.0)], "the test loss")
+
+
+def test_checked_gradient_norm_is_the_global_norm_and_stops_non_finite_gradients() -> None:
+    # The check shared by checked_step and checked_split_step: ||(3, 4, 12)|| = 13 over the gradients present.
+    weight = th.nn.Parameter(th.zeros(3))
+    optimizer = th.optim.SGD([weight], lr=1.0)
+    norm = checked_gradient_norm(optimizer, [th.tensor([3.0, 4.0]), None, th.tensor([12.0])], "the test loss")
+    assert float(norm) == pytest.approx(13.0)
+    assert float(checked_gradient_norm(optimizer, [None], "the test loss")) == 0.0
+    weight.grad = th.tensor([float("nan"), 0.0, 0.0])
+    with pytest.raises(ValueError, match="The gradient of the test loss is NaN or inf"):
+        checked_gradient_norm(optimizer, [weight.grad], "the test loss")
+    assert weight.grad is None  # cleared, so that no later step can apply it
 
 
 def test_split_clip_in_training_logs_both_norms_and_the_ess(tmp_path) -> None:

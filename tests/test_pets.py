@@ -1,5 +1,6 @@
 """PETS-specific behaviour: input validation, NaN handling, exact resume, known rewards, bfloat16 planning, learning."""
 
+import dataclasses
 import inspect
 import warnings
 from typing import Any
@@ -18,7 +19,7 @@ from torch import nn
 from sb3_bayes import PETS
 from sb3_bayes.common.utils import bfloat16_matmul_is_fast
 from sb3_bayes.common.validation import HyperparameterError, HyperparameterTypeError, HyperparameterValueError
-from sb3_bayes.pets.policies import PETSPolicy
+from sb3_bayes.pets.policies import PETSPolicy, PlannerSettings
 
 TINY = dict(plan_horizon=3, popsize=8, num_elites=2, cem_iters=2, n_particles=5, n_epochs=1, policy_kwargs=dict(net_arch=[16]))
 
@@ -174,7 +175,9 @@ def test_random_shooting_ignores_num_elites_above_popsize() -> None:
 def test_policy_checks_its_arguments_when_built_alone() -> None:
     box = spaces.Box(-1.0, 1.0, (3,))
     with pytest.raises(HyperparameterValueError, match=names("n_particles")) as excinfo:
-        PETSPolicy(box, spaces.Box(-1.0, 1.0, (1,)), lambda _: 1e-3, net_arch=[8], n_particles=7)
+        PETSPolicy(
+            box, spaces.Box(-1.0, 1.0, (1,)), lambda _: 1e-3, net_arch=[8], planner_settings=PlannerSettings(n_particles=7)
+        )
     assert str(excinfo.value).startswith("PETSPolicy: ")
     with pytest.raises(HyperparameterValueError, match=names("reward_fn")):
         PETSPolicy(box, spaces.Box(-1.0, 1.0, (1,)), lambda _: 1e-3, net_arch=[8], reward_fn="auto")  # PETS resolves it
@@ -184,12 +187,21 @@ def test_policy_checks_its_arguments_when_built_alone() -> None:
 
 def test_planner_settings_have_one_home(tmp_path) -> None:
     model = PETS("MlpPolicy", short_env(), reward_fn="auto", seed=0, **TINY)
-    settings = ["reward_fn", *model._planner_settings()]
-    # The policy plans with exactly the PETS arguments, which it gets by name; its own defaults (for a policy built
-    # alone) are the same as PETS's.
-    assert {name: getattr(model.policy, name) for name in settings} == {name: getattr(model, name) for name in settings}
-    pets, policy = inspect.signature(PETS).parameters, inspect.signature(PETSPolicy).parameters
-    assert {name: pets[name].default for name in settings} == {name: policy[name].default for name in settings}
+    # The policy plans with exactly the PETS arguments, which it gets by name as one PlannerSettings; the defaults of
+    # a policy built alone are PETS's.
+    assert model.policy.reward_fn == model.reward_fn
+    assert dataclasses.asdict(model.policy.planner_settings) == {
+        name: getattr(model, name) for name in PlannerSettings.names()
+    }
+    pets = inspect.signature(PETS).parameters
+    assert dataclasses.asdict(PlannerSettings()) == {name: pets[name].default for name in PlannerSettings.names()}
+    assert "planner_settings" not in pets and not set(PlannerSettings.names()) & set(inspect.signature(PETSPolicy).parameters)
+    # A planner setting in policy_kwargs is refused, named, whichever way it is spelled.
+    for policy_kwargs in (dict(plan_horizon=5), dict(planner_settings=PlannerSettings(plan_horizon=5))):
+        with pytest.raises(HyperparameterValueError, match=names(next(iter(policy_kwargs)))):
+            PETS("MlpPolicy", short_env(), policy_kwargs=policy_kwargs)
+    with pytest.raises(HyperparameterTypeError, match=names("planner_settings")):
+        PETSPolicy(spaces.Box(-1.0, 1.0, (3,)), spaces.Box(-1.0, 1.0, (1,)), lambda _: 1e-3, planner_settings=dict(popsize=3))
     # `load(path, **kwargs)` (rl-zoo3's --trained-agent) is checked, and what it changes reaches the planner.
     model.learn(25)  # a training round and some planning: the saved warm starts have a horizon of 3
     model.save(tmp_path / "pets.zip")
@@ -198,7 +210,7 @@ def test_planner_settings_have_one_home(tmp_path) -> None:
     with pytest.raises(HyperparameterValueError, match=names("num_elites")):
         PETS.load(tmp_path / "pets.zip", popsize=1)  # below num_elites=2
     loaded = PETS.load(tmp_path / "pets.zip", env=short_env(), plan_horizon=5, popsize=12)
-    assert (loaded.policy.plan_horizon, loaded.policy.popsize) == (5, 12)
+    assert (loaded.policy.planner_settings.plan_horizon, loaded.policy.planner_settings.popsize) == (5, 12)
     loaded.learn(5, reset_num_timesteps=False)  # the warm start of the old horizon is replaced, not used
     assert loaded._rollout_warm_start.shape == (1, 5, 1)
 
@@ -327,7 +339,7 @@ def test_bfloat16_planning_keeps_the_ranking_of_candidates() -> None:
     candidates = th.rand(1, 64, 3, 1) * 4 - 2
     values = {}
     for dtype in ("float32", "bfloat16"):
-        policy.planning_dtype = dtype
+        policy.planner_settings = dataclasses.replace(policy.planner_settings, planning_dtype=dtype)
         th.manual_seed(0)
         with th.no_grad(), policy.dynamics.network.inference_weights(policy.planning_weights()):
             values[dtype] = policy.evaluate_action_sequences(obs, candidates)[0]
@@ -397,7 +409,7 @@ def test_icem_plans_and_saves_its_shifted_elites(tmp_path) -> None:
     loaded = PETS.load(tmp_path / "icem.zip")
     assert th.equal(loaded._rollout_warm_elites, model._rollout_warm_elites)
     assert th.equal(loaded.policy.plan_warm_elites, model.policy.plan_warm_elites)
-    assert (loaded.policy.planner, loaded.policy.icem_keep_elites_frac) == ("icem", 1.0)
+    assert (loaded.policy.planner_settings.planner, loaded.policy.planner_settings.icem_keep_elites_frac) == ("icem", 1.0)
     # A new episode replaces that environment's carried elites by the bound midpoint, as its warm start.
     reset = model.policy.reset_warm_elites(model.policy.plan_warm_elites, np.array([True]))
     assert bool((reset == 0.0).all())
@@ -450,7 +462,7 @@ def test_bfloat16_decisions_match_float32() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for dtype in ("float32", "bfloat16"):
-            policy.planning_dtype = dtype
+            policy.planner_settings = dataclasses.replace(policy.planner_settings, planning_dtype=dtype)
             th.manual_seed(0)
             actions[dtype] = policy.plan(obs).actions
     # Same noise, nearly the same values: the same elites almost everywhere, so nearly the same actions (range 4).

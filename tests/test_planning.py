@@ -10,7 +10,7 @@ from sb3_bayes.common.propagation import ensemble_moments, moment_match, random_
 from sb3_bayes.common.trajectory_optimizers import CEMOptimizer, RandomShootingOptimizer, truncated_standard_normal
 from sb3_bayes.common.validation import HyperparameterTypeError, HyperparameterValueError
 from sb3_bayes.envs.known_rewards import KnownModelSpec
-from sb3_bayes.pets.policies import DynamicsPrediction, PETSPolicy
+from sb3_bayes.pets.policies import DynamicsPrediction, PETSPolicy, PlannerSettings
 
 # Variance of a standard normal truncated to [-2, 2]: 1 - 4 phi(2) / (2 Phi(2) - 1).
 TRUNCATED_VARIANCE = 1 - 4 * np.exp(-2) / np.sqrt(2 * np.pi) / 0.9544997361036416
@@ -176,8 +176,7 @@ def test_propagation_particle_statistics_match_brute_force(propagation: str, exp
         net_arch=[8],
         reward_fn="Pendulum-v1",
         angle_dims=[],
-        n_particles=1000,
-        propagation=propagation,
+        planner_settings=PlannerSettings(n_particles=1000, propagation=propagation),
     )
     policy.dynamics = OffsetEnsemble(th.tensor([-1.0, 0.0, 1.0, 2.0, 3.0]))  # type: ignore[assignment]
     policy.known_model = KnownModelSpec(squared_state_reward, never_terminates, {})
@@ -194,7 +193,7 @@ def test_terminated_particles_collect_no_reward() -> None:
         lambda _: 1e-3,
         net_arch=[8],
         reward_fn="Pendulum-v1",
-        n_particles=5,
+        planner_settings=PlannerSettings(n_particles=5),
     )
     policy.dynamics = OffsetEnsemble(th.ones(5))  # type: ignore[assignment]
 
@@ -229,8 +228,7 @@ def test_first_step_shortcut_equals_plain_evaluation(propagation: str, monkeypat
         spaces.Box(-2.0, 2.0, (1,)),
         lambda _: 1e-3,
         net_arch=[16],
-        n_particles=10,
-        propagation=propagation,
+        planner_settings=PlannerSettings(n_particles=10, propagation=propagation),
     )
     obs, candidates = th.randn(2, 3), th.rand(2, 8, 4, 1) * 4 - 2
     with th.no_grad():

@@ -19,6 +19,7 @@ bfloat16 and reports |a_bf16 - a_fp32|, next to |a_fp32(seed s) - a_fp32(seed s'
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
@@ -161,7 +162,7 @@ def compare_dtypes(args):
     O, _, _ = timing.random_env_data(args.n_obs, seed=args.seed + 1, env_id=args.env)
 
     def plan_first_action(obs, dtype, seed):
-        policy.planning_dtype = dtype
+        policy.planner_settings = dataclasses.replace(policy.planner_settings, planning_dtype=dtype)
         policy.plan_warm_start = torch.zeros(0)  # a fresh warm start: plan() starts from the bound midpoint
         torch.manual_seed(seed)
         action, _ = policy.predict(obs, deterministic=True)

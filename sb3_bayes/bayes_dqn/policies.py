@@ -30,6 +30,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -65,25 +66,35 @@ HEADS = ("bbb", "blr", "ensemble")
 Q_MODES = ("sample", "fixed", "mean")
 
 
-#: Settings of the Q-network's head that the policy and its Q-networks share, under the same attribute names.
-HEAD_SETTINGS = (
-    "bayesian_layer_kwargs",
-    "n_heads",
-    "prior_scale",
-    "prior_features",
-    "prior_lengthscale",
-    "prior_feature_scale",
-)
-
-
-def head_settings(owner: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QHeadSettings:
     """
-    The head and its settings, by name, as ``BayesianQNetwork`` takes them.
+    The head of a ``BayesianQNetwork`` and its settings: arguments of ``BayesianDQNPolicy`` (``policy_kwargs`` entries)
+    of the same names, checked there and handed to its two Q-networks (online and target) as one value.
 
-    :param owner: A ``BayesianDQNPolicy`` or a ``BayesianQNetwork``.
-    :return: ``{"head": ..., <setting>: ...}``.
+    :param head: ``"bbb"``, ``"blr"`` or ``"ensemble"``.
+    :param bayesian_layer_kwargs: Keyword arguments of every ``BayesianLinear`` (``"bbb"`` only): ``prior_std``,
+        ``posterior_init_log_var``, ``posterior_init_mean_std``.
+    :param n_heads: Number of members ``K`` (``"ensemble"``).
+    :param prior_scale: ``beta`` of the members' prior networks (``"ensemble"``).
+    :param prior_features: Number of random Fourier features of the observation appended to the regression's inputs
+        (``"blr"``; 0: none).
+    :param prior_lengthscale: Their kernel's lengthscale, in units of the preprocessed observation.
+    :param prior_feature_scale: Their multiplier ``c``.
     """
-    return {"head": owner.head_type, **{name: getattr(owner, name) for name in HEAD_SETTINGS}}
+
+    head: str = "bbb"
+    bayesian_layer_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_heads: int = 10
+    prior_scale: float = 5.0
+    prior_features: int = 0
+    prior_lengthscale: float = 1.0
+    prior_feature_scale: float = 1.0
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The settings' names, which are also the names of the policy's arguments that set them."""
+        return tuple(setting.name for setting in fields(cls))
 
 
 class NatureCNNTrunk(NatureCNN):
@@ -270,15 +281,7 @@ class BayesianQNetwork(BasePolicy):
     :param net_arch: Hidden widths after the features extractor (of every member for ``"ensemble"``).
     :param activation_fn: Activation function.
     :param normalize_images: Whether to divide images by 255.
-    :param head: ``"bbb"``, ``"blr"`` or ``"ensemble"``.
-    :param bayesian_layer_kwargs: Keyword arguments of every ``BayesianLinear`` (``"bbb"`` only): ``prior_std``,
-        ``posterior_init_log_var``, ``posterior_init_mean_std``.
-    :param n_heads: Number of members ``K`` (``"ensemble"``).
-    :param prior_scale: ``beta`` of the members' prior networks (``"ensemble"``).
-    :param prior_features: Number of random Fourier features of the observation appended to the regression's inputs
-        (``"blr"``; 0: none).
-    :param prior_lengthscale: Their kernel's lengthscale, in units of the preprocessed observation.
-    :param prior_feature_scale: Their multiplier ``c``.
+    :param head_settings: The head and its settings (None: the defaults of :class:`QHeadSettings`).
     """
 
     action_space: spaces.Discrete
@@ -292,13 +295,7 @@ class BayesianQNetwork(BasePolicy):
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
-        head: str = "bbb",
-        bayesian_layer_kwargs: dict[str, Any] | None = None,
-        n_heads: int = 10,
-        prior_scale: float = 5.0,
-        prior_features: int = 0,
-        prior_lengthscale: float = 1.0,
-        prior_feature_scale: float = 1.0,
+        head_settings: QHeadSettings | None = None,
     ) -> None:
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
@@ -306,13 +303,10 @@ class BayesianQNetwork(BasePolicy):
         self.net_arch = [64, 64] if net_arch is None else list(net_arch)
         self.activation_fn = activation_fn
         self.features_dim = features_dim
-        self.head_type = ParameterValidator(type(self).__name__).choice("head", head, HEADS)
-        self.bayesian_layer_kwargs = dict(bayesian_layer_kwargs or {})
-        self.n_heads = n_heads
-        self.prior_scale = prior_scale
-        self.prior_features = prior_features
-        self.prior_lengthscale = prior_lengthscale
-        self.prior_feature_scale = prior_feature_scale
+        settings = QHeadSettings() if head_settings is None else head_settings
+        self.head_settings = settings
+        self.head_type = ParameterValidator(type(self).__name__).choice("head", settings.head, HEADS)
+        n_heads, prior_scale, prior_features = settings.n_heads, settings.prior_scale, settings.prior_features
         n_actions = int(self.action_space.n)
         # Layers that carry a mode (filled on first use by `q_mode`; not submodules of their own).
         self.mode_layers: list[nn.Module] | None = None
@@ -339,18 +333,18 @@ class BayesianQNetwork(BasePolicy):
         self.hidden = nn.Sequential(*layers)
         if self.head_type == "blr" and prior_features > 0:
             self.prior_kernel = RandomFourierFeatures(
-                get_flattened_obs_dim(observation_space), prior_features, prior_lengthscale
+                get_flattened_obs_dim(observation_space), prior_features, settings.prior_lengthscale
             )
         self.feature_dim = last + (prior_features if self.prior_kernel is not None else 0)
         self.head = (
-            BayesianLinear(last, n_actions, **self.bayesian_layer_kwargs)
+            BayesianLinear(last, n_actions, **settings.bayesian_layer_kwargs)
             if self.head_type == "bbb"
             else ThompsonLinearHead(self.feature_dim, n_actions)
         )
 
     def _linear(self, in_features: int, out_features: int) -> nn.Module:
         if self.head_type == "bbb":
-            return BayesianLinear(in_features, out_features, **self.bayesian_layer_kwargs)
+            return BayesianLinear(in_features, out_features, **self.head_settings.bayesian_layer_kwargs)
         return nn.Linear(in_features, out_features)
 
     def penultimate(self, obs: PyTorchObs) -> th.Tensor:
@@ -363,7 +357,7 @@ class BayesianQNetwork(BasePolicy):
         if self.prior_kernel is None:
             return features
         flat = th.flatten(preprocess_obs(obs, self.observation_space, self.normalize_images), start_dim=1)  # type: ignore[arg-type]
-        return th.cat([features, self.prior_feature_scale * self.prior_kernel(flat.float())], dim=1)
+        return th.cat([features, self.head_settings.prior_feature_scale * self.prior_kernel(flat.float())], dim=1)
 
     def scaled_prior(self, obs: PyTorchObs) -> th.Tensor | None:
         """
@@ -416,7 +410,7 @@ class BayesianQNetwork(BasePolicy):
                 features_dim=self.features_dim,
                 activation_fn=self.activation_fn,
                 features_extractor=self.features_extractor,
-                **head_settings(self),
+                head_settings=self.head_settings,
             )
         )
         return data
@@ -594,10 +588,11 @@ class BayesianDQNPolicy(EpisodeStartPolicy, DQNPolicy):
     def make_q_net(self) -> BayesianQNetwork:  # type: ignore[override]
         # Separate features extractors for the online and the target network, as in SB3's DQN.
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
-        return BayesianQNetwork(
-            **net_args,  # type: ignore[arg-type]
-            **head_settings(self),
-        ).to(self.device)
+        return BayesianQNetwork(**net_args, head_settings=self.q_head_settings()).to(self.device)  # type: ignore[arg-type]
+
+    def q_head_settings(self) -> QHeadSettings:
+        """The head settings of this policy's arguments, as its Q-networks take them."""
+        return QHeadSettings(self.head_type, *(getattr(self, name) for name in QHeadSettings.names()[1:]))
 
     # ------------------------------------------------------------------------------------------------ Thompson samples
     @property
@@ -702,7 +697,8 @@ class BayesianDQNPolicy(EpisodeStartPolicy, DQNPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dict(**head_settings(self), blr_prior_var=self.blr_prior_var, blr_noise_var=self.blr_noise_var))
+        head_settings = asdict(self.q_head_settings())
+        data.update(dict(**head_settings, blr_prior_var=self.blr_prior_var, blr_noise_var=self.blr_noise_var))
         return data
 
 

@@ -1,7 +1,7 @@
 """Small helpers shared by the algorithms: input validation, finiteness checks, precision control."""
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,39 @@ def check_finite_data(value: Any, what: str, algo: str) -> None:
         )
 
 
+def check_finite_loss(loss: th.Tensor, what: str) -> None:
+    """
+    The loss check of :func:`checked_step`: raise a ``ValueError`` before ``backward`` when the loss is NaN or inf.
+
+    :param loss: The (detached) scalar loss.
+    :param what: Which loss, for the message (``"the PETS dynamics model loss"``).
+    """
+    check_finite(
+        loss, what[:1].upper() + what[1:], "lower the learning rate (the weights are those of the last finite update)"
+    )
+
+
+def checked_gradient_norm(optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | None], what: str) -> th.Tensor:
+    """
+    The global norm of a set of gradients, checked: a NaN or inf clears the optimiser's gradients and raises a
+    ``ValueError``, so that no step follows and the weights stay those of the last finite update.
+
+    :param optimizer: The optimiser whose gradients are cleared on failure.
+    :param grads: The gradients (None for a parameter the loss does not reach).
+    :param what: Which loss, for the message.
+    :return: ``||g||_2`` over all the gradients (0 when there are none).
+    """
+    present = [g for g in grads if g is not None]
+    norm = th.linalg.vector_norm(th.stack([th.linalg.vector_norm(g) for g in present])) if present else th.zeros(())
+    if not bool(th.isfinite(norm)):
+        optimizer.zero_grad()
+        raise ValueError(
+            f"The gradient of {what} is NaN or inf: lower the learning rate or clip the gradients "
+            "(the weights are those of the last finite update)."
+        )
+    return norm
+
+
 def checked_step(
     optimizer: th.optim.Optimizer,
     loss: th.Tensor,
@@ -69,19 +102,10 @@ def checked_step(
     :return: The gradients' global norm before clipping.
     """
     optimizer.zero_grad()
-    check_finite(
-        loss.detach(), what[:1].upper() + what[1:], "lower the learning rate (the weights are those of the last finite update)"
-    )
+    check_finite_loss(loss.detach(), what)
     loss.backward()
     params = list(parameters) if parameters is not None else [p for group in optimizer.param_groups for p in group["params"]]
-    grads = [p.grad for p in params if p.grad is not None]
-    grad_norm = th.linalg.vector_norm(th.stack([th.linalg.vector_norm(g) for g in grads])) if grads else th.zeros(())
-    if not bool(th.isfinite(grad_norm)):
-        optimizer.zero_grad()
-        raise ValueError(
-            f"The gradient of {what} is NaN or inf: lower the learning rate or clip the gradients "
-            "(the weights are those of the last finite update)."
-        )
+    grad_norm = checked_gradient_norm(optimizer, [p.grad for p in params], what)
     if max_grad_norm is not None:
         th.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()

@@ -18,7 +18,7 @@ from typing_extensions import Unpack
 
 from sb3_bayes.common.base_class import AlgorithmSettings, NamedRunsMixin, make_checked_env
 from sb3_bayes.common.random_state import ExactResumeMixin
-from sb3_bayes.common.utils import check_finite, check_finite_data, checked_step
+from sb3_bayes.common.utils import check_finite_data, check_finite_loss, checked_gradient_norm, checked_step
 from sb3_bayes.common.validation import ParameterValidator
 from sb3_bayes.dvrl.buffers import DVRLRolloutBuffer
 from sb3_bayes.dvrl.policies import Belief, CnnPolicy, DVRLPolicy, FilterNoise, MlpPolicy, check_spaces
@@ -626,9 +626,7 @@ def checked_split_step(optimizer: th.optim.Optimizer, parts: list[tuple[th.Tenso
     """
     optimizer.zero_grad()
     total = th.stack([loss.detach() for loss, _ in parts]).sum()
-    check_finite(
-        total, what[:1].upper() + what[1:], "lower the learning rate (the weights are those of the last finite update)"
-    )
+    check_finite_loss(total, what)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     summed: list[th.Tensor | None] = [None] * len(params)
     norms = []
@@ -638,14 +636,7 @@ def checked_split_step(optimizer: th.optim.Optimizer, parts: list[tuple[th.Tenso
             continue
         # The graph of the replayed window is shared by the parts: keep it until the last backward pass.
         grads = th.autograd.grad(loss, params, retain_graph=i < len(parts) - 1, allow_unused=True)
-        present = [g for g in grads if g is not None]
-        norm = th.linalg.vector_norm(th.stack([th.linalg.vector_norm(g) for g in present])) if present else total.new_zeros(())
-        if not bool(th.isfinite(norm)):
-            optimizer.zero_grad()
-            raise ValueError(
-                f"The gradient of {what} is NaN or inf: lower the learning rate or clip the gradients "
-                "(the weights are those of the last finite update)."
-            )
+        norm = checked_gradient_norm(optimizer, grads, what)
         scale = th.clamp(bound / (norm + 1e-6), max=1.0)
         for j, grad in enumerate(grads):
             if grad is not None:

@@ -137,11 +137,7 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
             self._action_mapping = np.ones((self.size, self.size), dtype=np.int64)
         elif mapping_seed is not None:
             self._action_mapping = self._draw_mapping(mapping_seed)
-
-        self._row = 0
-        self._column = 0
-        self._bad_episode = False
-        self._reached_treasure = False
+        self._start_episode()
         self._needs_reset = True
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -200,12 +196,16 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
             # Gymnasium from OS entropy when seed is None)
             mapping_seed = seed if seed is not None else int(self.np_random.integers(2**32))
             self._action_mapping = self._draw_mapping(mapping_seed)
+        self._start_episode()
+        self._needs_reset = False
+        return self._get_obs(), {"position": self.position}
+
+    def _start_episode(self) -> None:
+        """Put the diver at the top-left cell with a clean record of the episode."""
         self._row = 0
         self._column = 0
         self._bad_episode = False
         self._reached_treasure = False
-        self._needs_reset = False
-        return self._get_obs(), {"position": self.position}
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """

@@ -90,11 +90,11 @@ def _compute_dtype(*tensors: th.Tensor) -> th.dtype:
     return dtype if dtype in (th.float32, th.float64) else th.float32
 
 
-def _check_dims(
+def _check_inputs(
     env_id: str, obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor, obs_dim: int, act_dim: int, hint: str = ""
-) -> None:
+) -> th.dtype:
     """
-    Check the last dimension of the inputs (static shapes only, no device sync).
+    Check the last dimension of the inputs (static shapes only, no device sync) and give the dtype to compute in.
 
     :param env_id: environment id, for the error message.
     :param obs: observation ``[..., obs_dim]``.
@@ -103,6 +103,7 @@ def _check_dims(
     :param obs_dim: expected observation size.
     :param act_dim: expected action size.
     :param hint: extra text appended to the error message.
+    :return: the compute dtype of the three inputs (``_compute_dtype``).
     :raises ValueError: if a last dimension does not match.
     """
     if obs.shape[-1:] != (obs_dim,) or next_obs.shape[-1:] != (obs_dim,) or action.shape[-1:] != (act_dim,):
@@ -110,6 +111,7 @@ def _check_dims(
             f"{env_id}: expected obs/next_obs [..., {obs_dim}] and action [..., {act_dim}], got obs {tuple(obs.shape)}, "
             f"action {tuple(action.shape)}, next_obs {tuple(next_obs.shape)}{hint}"
         )
+    return _compute_dtype(obs, action, next_obs)
 
 
 def _square_sum(action: th.Tensor, dtype: th.dtype) -> th.Tensor:
@@ -173,8 +175,7 @@ def pendulum_reward(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> t
     :param next_obs: next observation ``[..., 3]`` (unused).
     :return: reward ``[...]``.
     """
-    _check_dims("Pendulum-v1", obs, action, next_obs, 3, 1)
-    dtype = _compute_dtype(obs, action, next_obs)
+    dtype = _check_inputs("Pendulum-v1", obs, action, next_obs, 3, 1)
     obs = obs.to(dtype)
     theta = th.atan2(obs[..., 1], obs[..., 0])
     theta_dot = obs[..., 2]
@@ -201,7 +202,7 @@ def inverted_pendulum_termination(obs: th.Tensor, action: th.Tensor, next_obs: t
     :param next_obs: next observation ``[..., 4]``.
     :return: bool tensor ``[...]``.
     """
-    _check_dims("InvertedPendulum-v5", obs, action, next_obs, 4, 1)
+    _check_inputs("InvertedPendulum-v5", obs, action, next_obs, 4, 1)
     next_obs = next_obs.to(_compute_dtype(next_obs))
     terminated = ~th.isfinite(next_obs).all(dim=-1) | (next_obs[..., 1].abs() > 0.2)
     return terminated.expand(_batch_shape(obs, action, next_obs))
@@ -250,8 +251,7 @@ def reacher_reward(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th
     :param next_obs: next observation ``[..., 10]``.
     :return: reward ``[...]``.
     """
-    _check_dims("Reacher-v5", obs, action, next_obs, 10, 2)
-    dtype = _compute_dtype(obs, action, next_obs)
+    dtype = _check_inputs("Reacher-v5", obs, action, next_obs, 10, 2)
     dist = th.linalg.vector_norm(next_obs[..., 8:10].to(dtype), dim=-1)
     return -_REACHER_DIST_WEIGHT * dist - _REACHER_CTRL_WEIGHT * _square_sum(action, dtype)
 
@@ -286,8 +286,7 @@ def pusher_reward(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.
     :param next_obs: next observation ``[..., 23]``.
     :return: reward ``[...]``.
     """
-    _check_dims("Pusher-v5", obs, action, next_obs, 23, 7)
-    dtype = _compute_dtype(obs, action, next_obs)
+    dtype = _check_inputs("Pusher-v5", obs, action, next_obs, 23, 7)
     next_obs = next_obs.to(dtype)
     tips_arm, obj, goal = next_obs[..., 14:17], next_obs[..., 17:20], next_obs[..., 20:23]
     reward_near = -_PUSHER_NEAR_WEIGHT * th.linalg.vector_norm(obj - tips_arm, dim=-1)
@@ -323,8 +322,7 @@ def half_cheetah_reward(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) 
     :param next_obs: next observation ``[..., 18]`` (``next_obs[..., 0]`` is x after the step).
     :return: reward ``[...]``.
     """
-    _check_dims("HalfCheetah-v5", obs, action, next_obs, 18, 6, _EXACT_POSITIONS_HINT)
-    dtype = _compute_dtype(obs, action, next_obs)
+    dtype = _check_inputs("HalfCheetah-v5", obs, action, next_obs, 18, 6, _EXACT_POSITIONS_HINT)
     x_velocity = (next_obs[..., 0].to(dtype) - obs[..., 0].to(dtype)) / _HALF_CHEETAH_DT
     return _HALF_CHEETAH_FORWARD_WEIGHT * x_velocity - _HALF_CHEETAH_CTRL_WEIGHT * _square_sum(action, dtype)
 
@@ -378,7 +376,7 @@ def hopper_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -
     :param next_obs: next observation ``[..., 12]``.
     :return: bool tensor ``[...]``.
     """
-    _check_dims("Hopper-v5", obs, action, next_obs, 12, 3, _EXACT_POSITIONS_HINT)
+    _check_inputs("Hopper-v5", obs, action, next_obs, 12, 3, _EXACT_POSITIONS_HINT)
     healthy = _hopper_is_healthy(next_obs.to(_compute_dtype(next_obs)))
     return (~healthy).expand(_batch_shape(obs, action, next_obs))
 
@@ -401,8 +399,7 @@ def hopper_reward(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.
     :param next_obs: next observation ``[..., 12]``.
     :return: reward ``[...]``.
     """
-    _check_dims("Hopper-v5", obs, action, next_obs, 12, 3, _EXACT_POSITIONS_HINT)
-    dtype = _compute_dtype(obs, action, next_obs)
+    dtype = _check_inputs("Hopper-v5", obs, action, next_obs, 12, 3, _EXACT_POSITIONS_HINT)
     next_obs = next_obs.to(dtype)
     x_velocity = (next_obs[..., 0] - obs[..., 0].to(dtype)) / _HOPPER_DT
     healthy_reward = _hopper_is_healthy(next_obs).to(dtype) * _HOPPER_HEALTHY_REWARD

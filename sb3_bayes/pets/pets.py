@@ -3,7 +3,8 @@
 import io
 import pathlib
 import time
-from typing import Any, ClassVar, TypeVar
+from dataclasses import asdict
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch as th
@@ -21,7 +22,7 @@ from sb3_bayes.common.trajectory_optimizers import Solution
 from sb3_bayes.common.utils import check_finite, check_flat_box, checked_step, get_env_id, get_env_kwargs
 from sb3_bayes.common.validation import HyperparameterValueError, ParameterValidator
 from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, get_known_spec
-from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy, check_planner_settings, planner_settings
+from sb3_bayes.pets.policies import MlpPolicy, PETSPolicy, PlannerSettings
 
 SelfPETS = TypeVar("SelfPETS", bound="PETS")
 
@@ -159,9 +160,9 @@ class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _planner_settings(self) -> dict[str, Any]:
-        """The planner settings, by name: arguments of PETS (their only home), handed to the policy that plans."""
-        return planner_settings(self)
+    def _planner_settings(self) -> PlannerSettings:
+        """The planner settings: arguments of PETS (their only home), handed to the policy that plans."""
+        return PlannerSettings(**{name: getattr(self, name) for name in PlannerSettings.names()})
 
     def _check_hyperparameters(self) -> None:
         """
@@ -176,11 +177,18 @@ class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
         check.integer("n_epochs", self.n_epochs)
         self.train_freq = self._checked_train_freq(check)
         check.optional(check.choice, "reward_fn", self.reward_fn, ("auto", *KNOWN_MODEL_SPECS))
-        check_planner_settings(check, **self._planner_settings())
+        planner_settings = self._planner_settings()
+        planner_settings.check(check)
         check.base_algorithm_arguments(self)
         # The reward model and the planner settings are PETS arguments only: an entry in policy_kwargs would be a
         # second, silently competing home.
-        own_settings = {"reward_fn": self.reward_fn, **self._planner_settings()}
+        if "planner_settings" in self.policy_kwargs:
+            raise HyperparameterValueError(
+                f"{check.owner}: policy_kwargs planner_settings is built by PETS from its own arguments: set planner, "
+                "plan_horizon, popsize, ... as PETS(name=...) or top-level YAML keys instead.",
+                "planner_settings",
+            )
+        own_settings = {"reward_fn": self.reward_fn, **asdict(planner_settings)}
         conflicts = sorted(own_settings.keys() & self.policy_kwargs.keys())
         if conflicts:
             name = conflicts[0]
@@ -231,7 +239,7 @@ class PETS(ExactResumeMixin, PickledReplayMixin, BaseAlgorithm):
             self.action_space,
             self.lr_schedule,
             reward_fn=self.reward_fn,
-            **self._planner_settings(),
+            planner_settings=self._planner_settings(),
             **self.policy_kwargs,  # type: ignore[arg-type]
         )
         self.policy = self.policy.to(self.device)

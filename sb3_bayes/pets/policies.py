@@ -3,6 +3,7 @@
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,36 +39,6 @@ from sb3_bayes.envs.known_rewards import KNOWN_MODEL_SPECS, KnownModelSpec, get_
 
 MODEL_TYPES = ("D", "P", "DE", "PE")
 PLANNERS = ("cem", "icem", "random")
-#: The planner settings: PETS arguments (their one home), handed to the policy by name.
-PLANNER_SETTINGS = (
-    "planner",
-    "plan_horizon",
-    "popsize",
-    "num_elites",
-    "cem_iters",
-    "cem_alpha",
-    "cem_epsilon",
-    "n_particles",
-    "propagation",
-    "planning_dtype",
-    "icem_noise_beta",
-    "icem_population_decay",
-    "icem_keep_elites_frac",
-    "icem_execute",
-    "planning_threads",
-)
-
-
-def planner_settings(owner: Any) -> dict[str, Any]:
-    """
-    The planner settings of a PETS model or policy, by name.
-
-    :param owner: A ``PETS`` or a ``PETSPolicy``.
-    :return: ``{setting: value}`` for every name in :data:`PLANNER_SETTINGS`.
-    """
-    return {name: getattr(owner, name) for name in PLANNER_SETTINGS}
-
-
 # Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
 INVALID_RETURN = -1e6
 
@@ -121,65 +92,78 @@ def check_input_dims(
     return angles, dropped, absolute
 
 
-def check_planner_settings(
-    check: ParameterValidator,
-    planner: Any,
-    plan_horizon: Any,
-    popsize: Any,
-    num_elites: Any,
-    cem_iters: Any,
-    cem_alpha: Any,
-    cem_epsilon: Any,
-    n_particles: Any,
-    propagation: Any,
-    planning_dtype: Any,
-    icem_noise_beta: Any = 2.0,
-    icem_population_decay: Any = 1.25,
-    icem_keep_elites_frac: Any = 0.3,
-    icem_execute: Any = "best",
-    planning_threads: Any = None,
-    ensemble_size: int | None = None,
-) -> None:
+@dataclass(frozen=True)
+class PlannerSettings:
     """
-    The planner settings: PETS checks them as its arguments when it is built, then hands them to ``PETSPolicy`` by
-    name, which checks them again with the ensemble size it builds (they are its arguments when it is used alone).
+    How the model-predictive controller plans. These are arguments of ``PETS`` (top-level YAML keys in rl-zoo3), which
+    hands them to its policy as one ``PlannerSettings``; a ``PETSPolicy`` built on its own takes one too (None: these
+    defaults, which are PETS's).
 
-    :param check: The validator of the class that takes the arguments.
-    :param planner: ``"cem"``, ``"icem"`` or ``"random"``.
-    :param plan_horizon: Planning horizon.
+    :param planner: ``"cem"``, ``"icem"`` or ``"random"`` (random shooting).
+    :param plan_horizon: Planning horizon (steps).
     :param popsize: Candidates per planner iteration (iCEM: of its first iteration).
     :param num_elites: CEM and iCEM elites, at most ``popsize`` with those planners.
     :param cem_iters: CEM and iCEM iterations.
-    :param cem_alpha: CEM and iCEM smoothing, in ``[0, 1)``.
-    :param cem_epsilon: CEM variance threshold, ``>= 0``.
+    :param cem_alpha: CEM and iCEM smoothing (weight of the old distribution), in ``[0, 1)``.
+    :param cem_epsilon: CEM variance threshold of the early stop, ``>= 0``.
     :param n_particles: Particles per candidate.
-    :param propagation: One of ``PROPAGATION_METHODS``.
-    :param planning_dtype: One of ``PLANNING_DTYPES``.
-    :param icem_noise_beta: iCEM noise exponent, ``>= 0``.
-    :param icem_population_decay: iCEM population decay factor, ``>= 1``.
-    :param icem_keep_elites_frac: Fraction of the iCEM elites kept, in ``[0, 1]``.
-    :param icem_execute: One of ``ICEM_EXECUTE``.
-    :param planning_threads: Torch threads while planning, an integer >= 1, or None (torch's setting).
-    :param ensemble_size: Members of the dynamics model; None skips the relation of ``n_particles`` to it.
+    :param propagation: ``"E"``, ``"DS"``, ``"TS1"``, ``"TSinf"`` or ``"MM"`` (section 4.2 of the paper).
+    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (matrix products during planning, with a copy of the weights
+        cast once after every change of the weights).
+    :param icem_noise_beta: iCEM: exponent of the coloured noise's power spectrum, ``>= 0`` (0: white noise).
+    :param icem_population_decay: iCEM: factor by which the population shrinks per iteration, ``>= 1``.
+    :param icem_keep_elites_frac: iCEM: fraction of the elites kept across iterations and (shifted) across steps.
+    :param icem_execute: iCEM: ``"best"`` executes the best sequence's first action (the original), ``"mean"`` the
+        final mean's.
+    :param planning_threads: Torch threads while planning (restored afterwards), or None to keep torch's setting.
     """
-    check.choice("planner", planner, PLANNERS)
-    check.integer("plan_horizon", plan_horizon)
-    check.integer("popsize", popsize)
-    check.integer("num_elites", num_elites)
-    if planner in ("cem", "icem"):  # random shooting has no elites
-        check.relation(
-            "num_elites", num_elites, num_elites <= popsize, f"at most popsize ({popsize}) with planner={planner!r}"
-        )
-    check.integer("cem_iters", cem_iters)
-    check.real("cem_alpha", cem_alpha, low=0.0, high=1.0, high_open=True)
-    check.non_negative("cem_epsilon", cem_epsilon)
-    check_propagation(check, propagation, n_particles, ensemble_size)
-    check.choice("planning_dtype", planning_dtype, tuple(PLANNING_DTYPES))
-    check.non_negative("icem_noise_beta", icem_noise_beta)
-    check.real("icem_population_decay", icem_population_decay, low=1.0)
-    check.fraction("icem_keep_elites_frac", icem_keep_elites_frac, zero=True)
-    check.choice("icem_execute", icem_execute, ICEM_EXECUTE)
-    check.optional(check.integer, "planning_threads", planning_threads)
+
+    planner: str = "cem"
+    plan_horizon: int = 25
+    popsize: int = 400
+    num_elites: int = 40
+    cem_iters: int = 5
+    cem_alpha: float = 0.1
+    cem_epsilon: float = 1e-3
+    n_particles: int = 20
+    propagation: str = "TSinf"
+    planning_dtype: str = "float32"
+    icem_noise_beta: float = 2.0
+    icem_population_decay: float = 1.25
+    icem_keep_elites_frac: float = 0.3
+    icem_execute: str = "best"
+    planning_threads: int | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The settings' names, which are also the names of the ``PETS`` arguments that set them."""
+        return tuple(field.name for field in fields(cls))
+
+    def check(self, check: ParameterValidator, ensemble_size: int | None = None) -> None:
+        """
+        Check every setting: PETS checks them as its arguments when it is built, and the policy again with the number
+        of members it builds.
+
+        :param check: The validator of the class that takes the settings (it names that class in its errors).
+        :param ensemble_size: Members of the dynamics model; None skips the relation of ``n_particles`` to it.
+        """
+        check.choice("planner", self.planner, PLANNERS)
+        check.integer("plan_horizon", self.plan_horizon)
+        check.integer("popsize", self.popsize)
+        check.integer("num_elites", self.num_elites)
+        if self.planner in ("cem", "icem"):  # random shooting has no elites
+            allowed = f"at most popsize ({self.popsize}) with planner={self.planner!r}"
+            check.relation("num_elites", self.num_elites, self.num_elites <= self.popsize, allowed)
+        check.integer("cem_iters", self.cem_iters)
+        check.real("cem_alpha", self.cem_alpha, low=0.0, high=1.0, high_open=True)
+        check.non_negative("cem_epsilon", self.cem_epsilon)
+        check_propagation(check, self.propagation, self.n_particles, ensemble_size)
+        check.choice("planning_dtype", self.planning_dtype, tuple(PLANNING_DTYPES))
+        check.non_negative("icem_noise_beta", self.icem_noise_beta)
+        check.real("icem_population_decay", self.icem_population_decay, low=1.0)
+        check.fraction("icem_keep_elites_frac", self.icem_keep_elites_frac, zero=True)
+        check.choice("icem_execute", self.icem_execute, ICEM_EXECUTE)
+        check.optional(check.integer, "planning_threads", self.planning_threads)
 
 
 @contextlib.contextmanager
@@ -347,8 +331,8 @@ class PETSPolicy(EpisodeStartPolicy):
     """
     Policy of PETS: the dynamics ensemble and a model-predictive controller that re-plans at every step.
 
-    Every argument is checked here, when the policy is built. The reward model and the planner settings (``reward_fn``
-    to ``planning_dtype``) are arguments of ``PETS``, which hands them to the policy by name: under ``PETS`` they are
+    Every argument is checked here, when the policy is built. The reward model and the planner settings are arguments
+    of ``PETS``, which hands them to the policy by name (``reward_fn``, ``planner_settings``): under ``PETS`` they are
     not ``policy_kwargs`` entries. They are arguments here for a policy built or loaded on its own.
 
     :param observation_space: Observation space (flat ``Box``).
@@ -363,23 +347,7 @@ class PETSPolicy(EpisodeStartPolicy):
     :param drop_input_dims: Observation dimensions not fed to the model; None: from the known model, if any.
     :param absolute_target_dims: Dimensions predicted absolutely; None: from the known model, if any.
     :param reward_fn: Env id of a known reward/termination model (``sb3_bayes.envs.known_rewards``); None learns them.
-    :param planner: ``"cem"``, ``"icem"`` or ``"random"`` (random shooting).
-    :param plan_horizon: Planning horizon.
-    :param popsize: Candidates per planner iteration (iCEM: of the first iteration).
-    :param num_elites: CEM and iCEM elites.
-    :param cem_iters: CEM and iCEM iterations.
-    :param cem_alpha: CEM and iCEM smoothing.
-    :param cem_epsilon: CEM variance threshold for the early stop.
-    :param n_particles: Particles per candidate.
-    :param propagation: ``"E"``, ``"DS"``, ``"TS1"``, ``"TSinf"`` or ``"MM"``.
-    :param planning_dtype: ``"float32"`` or ``"bfloat16"`` (matrix products during planning, with a copy of the weights
-        cast once after every change of the weights).
-    :param icem_noise_beta: iCEM: exponent of the coloured noise's power spectrum (0: white noise).
-    :param icem_population_decay: iCEM: factor by which the population shrinks per iteration.
-    :param icem_keep_elites_frac: iCEM: fraction of the elites kept across iterations and (shifted) across steps.
-    :param icem_execute: iCEM: ``"best"`` executes the best sequence's first action (the original), ``"mean"`` the
-        final mean's.
-    :param planning_threads: Torch threads while planning (restored afterwards), or None to keep torch's setting.
+    :param planner_settings: How the controller plans (None: the defaults of :class:`PlannerSettings`).
     :param optimizer_class: Optimizer of the dynamics model.
     :param optimizer_kwargs: Its keyword arguments.
     """
@@ -401,31 +369,11 @@ class PETSPolicy(EpisodeStartPolicy):
         drop_input_dims: Sequence[int] | None = None,
         absolute_target_dims: Sequence[int] | None = None,
         reward_fn: str | None = None,
-        planner: str = "cem",
-        plan_horizon: int = 25,
-        popsize: int = 400,
-        num_elites: int = 40,
-        cem_iters: int = 5,
-        cem_alpha: float = 0.1,
-        cem_epsilon: float = 1e-3,
-        n_particles: int = 20,
-        propagation: str = "TSinf",
-        planning_dtype: str = "float32",
-        icem_noise_beta: float = 2.0,
-        icem_population_decay: float = 1.25,
-        icem_keep_elites_frac: float = 0.3,
-        icem_execute: str = "best",
-        planning_threads: int | None = None,
+        planner_settings: PlannerSettings | None = None,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(
-            observation_space,
-            action_space,
-            optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
-            squash_output=False,
-        )
+        super().__init__(observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
         check = ParameterValidator(type(self).__name__)
         obs_dim = check_flat_box(observation_space, "observation", type(self).__name__).shape[0]
         check_flat_box(action_space, "action", type(self).__name__, finite=True)
@@ -445,45 +393,15 @@ class PETSPolicy(EpisodeStartPolicy):
             self._dims_or_known(drop_input_dims, "drop_input_dims"),
             self._dims_or_known(absolute_target_dims, "absolute_target_dims"),
         )
-        check_planner_settings(
-            check,
-            planner=planner,
-            plan_horizon=plan_horizon,
-            popsize=popsize,
-            num_elites=num_elites,
-            cem_iters=cem_iters,
-            cem_alpha=cem_alpha,
-            cem_epsilon=cem_epsilon,
-            n_particles=n_particles,
-            propagation=propagation,
-            planning_dtype=planning_dtype,
-            icem_noise_beta=icem_noise_beta,
-            icem_population_decay=icem_population_decay,
-            icem_keep_elites_frac=icem_keep_elites_frac,
-            icem_execute=icem_execute,
-            planning_threads=planning_threads,
-            ensemble_size=member_count(model_type, ensemble_size),
-        )
+        settings = PlannerSettings() if planner_settings is None else planner_settings
+        check.of_type("planner_settings", settings, isinstance(settings, PlannerSettings), "a PlannerSettings or None")
+        settings.check(check, ensemble_size=member_count(self.model_type, self.ensemble_size))
+        self.planner_settings = settings
         check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer)
         check.keyword_arguments("optimizer_kwargs", optimizer_kwargs)
         # The policy passes lr itself (from learning_rate): a second one would fail deep inside the optimiser.
         no_lr = "a dict without 'lr' (set learning_rate)"
         check.relation("optimizer_kwargs", self.optimizer_kwargs, "lr" not in self.optimizer_kwargs, no_lr)
-        self.planner = planner
-        self.plan_horizon = plan_horizon
-        self.popsize = popsize
-        self.num_elites = num_elites
-        self.cem_iters = cem_iters
-        self.cem_alpha = cem_alpha
-        self.cem_epsilon = cem_epsilon
-        self.n_particles = n_particles
-        self.propagation = propagation
-        self.planning_dtype = planning_dtype
-        self.icem_noise_beta = icem_noise_beta
-        self.icem_population_decay = icem_population_decay
-        self.icem_keep_elites_frac = icem_keep_elites_frac
-        self.icem_execute = icem_execute
-        self.planning_threads = planning_threads
         self._planning_dtype_checked = False
         # The planning copy of the dynamics weights (bfloat16), with the key of the weights it was cast from.
         self._planning_weights: LayerWeights | None = None
@@ -531,29 +449,29 @@ class PETSPolicy(EpisodeStartPolicy):
         self.register_buffer("action_high", th.as_tensor(self.action_space.high, dtype=th.float32), persistent=False)
         # Planner state: the previous solution of `predict`, shifted (the warm start of the next call), and the
         # sequences the planner carries to the next call (iCEM's shifted elites).
-        self.plan_warm_start = th.zeros(0, self.plan_horizon, action_dim)
-        self.plan_warm_elites = th.zeros(0, 0, self.plan_horizon, action_dim)
+        self.plan_warm_start = th.zeros(0, self.planner_settings.plan_horizon, action_dim)
+        self.plan_warm_elites = th.zeros(0, 0, self.planner_settings.plan_horizon, action_dim)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def make_trajectory_optimizer(self) -> TrajectoryOptimizer:
         """The planner, with bounds on the policy's device."""
-        if self.planner == "random":
-            return RandomShootingOptimizer(self.action_low, self.action_high, self.plan_horizon, self.popsize)
+        settings = self.planner_settings
+        bounds = (self.action_low, self.action_high, settings.plan_horizon)
+        if settings.planner == "random":
+            return RandomShootingOptimizer(*bounds, settings.popsize)
         cem_settings: dict[str, Any] = dict(
-            popsize=self.popsize, num_elites=self.num_elites, max_iters=self.cem_iters, alpha=self.cem_alpha
+            popsize=settings.popsize, num_elites=settings.num_elites, max_iters=settings.cem_iters, alpha=settings.cem_alpha
         )
-        if self.planner == "icem":
+        if settings.planner == "icem":
             return ICEMOptimizer(
-                self.action_low,
-                self.action_high,
-                self.plan_horizon,
+                *bounds,
                 **cem_settings,
-                noise_beta=self.icem_noise_beta,
-                population_decay=self.icem_population_decay,
-                keep_elites_frac=self.icem_keep_elites_frac,
-                execute=self.icem_execute,
+                noise_beta=settings.icem_noise_beta,
+                population_decay=settings.icem_population_decay,
+                keep_elites_frac=settings.icem_keep_elites_frac,
+                execute=settings.icem_execute,
             )
-        return CEMOptimizer(self.action_low, self.action_high, self.plan_horizon, **cem_settings, epsilon=self.cem_epsilon)
+        return CEMOptimizer(*bounds, **cem_settings, epsilon=settings.cem_epsilon)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return constructor_arguments(self, PETSPolicy, super()._get_constructor_parameters())
@@ -573,15 +491,15 @@ class PETSPolicy(EpisodeStartPolicy):
         n_envs, n_candidates, horizon, action_dim = candidates.shape
         obs_dim = self.dynamics.obs_dim
         ensemble_size = self.dynamics.ensemble_size
-        trajectory_sampling = self.propagation in TRAJECTORY_SAMPLING_METHODS
+        trajectory_sampling = self.planner_settings.propagation in TRAJECTORY_SAMPLING_METHODS
         if trajectory_sampling:
             # Member-major layout [ensemble, n_envs * n_candidates * particles_per_member]: each member sees its own
             # slice of the particles, so one batched product evaluates every member on its particles only.
-            per_member = self.n_particles // ensemble_size
+            per_member = self.planner_settings.n_particles // ensemble_size
             shape = (ensemble_size, n_envs, n_candidates, per_member)
             state = obs[None, :, None, None, :].expand(*shape, obs_dim).reshape(ensemble_size, -1, obs_dim)
         else:
-            per_member = particles_per_candidate(self.propagation, self.n_particles)
+            per_member = particles_per_candidate(self.planner_settings.propagation, self.planner_settings.n_particles)
             shape = (1, n_envs, n_candidates, per_member)
             state = obs[None, :, None, None, :].expand(*shape, obs_dim).reshape(1, -1, obs_dim)
         returns = th.zeros(state.shape[:-1], device=obs.device)
@@ -597,8 +515,8 @@ class PETSPolicy(EpisodeStartPolicy):
                 terminated_prob = None if prediction.termination_logit is None else th.sigmoid(prediction.termination_logit)
             else:
                 mean, variance = ensemble_moments(prediction.mean, prediction.variance)
-                sample = (mean if self.propagation == "E" else sample_gaussian(mean, variance)).unsqueeze(0)
-                if self.propagation == "MM":
+                sample = (mean if self.planner_settings.propagation == "E" else sample_gaussian(mean, variance)).unsqueeze(0)
+                if self.planner_settings.propagation == "MM":
                     groups = sample[..., :obs_dim].reshape(n_envs * n_candidates, per_member, obs_dim)
                     sample = th.cat([moment_match(groups).reshape(1, -1, obs_dim), sample[..., obs_dim:]], dim=-1)
                 terminated_prob = None
@@ -616,7 +534,7 @@ class PETSPolicy(EpisodeStartPolicy):
             returns = returns + alive * reward
             alive = alive * (~terminated).float()
             state = next_state
-            if self.propagation == "TS1" and t < horizon - 1:
+            if self.planner_settings.propagation == "TS1" and t < horizon - 1:
                 state, returns, alive = self._reassign_members(state, returns, alive, n_envs * n_candidates)
         returns = returns.reshape(*shape).permute(1, 2, 0, 3).reshape(n_envs, n_candidates, -1).mean(dim=-1)
         return th.where(th.isfinite(returns), returns, th.full_like(returns, INVALID_RETURN))
@@ -646,15 +564,19 @@ class PETSPolicy(EpisodeStartPolicy):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """TS1: permute each candidate's particles at random, i.e. draw a fresh member for every particle."""
         ensemble_size = state.shape[0]
-        index = random_permutation_index(n_groups, self.n_particles, state.device)
+        index = random_permutation_index(n_groups, self.planner_settings.n_particles, state.device)
 
         def permute(x: th.Tensor) -> th.Tensor:
             # [ensemble, groups * per_member, *feature] -> [groups, particles, *feature], shuffle, and back.
             feature = x.shape[2:]
             grouped = (
-                x.reshape(ensemble_size, n_groups, -1, *feature).transpose(0, 1).reshape(n_groups, self.n_particles, *feature)
+                x.reshape(ensemble_size, n_groups, -1, *feature)
+                .transpose(0, 1)
+                .reshape(n_groups, self.planner_settings.n_particles, *feature)
             )
-            shuffled = grouped.gather(1, index.view(n_groups, self.n_particles, *([1] * len(feature))).expand_as(grouped))
+            shuffled = grouped.gather(
+                1, index.view(n_groups, self.planner_settings.n_particles, *([1] * len(feature))).expand_as(grouped)
+            )
             return shuffled.reshape(n_groups, ensemble_size, -1, *feature).transpose(0, 1).reshape(x.shape)
 
         return permute(state), permute(returns), permute(alive)
@@ -668,12 +590,12 @@ class PETSPolicy(EpisodeStartPolicy):
 
         :return: ``(weight, bias)`` per affine layer, or None.
         """
-        if self.planning_dtype == "float32":
+        if self.planner_settings.planning_dtype == "float32":
             return None
         layers = self.dynamics.network.linear_layers
         key = tuple((p.data_ptr(), p._version) for layer in layers for p in (layer.weight, layer.bias))
         if self._planning_weights is None or key != self._planning_weights_key:
-            self._planning_weights = self.dynamics.network.cast_weights(PLANNING_DTYPES[self.planning_dtype])
+            self._planning_weights = self.dynamics.network.cast_weights(PLANNING_DTYPES[self.planner_settings.planning_dtype])
             self._planning_weights_key = key
             self.n_planning_weight_casts += 1
         return self._planning_weights
@@ -698,7 +620,11 @@ class PETSPolicy(EpisodeStartPolicy):
         n_envs = obs.shape[0]
         if warm_start is None or not self._fits(warm_start, n_envs):
             warm_start = optimizer.initial_solution(n_envs)
-        if warm_elites is not None and tuple(warm_elites.shape[:3]) != (n_envs, optimizer.n_kept_elites(), self.plan_horizon):
+        if warm_elites is not None and tuple(warm_elites.shape[:3]) != (
+            n_envs,
+            optimizer.n_kept_elites(),
+            self.planner_settings.plan_horizon,
+        ):
             warm_elites = None
         network = getattr(self.dynamics, "network", None)
         # Cast (if at all) before the search: the copy serves every call until the weights change.
@@ -707,7 +633,7 @@ class PETSPolicy(EpisodeStartPolicy):
         def objective(candidates: th.Tensor) -> th.Tensor:
             return self.evaluate_action_sequences(obs, candidates)
 
-        with th.no_grad(), weights or contextlib.nullcontext(), torch_threads(self.planning_threads):
+        with th.no_grad(), weights or contextlib.nullcontext(), torch_threads(self.planner_settings.planning_threads):
             elites = None if warm_elites is None else warm_elites.to(self.device)
             solution = optimizer.solve(objective, warm_start.to(self.device), elites)
             next_elites = optimizer.shift_elites(solution.elites)
@@ -735,10 +661,10 @@ class PETSPolicy(EpisodeStartPolicy):
 
     def _fits(self, warm_start: th.Tensor, n_envs: int) -> bool:
         """Whether a warm start matches the batch and the horizon (``load(path, plan_horizon=...)`` may change it)."""
-        return tuple(warm_start.shape[:2]) == (n_envs, self.plan_horizon)
+        return tuple(warm_start.shape[:2]) == (n_envs, self.planner_settings.plan_horizon)
 
     def _check_planning_dtype(self) -> None:
-        if self.planning_dtype == "bfloat16" and not bfloat16_matmul_is_fast(self.device):
+        if self.planner_settings.planning_dtype == "bfloat16" and not bfloat16_matmul_is_fast(self.device):
             warnings.warn(
                 f"planning_dtype='bfloat16' on {self.device}, which has no native bfloat16 matrix units (AMX, "
                 "AVX512-BF16 or a GPU of compute capability >= 8.0): planning will be slower than with 'float32'.",
