@@ -592,7 +592,9 @@ class BayesianDQNPolicy(EpisodeStartPolicy, DQNPolicy):
 
     def q_head_settings(self) -> QHeadSettings:
         """The head settings of this policy's arguments, as its Q-networks take them."""
-        return QHeadSettings(self.head_type, *(getattr(self, name) for name in QHeadSettings.names()[1:]))
+        # The head's name is kept as `head_type` (as in the Q-networks, whose `head` is the module), the rest by name.
+        settings = {name: getattr(self, name) for name in QHeadSettings.names() if name != "head"}
+        return QHeadSettings(head=self.head_type, **settings)
 
     # ------------------------------------------------------------------------------------------------ Thompson samples
     @property
