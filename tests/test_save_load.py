@@ -1,5 +1,6 @@
 """Save/load round-trips exactly: networks, input statistics, log-variance bounds, optimiser and planner state."""
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
 from sb3_bayes import DVRL, PETS, PSDRL
 from sb3_bayes.common.policies import constructor_arguments
+from sb3_bayes.pets.policies import PETSPolicy, PlannerSettings
 from sb3_bayes.psdrl.policies import PSDRLPolicy
 
 
@@ -88,6 +90,29 @@ def test_policy_save_load(trained_pets: PETS, tmp_path) -> None:
     trained_pets.policy.save(tmp_path / "policy.pth")
     policy = type(trained_pets.policy).load(tmp_path / "policy.pth")
     assert_same_tensors(trained_pets.policy.state_dict(), policy.state_dict())
+
+
+def test_policy_saved_with_flat_planner_arguments_loads(trained_pets: PETS, tmp_path) -> None:
+    """A ``PETSPolicy`` saved when every planner setting was its own argument loads with the same settings and weights."""
+    policy = trained_pets.policy
+    policy.save(tmp_path / "policy.pth")
+    saved = th.load(tmp_path / "policy.pth", weights_only=False)
+    settings = saved["data"].pop("planner_settings")
+    saved["data"].update(dataclasses.asdict(settings))  # the arguments as the policy took them before PlannerSettings
+    th.save(saved, tmp_path / "flat.pth")
+    loaded = PETSPolicy.load(tmp_path / "flat.pth")
+    assert loaded.planner_settings == policy.planner_settings and loaded.planner_settings.popsize == 10
+    assert_same_tensors(policy.state_dict(), loaded.state_dict())
+    obs = th.as_tensor(np.array([[1.0, 0.0, 0.5]], dtype=np.float32))
+    th.manual_seed(5)
+    expected = policy._predict(obs, deterministic=True)
+    th.manual_seed(5)
+    np.testing.assert_array_equal(expected.numpy(), loaded._predict(obs, deterministic=True).numpy())
+    # Present-day data passes unchanged; data holding both forms is refused.
+    current = th.load(tmp_path / "policy.pth", weights_only=False)["data"]
+    assert PlannerSettings.fold_flat_arguments(current) is current
+    with pytest.raises(ValueError, match="both planner_settings and"):
+        PlannerSettings.fold_flat_arguments({**current, "popsize": 10})
 
 
 @pytest.mark.parametrize(

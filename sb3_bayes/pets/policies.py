@@ -4,13 +4,14 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from sb3_bayes.common.ensemble import GaussianEnsembleMLP, LayerWeights, gaussian_nll_per_member, mse_per_member
@@ -41,6 +42,8 @@ MODEL_TYPES = ("D", "P", "DE", "PE")
 PLANNERS = ("cem", "icem", "random")
 # Value given to a candidate whose predicted return is NaN/inf (the original sets such costs to 1e6).
 INVALID_RETURN = -1e6
+
+SelfPETSPolicy = TypeVar("SelfPETSPolicy", bound="PETSPolicy")
 
 
 def member_count(model_type: str, ensemble_size: int) -> int:
@@ -138,6 +141,24 @@ class PlannerSettings:
     def names(cls) -> tuple[str, ...]:
         """The settings' names, which are also the names of the ``PETS`` arguments that set them."""
         return tuple(field.name for field in fields(cls))
+
+    @classmethod
+    def fold_flat_arguments(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        Constructor arguments of a ``PETSPolicy`` saved when it took every setting as its own argument (before
+        ``PlannerSettings`` existed), rewritten to the present signature: those entries become one ``planner_settings``.
+
+        :param arguments: The ``data`` of a saved policy.
+        :return: The arguments unchanged if they hold no setting by name, else a copy with the settings folded.
+        """
+        flat = {name: arguments[name] for name in cls.names() if name in arguments}
+        if not flat:
+            return arguments
+        if "planner_settings" in arguments:
+            raise ValueError(f"Saved PETSPolicy arguments hold both planner_settings and {sorted(flat)}")
+        folded = {key: value for key, value in arguments.items() if key not in flat}
+        folded["planner_settings"] = cls(**flat)
+        return folded
 
     def check(self, check: ParameterValidator, ensemble_size: int | None = None) -> None:
         """
@@ -475,6 +496,24 @@ class PETSPolicy(EpisodeStartPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return constructor_arguments(self, PETSPolicy, super()._get_constructor_parameters())
+
+    @classmethod
+    def load(cls: type[SelfPETSPolicy], path: str, device: th.device | str = "auto") -> SelfPETSPolicy:
+        """
+        Load a policy saved with ``policy.save``, also one saved before the planner settings became one
+        ``PlannerSettings`` (their entries are folded into it), so that no saved policy is lost to the change.
+
+        :param path: File written by ``policy.save``.
+        :param device: Device on which the policy should be loaded.
+        :return: The policy, with its weights.
+        """
+        device = get_device(device)
+        # As SB3's BaseModel.load: the saved data holds gymnasium spaces, which weights_only=True would refuse.
+        saved_variables = th.load(path, map_location=device, weights_only=False)
+        policy = cls(**PlannerSettings.fold_flat_arguments(saved_variables["data"]))
+        policy.load_state_dict(saved_variables["state_dict"])
+        policy.to(device)
+        return policy
 
     # ----------------------------------------------------------------------------------------------------------------
     # Planning
