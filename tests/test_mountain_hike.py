@@ -83,6 +83,25 @@ def test_action_cost_on_the_raw_action_and_the_move_rescaled_to_the_norm_ball():
         assert reward == pytest.approx(info["height"] - info["action_cost"])
 
 
+def test_a_wide_action_space_lets_the_cost_charge_the_whole_sample():
+    """What an SB3 agent sends: its Gaussian sample clipped to the declared box. The default box hides the sample's
+    excess from the cost; ``action_space_bound`` far beyond the move keeps the original's cost on the whole sample."""
+    sample = np.array([3.0, 4.0], dtype=np.float32)
+    costs = {}
+    for bound in (None, 10.0):
+        env = MountainHikeEnv(action_space_bound=bound)
+        expected_bound = np.float32(0.05 if bound is None else bound)
+        np.testing.assert_array_equal(env.action_space.high, [expected_bound, expected_bound])
+        np.testing.assert_array_equal(env.action_space.low, [-expected_bound, -expected_bound])
+        env.reset(seed=0)
+        before = env.position
+        _, _, _, _, info = env.step(np.clip(sample, env.action_space.low, env.action_space.high))
+        costs[bound] = info["action_cost"]
+        assert np.linalg.norm(info["position"] - before) > 0  # the move is rescaled onto the ball either way
+    assert costs[None] == pytest.approx(0.1 * np.sqrt(2) * 0.05, rel=1e-6)  # the corner of the default box
+    assert costs[10.0] == pytest.approx(0.1 * 5.0)  # the whole sample, as the original charged it
+
+
 def test_outside_the_box_costs_six_and_the_position_is_not_clipped():
     env = MountainHikeEnv(transition_std=0.0, start_std=0.0, start_position=(-0.98, 0.0))
     env.reset(seed=0)
@@ -181,6 +200,8 @@ def test_api_checks_render_and_bad_input():
         (dict(max_action_norm=0.0), HyperparameterValueError, "max_action_norm"),
         (dict(action_cost=-0.1), HyperparameterValueError, "action_cost"),
         (dict(observation_scale=0.0), HyperparameterValueError, "observation_scale"),
+        (dict(action_space_bound=0.0), HyperparameterValueError, "action_space_bound"),
+        (dict(action_space_bound=float("inf")), HyperparameterValueError, "action_space_bound"),
         (dict(render_mode="human"), HyperparameterValueError, "render_mode"),
     ]
     for kwargs, error, parameter in bad_arguments:

@@ -10,6 +10,8 @@ is from the history of observations and actions.
 * State: a position ``x`` in the plane (not clipped: the agent may leave the box, where it is penalised).
 * Action: a 2-D displacement in ``Box(-0.05, 0.05)``. Its cost is ``0.1 * ||a||`` on the action *as given*; the
   displacement itself is rescaled to norm ``<= 0.05`` (as in the original, the action is not clipped to the box).
+  SB3 agents clip their actions to the declared box, which hides part of the cost; ``action_space_bound`` declares a
+  wider one, so that the cost sees the agent's whole sample as in the original.
 * Transition: ``x' ~ N(x + a, 0.025^2 I)``.
 * Start: ``x_0 ~ N((-0.85, -0.85), 0.1^2 I)``.
 * Observation: ``10 * (x + eps)``, ``eps ~ N(0, observation_noise_std^2 I)`` (the paper varies the noise level).
@@ -101,6 +103,12 @@ class MountainHikeEnv(gym.Env[np.ndarray, np.ndarray]):
     :param start_position: Mean of the start distribution.
     :param start_std: Standard deviation of the start distribution.
     :param max_action_norm: Bound of each action component and of the norm of the executed displacement.
+    :param action_space_bound: Bound of the declared action space ``Box(-b, b)``; None declares ``max_action_norm``
+        (the original's declaration). The original's agent sent its Gaussian sample to the env unclipped, so the cost
+        ``action_cost * ||a||`` charged the whole sample and a wider policy paid for its width. An agent that clips its
+        actions to the declared box, as every SB3 algorithm does, hides that part of the cost, and the entropy bonus
+        then widens the policy without limit. A bound far beyond the move's (SB3 needs a finite one) restores the
+        original's task: the move is rescaled onto the norm ball either way.
     :param action_cost: Cost per unit of action norm (charged on the action as given, before rescaling).
     :param observation_scale: Factor applied to the noisy position (``box_scale`` of the original).
     :param render_mode: ``None`` or ``"rgb_array"`` (a 64x64 picture of the landscape with the agent in red).
@@ -115,6 +123,7 @@ class MountainHikeEnv(gym.Env[np.ndarray, np.ndarray]):
         start_position: tuple[float, float] = (-0.85, -0.85),
         start_std: float = 0.1,
         max_action_norm: float = 0.05,
+        action_space_bound: float | None = None,
         action_cost: float = 0.1,
         observation_scale: float = 10.0,
         render_mode: str | None = None,
@@ -135,7 +144,11 @@ class MountainHikeEnv(gym.Env[np.ndarray, np.ndarray]):
         self.start_position = start
         self.render_mode = check.choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
 
-        self.action_space = spaces.Box(low=-self.max_action_norm, high=self.max_action_norm, shape=(2,), dtype=np.float32)
+        bound = check.optional(check.positive, "action_space_bound", action_space_bound)
+        self.action_space_bound = self.max_action_norm if bound is None else bound
+        self.action_space = spaces.Box(
+            low=-self.action_space_bound, high=self.action_space_bound, shape=(2,), dtype=np.float32
+        )
         self.observation_space = spaces.Box(low=-np.inf, high=np.inf, shape=(2,), dtype=np.float32)
 
         self._position = start.copy()
