@@ -4,7 +4,11 @@ rl-zoo3 builds callbacks from the ``callback`` hyperparameter, so ``run_zoo.py``
 (nothing in the YAMLs changes). At the start of every rollout the logger still holds the values that the previous
 update recorded (SB3 dumps them after the rollout, before the next update), so one record per ``every`` environment
 steps is copied from there: for DVRL the ELBO, the explained variance, the particles' effective sample size and the
-gradient norms before clipping; for RecurrentPPO the explained variance and the losses.
+gradient norms before clipping; for RecurrentPPO the explained variance and the losses. With a ``Box`` action space
+each record also describes the actions of the rollout just collected, as the policy sampled them (before the clip to
+the bounds that the env receives): ``clipped_fraction``, the fraction of action components outside the bounds, and
+``action_abs_mean``, their mean absolute value. A Gaussian whose mean has drifted beyond the bounds shows there: every
+sample is clipped to the same corner, so the policy gradient no longer tells the actions apart.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
 #: The logger keys that are kept (those an algorithm does not record are left out of its records).
@@ -52,8 +58,21 @@ class TrainLogCallback(BaseCallback):
         record = {key.removeprefix("train/"): float(values[key]) for key in KEYS if key in values}
         if getattr(self.model, "use_particle_filter", True) is False:
             record.pop("elbo", None)  # DVRL's RNN baseline logs a constant 0: it has no model
+        record.update(self._action_statistics())
         if record:
             self.records.append({"step": float(self.num_timesteps), **record})
+
+    def _action_statistics(self) -> dict[str, float]:
+        """Clipped fraction and mean absolute value of the last rollout's sampled actions (Box action spaces)."""
+        action_space = self.model.action_space
+        buffer = getattr(self.model, "rollout_buffer", None)
+        if not isinstance(action_space, spaces.Box) or buffer is None:
+            return {}
+        actions = buffer.actions
+        actions = actions.detach().cpu().numpy() if hasattr(actions, "detach") else np.asarray(actions)
+        actions = actions.reshape(-1, *action_space.shape)
+        outside = (actions < action_space.low) | (actions > action_space.high)
+        return {"clipped_fraction": float(outside.mean()), "action_abs_mean": float(np.abs(actions).mean())}
 
     def _on_step(self) -> bool:
         return True
