@@ -391,6 +391,8 @@ def test_bad_hyperparameters_fail_at_construction(kwargs: dict, error: type[Hype
         (dict(optimizer_kwargs=[("eps", 1e-8)]), T, "optimizer_kwargs"),
         (dict(cnn_channels=[4, 8, 4, 4]), V, "cnn_channels"),
         (dict(emission="gaussian"), V, "emission"),  # the CNN encoder's decoder gives pixel probabilities
+        (dict(bounded_action_mean=True), V, "bounded_action_mean"),  # Discrete actions have no box
+        (dict(bounded_action_mean="yes"), T, "bounded_action_mean"),
     ],
 )
 def test_policy_checks_its_arguments_when_built_alone(kwargs: dict, error: type[HyperparameterError], parameter: str) -> None:
@@ -410,6 +412,40 @@ def test_other_argument_errors() -> None:
     images = make_vec_env(FakeImageEnv, n_envs=2, env_kwargs=dict(screen_height=36, screen_width=36))
     with pytest.raises(HyperparameterValueError, match=names("emission")):
         DVRL("CnnPolicy", images, policy_kwargs=dict(emission="gaussian", cnn_channels=[4, 8, 4], **SMALL))
+
+
+def test_bounded_action_mean_keeps_the_mean_in_the_box() -> None:
+    box = spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    vector = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    policy = DVRLPolicy(vector, box, lambda _: 1e-3, bounded_action_mean=True, **SMALL)
+    with th.no_grad():
+        policy.action_net.weight.normal_(0.0, 10.0)  # raw outputs far beyond the box
+        policy.log_std.fill_(-0.5)
+    features = th.randn(256, SMALL["h_dim"])
+    distribution = policy.distribution(features)
+    mean = distribution.distribution.mean
+    raw = policy.action_net(features)
+    # The mean is centre + half_range * tanh(u): inside [low, high] however large u is.
+    expected = th.tensor([0.0, 0.5]) + th.tensor([2.0, 0.5]) * th.tanh(raw)
+    th.testing.assert_close(mean, expected)
+    assert bool((mean >= th.tensor([-2.0, 0.0])).all() and (mean <= th.tensor([2.0, 1.0])).all())
+    assert (raw.abs() > 3.0).float().mean() > 0.5  # the unbounded mean would have left the box
+    # The sample is not squashed: log-probability and entropy are the Gaussian's around the bounded mean.
+    actions = th.randn(256, 2) * 3.0
+    reference = Normal(expected, th.exp(th.tensor(-0.5)))
+    th.testing.assert_close(distribution.log_prob(actions), reference.log_prob(actions).sum(-1))
+    th.testing.assert_close(distribution.entropy(), reference.entropy().sum(-1))
+    # Infinite bounds have no centre: refused by name.
+    unbounded = lambda: DVRLPolicy(vector, vector, lambda _: 1e-3, bounded_action_mean=True, **SMALL)  # noqa: E731
+    check_refused(unbounded, V, "bounded_action_mean")
+    # Through the algorithm: deterministic actions stay in Pendulum's box; the option is off by default.
+    model = DVRL("MlpPolicy", "Pendulum-v1", n_steps=4, policy_kwargs=dict(bounded_action_mean=True, **SMALL), seed=0)
+    with th.no_grad():
+        model.policy.action_net.weight.normal_(0.0, 100.0)
+    obs = model.env.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert np.all(np.abs(action) <= 2.0)
+    assert not DVRL("MlpPolicy", "Pendulum-v1", policy_kwargs=SMALL).policy.bounded_action_mean
 
 
 def test_n_particles_has_one_home() -> None:

@@ -344,8 +344,8 @@ def test_bayes_ddpg_load_without_env(tmp_path) -> None:
     assert without_env.replay_buffer.buffer_size == 500 and without_env.replay_buffer.pos == 20
 
 
-@pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])
-def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
+@pytest.mark.parametrize("policy, bounded_action_mean", [("MlpPolicy", False), ("MlpPolicy", True), ("CnnPolicy", False)])
+def test_dvrl_save_load_exact(policy: str, bounded_action_mean: bool, tmp_path) -> None:
     from stable_baselines3.common.envs import FakeImageEnv
 
     from sb3_bayes.dvrl import DVRL
@@ -357,8 +357,8 @@ def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
             return make_vec_env(FakeImageEnv, n_envs=2, seed=0, env_kwargs=dict(screen_height=36, screen_width=36))
         return make_vec_env("Pendulum-v1", n_envs=2, seed=0)
 
-    cnn_kwargs = {"cnn_channels": [4, 8, 4]} if policy == "CnnPolicy" else {}
-    policy_kwargs = dict(h_dim=16, z_dim=8, action_encoding=8, **cnn_kwargs)
+    extra_kwargs = {"cnn_channels": [4, 8, 4]} if policy == "CnnPolicy" else {"bounded_action_mean": bounded_action_mean}
+    policy_kwargs = dict(h_dim=16, z_dim=8, action_encoding=8, **extra_kwargs)
     model = DVRL(policy, env(), n_steps=4, n_particles=3, elbo_coef=0.5, seed=0, policy_kwargs=policy_kwargs)
     model.learn(32)
     model.save(tmp_path / "dvrl")
@@ -370,6 +370,7 @@ def test_dvrl_save_load_exact(policy: str, tmp_path) -> None:
     for key in ours["state"]:
         assert_same_tensors(ours["state"][key], theirs["state"][key])
     assert loaded.elbo_coef == 0.5 and loaded.policy.n_particles == 3 and loaded._n_updates == model._n_updates
+    assert loaded.policy.bounded_action_mean == bounded_action_mean
     # The same belief (recurrent state) and seed give the same action and next belief.
     obs = model.env.reset()
     _, state = model.predict(obs)

@@ -308,6 +308,12 @@ class DVRLPolicy(BasePolicy):
         probabilities of values in [0, 1]; a transposed-conv decoder with the CNN encoder).
     :param batch_norm: BatchNorm in the encoders, the proposal and emission hidden layers and the decoder (the
         original's ``encoder_batch_norm``; on for its Atari runs, off on Mountain Hike).
+    :param bounded_action_mean: Box actions only: the Gaussian's mean is ``centre + half_range * tanh(u)`` of the
+        action net's output ``u``, so that it stays inside the action box; the sample is not squashed, so its
+        log-probability and entropy stay the Gaussian's (A2C's terms unchanged). Off by default (the original's
+        unbounded mean): with an unbounded mean A2C can push the mean out of the box, where every sample is clipped
+        to the same corner, the actions no longer differ and the policy gradient has nothing to learn from
+        (docs/dvrl.md, "The late collapse").
     :param normalize_images: Whether to divide uint8 images by 255 (SB3's ``preprocess_obs``).
     :param optimizer_class: The optimiser (DVRL passes RMSprop or Adam, from its ``optimizer`` argument).
     :param optimizer_kwargs: Its keyword arguments (DVRL passes them, from ``rms_prop_alpha`` and ``rms_prop_eps``).
@@ -329,6 +335,7 @@ class DVRLPolicy(BasePolicy):
         action_encoding: int = 128,
         emission: str = "gaussian",
         batch_norm: bool = False,
+        bounded_action_mean: bool = False,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.RMSprop,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -353,6 +360,17 @@ class DVRLPolicy(BasePolicy):
             "'bernoulli' with the CNN encoder: its transposed-conv decoder gives pixel probabilities",
         )
         batch_norm = check.boolean("batch_norm", batch_norm)
+        bounded_action_mean = check.boolean("bounded_action_mean", bounded_action_mean)
+        check.relation(
+            "bounded_action_mean",
+            bounded_action_mean,
+            not bounded_action_mean
+            or (
+                isinstance(action_space, spaces.Box)
+                and bool(np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high)))
+            ),
+            f"True only with a Box action space with finite bounds (got {action_space})",
+        )
         normalize_images = check.boolean("normalize_images", normalize_images)
         check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer)
         check.keyword_arguments("optimizer_kwargs", optimizer_kwargs)
@@ -378,6 +396,7 @@ class DVRLPolicy(BasePolicy):
         self.action_encoding = action_encoding
         self.emission = emission
         self.batch_norm = batch_norm
+        self.bounded_action_mean = bounded_action_mean
 
         self._build_networks(observation_space, action_space)
         self._init_weights()
@@ -436,6 +455,13 @@ class DVRLPolicy(BasePolicy):
         self.action_dist = make_proba_distribution(action_space)
         if isinstance(self.action_dist, DiagGaussianDistribution):
             self.action_net, self.log_std = self.action_dist.proba_distribution_net(latent_dim=h_dim, log_std_init=0.0)
+            if self.bounded_action_mean:
+                assert isinstance(action_space, spaces.Box)
+                low = th.as_tensor(action_space.low, dtype=th.float32)
+                high = th.as_tensor(action_space.high, dtype=th.float32)
+                # Not saved: they follow from the action space, so models saved before this option load unchanged.
+                self.register_buffer("action_centre", (high + low) / 2, persistent=False)
+                self.register_buffer("action_half_range", (high - low) / 2, persistent=False)
         else:
             assert isinstance(self.action_dist, CategoricalDistribution)
             self.action_net = self.action_dist.proba_distribution_net(latent_dim=h_dim)
@@ -668,6 +694,9 @@ class DVRLPolicy(BasePolicy):
         """
         mean_actions = self.action_net(features)
         if isinstance(self.action_dist, DiagGaussianDistribution):
+            if self.bounded_action_mean:
+                centre, half_range = self.get_buffer("action_centre"), self.get_buffer("action_half_range")
+                mean_actions = centre + half_range * th.tanh(mean_actions)
             return self.action_dist.proba_distribution(mean_actions, self.log_std)
         return self.action_dist.proba_distribution(action_logits=mean_actions)  # type: ignore[call-arg]
 
