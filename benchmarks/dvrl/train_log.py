@@ -8,7 +8,10 @@ gradient norms before clipping; for RecurrentPPO the explained variance and the 
 each record also describes the actions of the rollout just collected, as the policy sampled them (before the clip to
 the bounds that the env receives): ``clipped_fraction``, the fraction of action components outside the bounds, and
 ``action_abs_mean``, their mean absolute value. A Gaussian whose mean has drifted beyond the bounds shows there: every
-sample is clipped to the same corner, so the policy gradient no longer tells the actions apart.
+sample is clipped to the same corner, so the policy gradient no longer tells the actions apart. The actor itself is
+described too, over the same rollout (a forward hook on the policy's ``action_net``, SB3's name for the actor head):
+``actor_output_abs_mean``, the mean absolute raw output (before DVRL's ``bounded_action_mean`` squashing: a saturated
+``tanh`` shows as large values), and ``actor_feature_norm``, the mean Euclidean norm of the features it acts on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 
 import numpy as np
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -49,9 +53,30 @@ class TrainLogCallback(BaseCallback):
         self.every = every
         self.records: list[dict[str, float]] = []
         self._next = every
+        self._collecting = False
+        self._actor_sums = np.zeros(3)  # |output| summed, feature norms summed, rows seen
+
+    def _on_training_start(self) -> None:
+        action_net = getattr(self.model.policy, "action_net", None)
+        if isinstance(action_net, th.nn.Module):
+            action_net.register_forward_hook(self._record_actor)
+
+    def _record_actor(self, module: th.nn.Module, inputs: tuple[th.Tensor, ...], output: th.Tensor) -> None:
+        # Only the rollout's calls: the update replays the same network over the window, which is not what acted.
+        if not self._collecting:
+            return
+        with th.no_grad():
+            features, raw = inputs[0].reshape(-1, inputs[0].shape[-1]), output.reshape(-1, output.shape[-1])
+            self._actor_sums += (float(raw.abs().mean(-1).sum()), float(features.norm(dim=-1).sum()), raw.shape[0])
+
+    def _on_rollout_end(self) -> None:
+        self._collecting = False
 
     def _on_rollout_start(self) -> None:
-        if self.num_timesteps < self._next:
+        record_now = self.num_timesteps >= self._next
+        actor_sums, self._actor_sums = self._actor_sums, np.zeros(3)
+        self._collecting = True
+        if not record_now:
             return
         self._next = self.num_timesteps + self.every
         values = self.model.logger.name_to_value
@@ -59,6 +84,9 @@ class TrainLogCallback(BaseCallback):
         if getattr(self.model, "use_particle_filter", True) is False:
             record.pop("elbo", None)  # DVRL's RNN baseline logs a constant 0: it has no model
         record.update(self._action_statistics())
+        if actor_sums[2] > 0:
+            record["actor_output_abs_mean"] = float(actor_sums[0] / actor_sums[2])
+            record["actor_feature_norm"] = float(actor_sums[1] / actor_sums[2])
         if record:
             self.records.append({"step": float(self.num_timesteps), **record})
 

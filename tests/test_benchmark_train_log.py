@@ -1,0 +1,39 @@
+"""The DVRL benchmark's training log (benchmarks/dvrl/train_log.py): what it records about the acting policy."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_bayes.dvrl import DVRL
+
+# benchmarks/ is not part of the installed package: import it from the checkout, after the installed packages.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks.dvrl.train_log import TrainLogCallback  # noqa: E402
+
+SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
+
+
+def test_train_log_records_actions_and_actor(tmp_path) -> None:
+    th.set_num_threads(1)
+    # No learning (lr 0) and a zero actor head: every raw actor output is exactly 0, the features are not.
+    model = DVRL(
+        "MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), n_steps=4, learning_rate=0.0, policy_kwargs=SMALL, seed=0
+    )
+    with th.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.zero_()
+    path = tmp_path / "train_log.json"
+    model.learn(64, callback=TrainLogCallback(str(path), every=16))
+    records = json.loads(path.read_text())
+    assert [record["step"] for record in records] == [16.0, 32.0, 48.0]
+    for record in records:
+        assert record["actor_output_abs_mean"] == 0.0
+        assert record["actor_feature_norm"] > 0.0
+        assert 0.0 <= record["clipped_fraction"] <= 1.0
+        # The sampled actions of a rollout: N(0, 1) around a zero mean in Pendulum's [-2, 2] box.
+        assert np.isfinite(record["action_abs_mean"]) and record["action_abs_mean"] > 0.0
+    assert np.isfinite(records[-1]["elbo"]) and np.isfinite(records[-1]["ess"])  # the update's logger values
