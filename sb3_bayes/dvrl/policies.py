@@ -312,8 +312,9 @@ class DVRLPolicy(BasePolicy):
         action net's output ``u``, so that it stays inside the action box; the sample is not squashed, so its
         log-probability and entropy stay the Gaussian's (A2C's terms unchanged). Off by default (the original's
         unbounded mean): with an unbounded mean A2C can push the mean out of the box, where every sample is clipped
-        to the same corner, the actions no longer differ and the policy gradient has nothing to learn from
-        (docs/dvrl.md, "The late collapse").
+        to the same corner, the actions no longer differ and the policy gradient has nothing to learn from. The
+        bound removes that drift, not a mean pinned to the box's edge by a saturated ``tanh`` (docs/dvrl.md, "The late
+        collapse" and "The remedy").
     :param normalize_images: Whether to divide uint8 images by 255 (SB3's ``preprocess_obs``).
     :param optimizer_class: The optimiser (DVRL passes RMSprop or Adam, from its ``optimizer`` argument).
     :param optimizer_kwargs: Its keyword arguments (DVRL passes them, from ``rms_prop_alpha`` and ``rms_prop_eps``).
