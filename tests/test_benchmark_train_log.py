@@ -36,4 +36,5 @@ def test_train_log_records_actions_and_actor(tmp_path) -> None:
         assert 0.0 <= record["clipped_fraction"] <= 1.0
         # The sampled actions of a rollout: N(0, 1) around a zero mean in Pendulum's [-2, 2] box.
         assert np.isfinite(record["action_abs_mean"]) and record["action_abs_mean"] > 0.0
+    assert not model.policy.action_net._forward_hooks  # the hook is gone with the training run
     assert np.isfinite(records[-1]["elbo"]) and np.isfinite(records[-1]["ess"])  # the update's logger values

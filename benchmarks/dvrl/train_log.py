@@ -55,11 +55,12 @@ class TrainLogCallback(BaseCallback):
         self._next = every
         self._collecting = False
         self._actor_sums = np.zeros(3)  # |output| summed, feature norms summed, rows seen
+        self._actor_hook: th.utils.hooks.RemovableHandle | None = None
 
     def _on_training_start(self) -> None:
         action_net = getattr(self.model.policy, "action_net", None)
         if isinstance(action_net, th.nn.Module):
-            action_net.register_forward_hook(self._record_actor)
+            self._actor_hook = action_net.register_forward_hook(self._record_actor)
 
     def _record_actor(self, module: th.nn.Module, inputs: tuple[th.Tensor, ...], output: th.Tensor) -> None:
         # Only the rollout's calls: the update replays the same network over the window, which is not what acted.
@@ -106,6 +107,9 @@ class TrainLogCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
+        if self._actor_hook is not None:  # the model outlives this callback: a later learn() must not feed it
+            self._actor_hook.remove()
+            self._actor_hook = None
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path, "w") as file:
             json.dump(self.records, file)
