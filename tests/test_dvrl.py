@@ -326,6 +326,8 @@ BAD_VALUES = [
     (dict(vf_coef=-0.5), V, "vf_coef"),
     (dict(vf_coef=None), T, "vf_coef"),
     (dict(policy_coef=-1.0), V, "policy_coef"),
+    (dict(pre_activation_coef=-0.1), V, "pre_activation_coef"),
+    (dict(pre_activation_coef="0.1"), T, "pre_activation_coef"),
     (dict(elbo_coef=-0.1), V, "elbo_coef"),
     (dict(elbo_coef=float("inf")), V, "elbo_coef"),
     (dict(max_grad_norm=-1.0), V, "max_grad_norm"),
@@ -446,6 +448,35 @@ def test_bounded_action_mean_keeps_the_mean_in_the_box() -> None:
     action, _ = model.predict(obs, deterministic=True)
     assert np.all(np.abs(action) <= 2.0)
     assert not DVRL("MlpPolicy", "Pendulum-v1", policy_kwargs=SMALL).policy.bounded_action_mean
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_pre_activation_penalty_gradient_is_its_closed_form(bounded: bool) -> None:
+    # Only the penalty in the loss: the action head's bias gets d/db [c * mean_t ||u_t||^2] = 2 c mean_t u_t.
+    coef = 0.3
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    zero = dict(policy_coef=0.0, vf_coef=0.0, ent_coef=0.0, elbo_coef=0.0, max_grad_norm=1e6)
+    policy_kwargs = dict(SMALL, bounded_action_mean=bounded)
+    model = tiny_dvrl(env, pre_activation_coef=coef, policy_kwargs=policy_kwargs, **zero)
+    with th.no_grad():
+        model.policy.action_net.bias.fill_(1.5)  # far from zero, so that the gradient is not small by accident
+    outputs: list[th.Tensor] = []
+    gradients: list[th.Tensor] = []
+    model.policy.action_net.register_forward_hook(lambda _m, _i, out: outputs.append(out) if out.requires_grad else None)
+    model.policy.action_net.bias.register_hook(lambda grad: gradients.append(grad.clone()))
+    model.learn(8)  # one update
+    assert len(outputs) == 1 and len(gradients) == 1
+    expected = 2.0 * coef * outputs[0].detach().mean(dim=0)
+    th.testing.assert_close(gradients[0], expected)
+    assert model.logger.name_to_value["train/pre_activation_loss"] == pytest.approx(
+        outputs[0].detach().pow(2).sum(-1).mean().item(), rel=1e-5
+    )
+    # Off by default, and then nothing of it reaches the head.
+    default = tiny_dvrl(make_vec_env("Pendulum-v1", n_envs=2, seed=0), policy_kwargs=policy_kwargs, **zero)
+    assert default.pre_activation_coef == 0.0
+    default.policy.action_net.bias.register_hook(lambda grad: gradients.append(grad.clone()))
+    default.learn(8)
+    assert float(gradients[-1].abs().max()) == 0.0
 
 
 def test_n_particles_has_one_home() -> None:

@@ -35,6 +35,7 @@ KEYS = (
     "train/value_loss",
     "train/policy_loss",
     "train/entropy_loss",
+    "train/pre_activation_loss",
     "train/std",
 )
 

@@ -41,7 +41,8 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
     n-step advantage actor-critic (A2C) is trained jointly with the model, whose loss is the negative ELBO of
     auto-encoding SMC (the log of the filter's evidence estimate, one term ``log mean_k w_k`` per step):
 
-    ``loss = policy_coef * L_policy + vf_coef * L_value - ent_coef * H + elbo_coef * (-ELBO)``
+    ``loss = policy_coef * L_policy + vf_coef * L_value - ent_coef * H + pre_activation_coef * |u|^2
+    + elbo_coef * (-ELBO)``
 
     with every term averaged over the steps and environments of the newest rollout (plain n-step returns
     bootstrapped with the value of the last belief, advantages detached in the policy term), a global grad-norm
@@ -102,6 +103,12 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
     :param ent_coef: Entropy coefficient (>= 0).
     :param vf_coef: Value-loss coefficient (>= 0).
     :param policy_coef: Policy-loss coefficient (>= 0).
+    :param pre_activation_coef: Weight (>= 0) of an L2 penalty ``mean_t ||u_t||^2`` on the action head's raw output
+        ``u``: the Gaussian's mean, its pre-``tanh`` value with the policy's ``bounded_action_mean``, or the logits. Not
+        in the original (0, the default, leaves the loss as it was). It keeps a bounded mean out of ``tanh``'s flat
+        tails, where the policy gradient vanishes and a mean on the box's edge cannot come back (as in the SAC
+        reference code's ``mean_reg`` and rlkit's ``policy_pre_activation_weight``); part of the A2C terms' gradient
+        (and clip).
     :param elbo_coef: Weight of the negative ELBO (the original's ``encoding_loss_coef``). With 0 the model is not
         trained by its ELBO and resampling is switched off (as in the original; the weights stay those of the last
         step).
@@ -148,6 +155,7 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         ent_coef: float = 0.01,
         vf_coef: float = 0.5,
         policy_coef: float = 1.0,
+        pre_activation_coef: float = 0.0,
         elbo_coef: float = 0.1,
         max_grad_norm: float = 0.5,
         model_max_grad_norm: float | None = None,
@@ -181,6 +189,7 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         )
         # The hyperparameters are checked by _check_hyperparameters(), at the start of _setup_model().
         self.policy_coef = policy_coef
+        self.pre_activation_coef = pre_activation_coef
         self.elbo_coef = elbo_coef
         self.model_max_grad_norm = model_max_grad_norm
         self.multiplier_backprop_length = multiplier_backprop_length
@@ -219,6 +228,7 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         self.ent_coef = check.non_negative("ent_coef", self.ent_coef)
         self.vf_coef = check.non_negative("vf_coef", self.vf_coef)
         self.policy_coef = check.non_negative("policy_coef", self.policy_coef)
+        self.pre_activation_coef = check.non_negative("pre_activation_coef", self.pre_activation_coef)
         self.elbo_coef = check.non_negative("elbo_coef", self.elbo_coef)
         # A negative clip norm would flip the sign of every gradient (clip_grad_norm_ scales by max_norm / norm).
         self.max_grad_norm = check.positive("max_grad_norm", self.max_grad_norm)
@@ -483,7 +493,7 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         phi_z = th.cat(phi_zs)
         log_weights = th.cat([b.log_weights for b in beliefs])
         features = self.policy.belief_features(h, phi_z, log_weights)
-        distribution = self.policy.distribution(features)
+        distribution, pre_activation = self.policy.action_head(features)
         values = self.policy.value_net(features).flatten()
 
         actions = buffer.actions[buffer.newest].reshape(self.n_steps * self.n_envs, -1)
@@ -500,10 +510,24 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         policy_loss = -(advantages * log_prob).mean()
         value_loss = (returns - values).pow(2).mean()
         entropy_loss = -entropy.mean()
+        pre_activation_loss = pre_activation.pow(2).sum(dim=-1).mean()
         elbo = th.stack(elbos).mean()
-        rl_loss = self.policy_coef * policy_loss + self.vf_coef * value_loss + self.ent_coef * entropy_loss
+        rl_loss = (
+            self.policy_coef * policy_loss
+            + self.vf_coef * value_loss
+            + self.ent_coef * entropy_loss
+            + self.pre_activation_coef * pre_activation_loss
+        )
         model_loss = -self.elbo_coef * elbo
-        what = loss_name({"A2C policy": policy_loss, "A2C value": value_loss, "A2C entropy": entropy_loss, "ELBO": elbo})
+        what = loss_name(
+            {
+                "A2C policy": policy_loss,
+                "A2C value": value_loss,
+                "A2C entropy": entropy_loss,
+                "A2C pre-activation": pre_activation_loss,
+                "ELBO": elbo,
+            }
+        )
         try:
             if self.model_max_grad_norm is None:
                 grad_norms = {"grad_norm": checked_step(self.policy.optimizer, rl_loss + model_loss, what, self.max_grad_norm)}
@@ -528,6 +552,7 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/entropy_loss", entropy_loss.item())
         self.logger.record("train/policy_loss", policy_loss.item())
+        self.logger.record("train/pre_activation_loss", pre_activation_loss.item())
         self.logger.record("train/value_loss", value_loss.item())
         self.logger.record("train/elbo", elbo.item())
         for name, norm in grad_norms.items():  # before clipping (the RNN baseline has no model term)

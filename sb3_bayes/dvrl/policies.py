@@ -693,13 +693,24 @@ class DVRLPolicy(BasePolicy):
         :param features: ``[N, H]``.
         :return: SB3 distribution.
         """
-        mean_actions = self.action_net(features)
+        return self.action_head(features)[0]
+
+    def action_head(self, features: th.Tensor) -> tuple[Distribution, th.Tensor]:
+        """
+        The action distribution given belief features, and the head's raw output ``u`` it was built from.
+
+        :param features: ``[N, H]``.
+        :return: SB3 distribution and ``u`` ``[N, action dim]``: the Gaussian's mean (its pre-``tanh`` value with
+            ``bounded_action_mean``) or the categorical logits.
+        """
+        pre_activation = self.action_net(features)
         if isinstance(self.action_dist, DiagGaussianDistribution):
+            mean_actions = pre_activation
             if self.bounded_action_mean:
                 centre, half_range = self.get_buffer("action_centre"), self.get_buffer("action_half_range")
-                mean_actions = centre + half_range * th.tanh(mean_actions)
-            return self.action_dist.proba_distribution(mean_actions, self.log_std)
-        return self.action_dist.proba_distribution(action_logits=mean_actions)  # type: ignore[call-arg]
+                mean_actions = centre + half_range * th.tanh(pre_activation)
+            return self.action_dist.proba_distribution(mean_actions, self.log_std), pre_activation
+        return self.action_dist.proba_distribution(action_logits=pre_activation), pre_activation  # type: ignore[call-arg]
 
     def step(
         self,
