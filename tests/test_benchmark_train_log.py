@@ -1,4 +1,5 @@
-"""The DVRL benchmark's training log (benchmarks/dvrl/train_log.py): what it records about the acting policy."""
+"""The DVRL benchmark's training log (benchmarks/dvrl/train_log.py): what it records about the acting policy; and the
+windowed training returns of its probe table (benchmarks/dvrl/probe_table.py)."""
 
 import json
 import sys
@@ -12,6 +13,7 @@ from sb3_bayes.dvrl import DVRL
 
 # benchmarks/ is not part of the installed package: import it from the checkout, after the installed packages.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks.dvrl.probe_table import WINDOW, window_returns  # noqa: E402
 from benchmarks.dvrl.train_log import TrainLogCallback  # noqa: E402
 
 SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
@@ -38,3 +40,15 @@ def test_train_log_records_actions_and_actor(tmp_path) -> None:
         assert np.isfinite(record["action_abs_mean"]) and record["action_abs_mean"] > 0.0
     assert not model.policy.action_net._forward_hooks  # the hook is gone with the training run
     assert np.isfinite(records[-1]["elbo"]) and np.isfinite(records[-1]["ess"])  # the update's logger values
+
+
+def test_probe_table_window_returns_match_a_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    ends = np.sort(rng.integers(1, 4 * WINDOW + 1, size=60))
+    ends = ends[(ends <= WINDOW) | (ends > 2 * WINDOW)]  # the second window gets no episode
+    episodes = [dict(rank=i % 3, ret=float(-i), end_step=int(end)) for i, end in enumerate(ends)]
+    means = window_returns(episodes, 4 * WINDOW)
+    assert means.shape == (4,) and np.isnan(means[1])
+    for index in (0, 2, 3):
+        inside = [e["ret"] for e in episodes if index * WINDOW < e["end_step"] <= (index + 1) * WINDOW]
+        assert means[index] == np.mean(inside)
