@@ -106,9 +106,9 @@ class DVRL(ExactResumeMixin, NamedRunsMixin, OnPolicyAlgorithm):
     :param pre_activation_coef: Weight (>= 0) of an L2 penalty ``mean_t ||u_t||^2`` on the action head's raw output
         ``u``: the Gaussian's mean, its pre-``tanh`` value with the policy's ``bounded_action_mean``, or the logits. Not
         in the original (0, the default, leaves the loss as it was). It keeps a bounded mean out of ``tanh``'s flat
-        tails, where the policy gradient vanishes and a mean on the box's edge cannot come back (as in the SAC
-        reference code's ``mean_reg`` and rlkit's ``policy_pre_activation_weight``); part of the A2C terms' gradient
-        (and clip).
+        tails, where the policy gradient vanishes and a mean on the box's edge cannot come back, as the SAC reference
+        code's ``reg`` (on its pre-``tanh`` mean) and rlkit's ``policy_pre_activation_weight`` do; part of the A2C
+        terms' gradient (and clip).
     :param elbo_coef: Weight of the negative ELBO (the original's ``encoding_loss_coef``). With 0 the model is not
         trained by its ELBO and resampling is switched off (as in the original; the weights stay those of the last
         step).
