@@ -19,29 +19,23 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import read_result
+from benchmarks.dvrl.summarize import WINDOW, window_return
 
-WINDOW = 5000
 #: Windows before this step are not searched for the worst one (every run starts far below its final return).
 SETTLED_STEP = 100_000
 
 
 def window_returns(episodes: list[dict[str, Any]], steps: int) -> np.ndarray:
     """
-    Mean training return per ``WINDOW``-step window, from run_zoo's episode records (``end_step``: the steps of all
-    environments together when the episode ended).
+    Mean training return per ``WINDOW``-step window (summarize.py's :func:`window_return` at every window's end).
 
-    :param episodes: The run's ``results.episodes``.
+    :param episodes: The run's ``results.episodes`` (``end_step``: the steps of all environments together when the
+        episode ended).
     :param steps: The run's budget.
     :return: ``[steps // WINDOW]`` means (NaN where no episode ended).
     """
-    ends = np.array([float(episode["end_step"]) for episode in episodes])
-    returns = np.array([float(episode["ret"]) for episode in episodes])
-    means = np.full(steps // WINDOW, np.nan)
-    for index in range(len(means)):
-        inside = (ends > index * WINDOW) & (ends <= (index + 1) * WINDOW)
-        if inside.any():
-            means[index] = returns[inside].mean()
-    return means
+    run = {"episodes": episodes}
+    return np.array([window_return(run, (index + 1) * WINDOW) for index in range(steps // WINDOW)])
 
 
 def row(run: dict[str, Any]) -> list[str]:
