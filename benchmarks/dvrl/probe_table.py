@@ -1,4 +1,5 @@
-"""The table of the action probes (``results/action_probe/``, docs/dvrl.md "The remedy"): one row per run.
+"""The table of the action probes (``results/action_probe/``), one row per run; in docs/dvrl.md, "The remedy" and
+"The actor's statistics, and a penalty on its pre-activation".
 
 Each row: the settings that differ from the YAML (``run_zoo.py --params``), the seed, whether the CPU has AVX-512 (runs of
 one seed on CPUs with different vector units follow different floating-point paths and so different trajectories), the
