@@ -200,7 +200,7 @@ class BayesianDDPGPolicy(EpisodeStartPolicy, TD3Policy):
             features_extractor_class = self.default_features_extractor_class
         check = ParameterValidator(type(self).__name__)
         net_arch = self._check_net_arch(check, net_arch)
-        check_network_arguments(
+        network_arguments = check_network_arguments(
             check,
             activation_fn,
             features_extractor_class,
@@ -236,14 +236,9 @@ class BayesianDDPGPolicy(EpisodeStartPolicy, TD3Policy):
             action_space,
             lr_schedule,
             net_arch,
-            activation_fn,
-            features_extractor_class,
-            features_extractor_kwargs,
-            normalize_images,
-            optimizer_class,
-            optimizer_kwargs,
-            n_critics,
-            share_features_extractor,
+            n_critics=n_critics,
+            share_features_extractor=share_features_extractor,
+            **network_arguments,
         )
 
     @staticmethod

@@ -522,7 +522,7 @@ class BayesianDQNPolicy(EpisodeStartPolicy, DQNPolicy):
         self.head_type = check.choice("head", head, HEADS)
         features_extractor_class, default_net_arch = self.default_network(self.head_type, features_extractor_class)
         net_arch = default_net_arch if net_arch is None else check.sizes("net_arch", net_arch)
-        check_network_arguments(
+        network_arguments = check_network_arguments(
             check,
             activation_fn,
             features_extractor_class,
@@ -541,18 +541,7 @@ class BayesianDQNPolicy(EpisodeStartPolicy, DQNPolicy):
         self.prior_features = check.integer("prior_features", prior_features, minimum=0)  # 0: no random-feature prior
         self.prior_lengthscale = check.positive("prior_lengthscale", prior_lengthscale)
         self.prior_feature_scale = check.positive("prior_feature_scale", prior_feature_scale)
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch,
-            activation_fn,
-            features_extractor_class,
-            features_extractor_kwargs,
-            normalize_images,
-            optimizer_class,
-            optimizer_kwargs,
-        )
+        super().__init__(observation_space, action_space, lr_schedule, net_arch, **network_arguments)
 
     @staticmethod
     def default_network(

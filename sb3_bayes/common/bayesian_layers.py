@@ -27,7 +27,7 @@ Variational continual learning (Nguyen et al., 2018) replaces the prior with the
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import torch as th
 import torch.nn.functional as F
@@ -67,6 +67,17 @@ def check_bayesian_layer_settings(
     return {key: checks[key](key, value) for key, value in settings.items()}
 
 
+class NetworkArguments(TypedDict):
+    """The ``policy_kwargs`` that SB3's policies share after ``net_arch``, as :func:`check_network_arguments` returns them."""
+
+    activation_fn: type[nn.Module]
+    features_extractor_class: type[BaseFeaturesExtractor]
+    features_extractor_kwargs: dict[str, Any] | None
+    normalize_images: bool
+    optimizer_class: type[th.optim.Optimizer]
+    optimizer_kwargs: dict[str, Any] | None
+
+
 def check_network_arguments(
     check: ParameterValidator,
     activation_fn: Any,
@@ -75,10 +86,11 @@ def check_network_arguments(
     normalize_images: Any,
     optimizer_class: Any,
     optimizer_kwargs: Any,
-) -> None:
+) -> NetworkArguments:
     """
     The ``policy_kwargs`` that SB3's policies share, checked by the constructors of BayesianDDPG's and BayesianDQN's
-    policies (each checks its own ``net_arch``, whose form differs).
+    policies (each checks its own ``net_arch``, whose form differs), which pass the result on to SB3's constructor by
+    name.
 
     :param check: The policy's validator.
     :param activation_fn: A subclass of ``nn.Module``.
@@ -87,13 +99,16 @@ def check_network_arguments(
     :param normalize_images: A bool.
     :param optimizer_class: A subclass of ``th.optim.Optimizer``.
     :param optimizer_kwargs: A dict or None.
+    :return: The checked arguments, by name.
     """
-    check.subclass("activation_fn", activation_fn, nn.Module)
-    check.subclass("features_extractor_class", features_extractor_class, BaseFeaturesExtractor)
-    check.keyword_arguments("features_extractor_kwargs", features_extractor_kwargs)
-    check.boolean("normalize_images", normalize_images)
-    check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer)
-    check.keyword_arguments("optimizer_kwargs", optimizer_kwargs)
+    return NetworkArguments(
+        activation_fn=check.subclass("activation_fn", activation_fn, nn.Module),
+        features_extractor_class=check.subclass("features_extractor_class", features_extractor_class, BaseFeaturesExtractor),
+        features_extractor_kwargs=check.keyword_arguments("features_extractor_kwargs", features_extractor_kwargs),
+        normalize_images=check.boolean("normalize_images", normalize_images),
+        optimizer_class=check.subclass("optimizer_class", optimizer_class, th.optim.Optimizer),
+        optimizer_kwargs=check.keyword_arguments("optimizer_kwargs", optimizer_kwargs),
+    )
 
 
 def gaussian_kl(mean_q: th.Tensor, log_var_q: th.Tensor, mean_p: th.Tensor, log_var_p: th.Tensor) -> th.Tensor:
