@@ -5,6 +5,7 @@ Two modes, run from the repository root (``bash benchmarks/pets_speed/run_recomm
     python -m benchmarks.pets_speed.recommended floor --out benchmarks/pets_speed/results_recommended/floor.json
     python -m benchmarks.pets_speed.recommended table [RESULTS_DIR]
     python -m benchmarks.pets_speed.recommended learning [RESULTS_DIR]   # RESULTS_DIR/learning{,_paper}/*.json
+    python -m benchmarks.pets_speed.recommended learning --until-step 2000   # the same, episodes ended by step 2000
 
 ``floor`` measures this machine's one-thread float32 matrix-product throughput (an sgemm 2048^3 and the paper
 network's hidden-layer ``bmm``, [5, 2000, 200] x [5, 200, 200]) and from it the *matmul floor* of one paper-configuration
@@ -237,7 +238,16 @@ SOLVED = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Reacher-v5": -6
 LEARNING_CONFIGS = {"learning": "recommended", "learning_paper": "paper CEM"}
 
 
-def learning(directory: str) -> str:
+def learning(directory: str, until_step: int | None = None) -> str:
+    """
+    The table of the learning runs under ``directory`` (``learning/`` and ``learning_paper/``).
+
+    :param directory: The results folder of ``run_recommended.sh``.
+    :param until_step: Only the episodes that ended by this step (None: all), to compare runs of different lengths at
+        equal steps; the ``steps`` column then reads ``<until_step> of <steps>``, and CPU and wall seconds stay those of
+        the whole run.
+    :return: The table in Markdown.
+    """
     runs = [
         (name, run)
         for subdir, name in LEARNING_CONFIGS.items()
@@ -263,7 +273,7 @@ def learning(directory: str) -> str:
     lines = [hdr]
     order = list(LEARNING_CONFIGS.values())
     for config_name, r in sorted(runs, key=lambda x: (x[1]["env"], order.index(x[0]), x[1]["seed"])):
-        eps = r["results"]["episodes"]
+        eps = [e for e in r["results"]["episodes"] if until_step is None or e["end_step"] <= until_step]
         rets = [e["ret"] for e in eps]
         solved = SOLVED.get(r["env"])
         first = next((e["end_step"] for e in eps if solved is not None and e["ret"] >= solved), None)
@@ -283,7 +293,7 @@ def learning(directory: str) -> str:
                 r["env"],
                 config_name,
                 str(r["seed"]),
-                str(r["config"]["steps"]),
+                str(r["config"]["steps"]) if until_step is None else f"{until_step} of {r['config']['steps']}",
                 str(len(eps)),
                 shown,
                 fmt(max(rets)),
@@ -312,11 +322,12 @@ def main() -> None:
     t.add_argument("dir", nargs="?", default=DEFAULT_DIR)
     lp = sub.add_parser("learning")
     lp.add_argument("dir", nargs="?", default=DEFAULT_DIR)
+    lp.add_argument("--until-step", type=int, default=None, help="only the episodes that ended by this step")
     args = p.parse_args()
     if args.mode == "floor":
         floor(args)
     elif args.mode == "learning":
-        print(learning(args.dir))
+        print(learning(args.dir, args.until_step))
     else:
         if not glob.glob(os.path.join(args.dir, "*.json")):
             sys.exit(f"no result files in {args.dir}")
