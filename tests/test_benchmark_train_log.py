@@ -1,5 +1,6 @@
-"""The DVRL benchmark's training log (benchmarks/dvrl/train_log.py): what it records about the acting policy; and the
-windowed training returns of its probe table (benchmarks/dvrl/probe_table.py)."""
+"""The DVRL benchmark's training log (benchmarks/dvrl/train_log.py): what it records about the acting policy; the
+windowed training returns of its probe table (benchmarks/dvrl/probe_table.py); the final-return tables of its summary
+(benchmarks/dvrl/summarize.py)."""
 
 import json
 import sys
@@ -14,6 +15,7 @@ from sb3_bayes.dvrl import DVRL
 # benchmarks/ is not part of the installed package: import it from the checkout, after the installed packages.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from benchmarks.dvrl.probe_table import WINDOW, window_returns  # noqa: E402
+from benchmarks.dvrl.summarize import final_tables  # noqa: E402
 from benchmarks.dvrl.train_log import TrainLogCallback  # noqa: E402
 
 SMALL = dict(h_dim=16, z_dim=4, encoder_sizes=[8], action_encoding=4)
@@ -52,3 +54,26 @@ def test_probe_table_window_returns_match_a_brute_force() -> None:
     for index in (0, 2, 3):
         inside = [e["ret"] for e in episodes if index * WINDOW < e["end_step"] <= (index + 1) * WINDOW]
         assert means[index] == np.mean(inside)
+
+
+def test_summary_tables_evaluate_deterministic_and_sampled_actions() -> None:
+    env = "MountainHikeNoise1-v0 (500k)"
+
+    def run(deterministic: list[float], sampled: list[float] | None) -> dict:
+        results = {"eval_returns": deterministic}
+        if sampled is not None:
+            results["eval_returns_stochastic"] = sampled
+        return {"steps": 500_000, "results": results}
+
+    # DVRL: two seeds with both evaluations; RNN: one seed evaluated deterministically only (an older run).
+    by_env = {env: {"dvrl": [run([-100.0, -200.0], [-150.0, -150.0]), run([-300.0], [-250.0])], "rnn": [run([-50.0], None)]}}
+    references = {"MountainHikeNoise1-v0": {"memoryless": {"mean": -192.1}}}
+    lines = final_tables(by_env, [env], references)
+    deterministic, sampled = (lines.index(line) for line in lines if line.startswith("\n#### Final return"))
+    assert "(deterministic actions)" in lines[deterministic] and "(sampled actions)" in lines[sampled]
+    cells = [cell.strip() for cell in lines[deterministic + 3].strip("|").split("|")]
+    # Per seed the mean over episodes (-150, -300), then mean ± std over seeds.
+    assert cells[2:5] == ["-225.0 ± 75.0 (2)", "-50.0 ± 0.0 (1)", "not run"]
+    assert cells[7] == "-192.1"
+    cells = [cell.strip() for cell in lines[sampled + 3].strip("|").split("|")]
+    assert cells[2:5] == ["-200.0 ± 50.0 (2)", "not run", "not run"]

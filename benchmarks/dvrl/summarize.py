@@ -105,15 +105,19 @@ def last_diagnostics(run: dict[str, Any]) -> dict[str, float]:
 
 def final_tables(by_env: dict[str, dict[str, list[dict[str, Any]]]], envs: list[str], references: dict) -> list[str]:
     """
-    The evaluation returns with the references, and the training diagnostics at the budget (markdown lines; none
-    without evaluated runs or training logs).
+    The evaluation returns (deterministic, and sampled where the runs have them) with the references, and the training
+    diagnostics at the budget (markdown lines; none without evaluated runs or training logs).
     """
     lines: list[str] = []
-    evaluated = [env for env in envs if any("eval_returns" in r["results"] for m in by_env[env].values() for r in m)]
-    if evaluated:
-        n_eval = max(len(r["results"]["eval_returns"]) for env in evaluated for m in by_env[env].values() for r in m)
+    # Deterministic actions (the policy's mean) and sampled ones (the policy that training optimised): on Mountain Hike
+    # the two can differ by more than the methods do (docs/dvrl.md, "Late snapshots").
+    for key, actions in (("eval_returns", "deterministic actions"), ("eval_returns_stochastic", "sampled actions")):
+        evaluated = [env for env in envs if any(key in r["results"] for m in by_env[env].values() for r in m)]
+        if not evaluated:
+            continue
+        n_eval = max(len(r["results"].get(key, [])) for env in evaluated for m in by_env[env].values() for r in m)
         lines += [
-            f"\n#### Final return: {n_eval} fixed-seed evaluation episodes (deterministic actions), mean ± std over "
+            f"\n#### Final return: {n_eval} fixed-seed evaluation episodes ({actions}), mean ± std over "
             "seeds, with the references of references.json\n",
             "| environment | budget | "
             + " | ".join(NAMES[m].split(" (")[0] for m in METHODS)
@@ -125,8 +129,8 @@ def final_tables(by_env: dict[str, dict[str, list[dict[str, Any]]]], envs: list[
         for env in evaluated:
             cells = []
             for method in METHODS:
-                finals = [float(np.mean(r["results"]["eval_returns"])) for r in by_env[env].get(method, [])]
-                finals = [f for f in finals if np.isfinite(f)]
+                runs = [r for r in by_env[env].get(method, []) if key in r["results"]]
+                finals = [f for f in (float(np.mean(r["results"][key])) for r in runs) if np.isfinite(f)]
                 cells.append(f"{np.mean(finals):.1f} ± {np.std(finals):.1f} ({len(finals)})" if finals else "not run")
             refs = references.get(env.split(" (")[0], {})
             cells += [f"{refs[name]['mean']:.1f}" if name in refs else "" for name in REFERENCES]
