@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 # benchmarks/ is not part of the installed package: import it from the checkout, after the installed packages.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SCHEMA_VERSION  # noqa: E402
@@ -47,3 +49,9 @@ def test_until_step_keeps_the_episodes_that_ended_by_then(tmp_path: Path) -> Non
     assert float(recommended[7]) == round(-70.0 / 3, 1)  # final: the mean of the last three, -40, -20, -10
     assert paper[3] == "150 of 150" and paper[4] == "3"
     assert whole[10] == recommended[10] == "600"  # CPU seconds stay the whole run's
+
+
+def test_until_step_before_any_episode_is_refused(tmp_path: Path) -> None:
+    write_run(tmp_path / "learning" / "pets_Reacher-v5_s0.json", [-40.0, -20.0], 100)
+    with pytest.raises(ValueError, match="no episode that ended by step 10"):
+        learning(str(tmp_path), until_step=10)

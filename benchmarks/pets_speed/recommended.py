@@ -274,6 +274,8 @@ def learning(directory: str, until_step: int | None = None) -> str:
     order = list(LEARNING_CONFIGS.values())
     for config_name, r in sorted(runs, key=lambda x: (x[1]["env"], order.index(x[0]), x[1]["seed"])):
         eps = [e for e in r["results"]["episodes"] if until_step is None or e["end_step"] <= until_step]
+        if not eps:
+            raise ValueError(f"{r['env']} seed {r['seed']} ({config_name}) has no episode that ended by step {until_step}")
         rets = [e["ret"] for e in eps]
         solved = SOLVED.get(r["env"])
         first = next((e["end_step"] for e in eps if solved is not None and e["ret"] >= solved), None)
