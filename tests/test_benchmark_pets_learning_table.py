@@ -51,6 +51,14 @@ def test_until_step_keeps_the_episodes_that_ended_by_then(tmp_path: Path) -> Non
     assert whole[10] == recommended[10] == "600"  # CPU seconds stay the whole run's
 
 
+def test_replaced_sections_are_listed_after_the_others(tmp_path: Path) -> None:
+    write_run(tmp_path / "learning_previous" / "pets_Reacher-v5_s0.json", [-40.0, -6.0], 100)
+    write_run(tmp_path / "learning" / "pets_Reacher-v5_s0.json", [-40.0, -4.0], 100)
+    table = learning(str(tmp_path))
+    assert float(row(table, "previous section")[6]) == -6.0 and float(row(table, "recommended")[6]) == -4.0
+    assert table.index("| recommended ") < table.index("| previous section ")
+
+
 def test_until_step_before_any_episode_is_refused(tmp_path: Path) -> None:
     write_run(tmp_path / "learning" / "pets_Reacher-v5_s0.json", [-40.0, -20.0], 100)
     with pytest.raises(ValueError, match="no episode that ended by step 10"):

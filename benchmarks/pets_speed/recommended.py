@@ -235,12 +235,14 @@ SOLVED = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Reacher-v5": -6
 
 
 #: Result subdirectory -> the name of its configuration in the table.
-LEARNING_CONFIGS = {"learning": "recommended", "learning_paper": "paper CEM"}
+# Result folders of run_recommended.sh and their names in the table; learning_previous/ holds the runs of sections that
+# were replaced (Reacher-v5: the iCEM section of before 2026-12-07, 5000 steps), kept to compare with.
+LEARNING_CONFIGS = {"learning": "recommended", "learning_paper": "paper CEM", "learning_previous": "previous section"}
 
 
 def learning(directory: str, until_step: int | None = None) -> str:
     """
-    The table of the learning runs under ``directory`` (``learning/`` and ``learning_paper/``).
+    The table of the learning runs under ``directory`` (``learning/``, ``learning_paper/``, ``learning_previous/``).
 
     :param directory: The results folder of ``run_recommended.sh``.
     :param until_step: Only the episodes that ended by this step (None: all), to compare runs of different lengths at

@@ -8,7 +8,7 @@
 # Then the machine's matmul floor (recommended.py floor) and the table (recommended.py table, also in OUT/table.md).
 #   bash benchmarks/pets_speed/run_recommended.sh learning   # the learning runs of the recommended YAML sections
 #       (benchmarks.pets_learning.run_pets, seeds SEEDS="0 1 2"): Pendulum-v1 and InvertedPendulum-v5 for their
-#       n_timesteps (1000, 3000), Reacher-v5 for REACHER_STEPS=5000 steps (the first third of its n_timesteps, 15000);
+#       n_timesteps (1000, 3000), Reacher-v5 for REACHER_STEPS=2000 steps (the first 40 of its 300 episodes);
 #       JSON and logs in OUT/learning/, table: python -m benchmarks.pets_speed.recommended learning. LEARN_ENVS
 #       chooses the envs. It does not empty OUT and skips a run whose JSON exists.
 #   bash benchmarks/pets_speed/run_recommended.sh learning-paper   # the same runs with the paper's CEM and members
@@ -35,7 +35,7 @@ if [[ "${1:-timing}" == learning || "${1:-timing}" == learning-paper ]]; then
   mkdir -p "$dir"
   for env in ${LEARN_ENVS:-Pendulum-v1 InvertedPendulum-v5 Reacher-v5}; do
     steps=()
-    if [[ $env == Reacher-v5 ]]; then steps=(--steps "${REACHER_STEPS:-5000}"); fi
+    if [[ $env == Reacher-v5 ]]; then steps=(--steps "${REACHER_STEPS:-2000}"); fi
     overrides=()
     if [[ $1 == learning-paper ]]; then
       # The paper's planner and members (timing.CONFIG) in place of the section's: CEM, 500 candidates, 50 elites,
