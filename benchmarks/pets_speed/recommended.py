@@ -234,9 +234,8 @@ def table(directory: str) -> str:
 SOLVED = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Reacher-v5": -6.0}
 
 
-#: Result subdirectory -> the name of its configuration in the table.
-# Result folders of run_recommended.sh and their names in the table; learning_previous/ holds the runs of sections that
-# were replaced (Reacher-v5: the iCEM section of before 2026-12-07, 5000 steps), kept to compare with.
+#: Result subdirectory -> the name of its configuration in the table. ``learning_previous/`` holds the runs of sections
+#: that were replaced (Reacher-v5: the iCEM section of before 2026-12-07, 5000 steps), kept to compare with.
 LEARNING_CONFIGS = {"learning": "recommended", "learning_paper": "paper CEM", "learning_previous": "previous section"}
 
 
