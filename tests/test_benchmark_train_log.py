@@ -1,6 +1,6 @@
 """The DVRL benchmark's training log (benchmarks/dvrl/train_log.py): what it records about the acting policy; the
-windowed training returns of its probe table (benchmarks/dvrl/probe_table.py); the final-return tables of its summary
-(benchmarks/dvrl/summarize.py)."""
+windowed training returns of its probe table (benchmarks/dvrl/probe_table.py) and of its dips (benchmarks/dvrl/dips.py);
+the final-return tables of its summary (benchmarks/dvrl/summarize.py)."""
 
 import json
 import sys
@@ -14,7 +14,8 @@ from sb3_bayes.dvrl import DVRL
 
 # benchmarks/ is not part of the installed package: import it from the checkout, after the installed packages.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
-from benchmarks.dvrl.probe_table import WINDOW, window_returns  # noqa: E402
+from benchmarks.dvrl.dips import STATISTICS, correlations, window_pairs  # noqa: E402
+from benchmarks.dvrl.probe_table import SETTLED_STEP, WINDOW, window_returns  # noqa: E402
 from benchmarks.dvrl.summarize import final_tables  # noqa: E402
 from benchmarks.dvrl.train_log import TrainLogCallback  # noqa: E402
 
@@ -77,3 +78,24 @@ def test_summary_tables_evaluate_deterministic_and_sampled_actions() -> None:
     assert cells[7] == "-192.1"
     cells = [cell.strip() for cell in lines[sampled + 3].strip("|").split("|")]
     assert cells[2:5] == ["-200.0 ± 50.0 (2)", "not run", "not run"]
+
+
+def test_dips_pair_each_logged_window_with_its_statistics() -> None:
+    rng = np.random.default_rng(1)
+    ends = np.sort(rng.integers(SETTLED_STEP - WINDOW, SETTLED_STEP + 6 * WINDOW, size=80))
+    episodes = [dict(rank=0, ret=float(rng.normal(-200, 30)), end_step=int(end)) for end in ends]
+    log = [
+        {"step": float(SETTLED_STEP + k * WINDOW + 40), **{name: float(rng.normal()) for name in STATISTICS}}
+        for k in range(-1, 6)
+    ]
+    del log[3]["ess"]  # the RNN baseline logs no effective sample size
+    pairs = window_pairs({"results": {"episodes": episodes, "train_log": log}})
+    assert [step for step, _, _ in pairs] == [record["step"] for record in log[1:]]  # none before the settled step
+    for step, mean, _ in pairs:
+        assert mean == np.mean([e["ret"] for e in episodes if step - WINDOW < e["end_step"] <= step])
+    assert np.isnan(pairs[2][2]["ess"])
+    r = correlations(pairs)
+    for name in STATISTICS:
+        kept = [(mean, stats[name]) for _, mean, stats in pairs if np.isfinite(stats[name])]
+        assert len(kept) == (5 if name == "ess" else 6)
+        assert np.isclose(r[name], np.corrcoef(*np.array(kept).T)[0, 1])
